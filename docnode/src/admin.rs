@@ -1,0 +1,97 @@
+//! The docnode's admin HTTP endpoints: liveness, readiness and Prometheus metrics.
+//!
+//! These are for the orchestrator and the metrics scraper only; clients never reach them.
+
+use std::{fmt::Write, net::SocketAddr, sync::Arc};
+
+use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Router};
+use tokio::net::TcpListener;
+
+use crate::{registry::Registry, store::Store};
+
+/// What the admin endpoints read.
+#[derive(Clone)]
+pub struct AdminState {
+    /// Loaded documents.
+    pub registry: Arc<Registry>,
+    /// The store, for readiness and its counters.
+    pub store: Arc<dyn Store>,
+}
+
+/// The admin router.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// Only `/metrics`, for standalone mode, where the gateway serves the health endpoints.
+pub fn metrics_router(state: AdminState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// Serves the admin router on `addr` until `shutdown` resolves.
+pub async fn serve(
+    addr: SocketAddr,
+    state: AdminState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = TcpListener::bind(addr).await?;
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
+    match state.store.document_count().await {
+        Ok(_) => (StatusCode::OK, "ready".to_owned()),
+        Err(error) => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+    }
+}
+
+async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    use std::sync::atomic::Ordering::Relaxed;
+    let counters = state.store.counters();
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    metric(
+        "codraft_documents_loaded",
+        "gauge",
+        "Documents loaded in memory.",
+        state.registry.loaded() as u64,
+    );
+    metric(
+        "codraft_commits_total",
+        "counter",
+        "Group-commit transactions committed.",
+        counters.commits.load(Relaxed),
+    );
+    metric(
+        "codraft_ops_committed_total",
+        "counter",
+        "Ops committed to the store.",
+        counters.ops_committed.load(Relaxed),
+    );
+    metric(
+        "codraft_log_rows_read_total",
+        "counter",
+        "Op-log rows read while loading documents.",
+        counters.log_rows_read.load(Relaxed),
+    );
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        out,
+    )
+}

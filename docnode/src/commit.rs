@@ -1,0 +1,122 @@
+//! Group commit: one store transaction carries the queued ops of many documents.
+//!
+//! Each document actor hands its uncommitted ops to the [`Committer`] and keeps working; it
+//! has at most one request in flight, so its ops reach the store in revision order. The
+//! committer task takes every request waiting, waits up to the configured window for more
+//! (zero by default: whatever queued while the previous flush ran is the batch), commits
+//! them in one transaction and answers every request with the same result. One flush runs at
+//! a time, so under load the batch grows by itself and the per-op cost of a commit falls.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+use crate::store::{DocumentCommit, Store, StoreError};
+
+/// A document's request to commit its pending ops.
+struct Request {
+    commit: DocumentCommit,
+    done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// Handle to the group-commit task; cheap to clone.
+#[derive(Clone)]
+pub struct Committer {
+    tx: mpsc::Sender<Request>,
+}
+
+/// Settings of the group-commit task.
+#[derive(Debug, Clone, Copy)]
+pub struct CommitPolicy {
+    /// How long to wait for more ops once one arrived.
+    pub window: Duration,
+    /// Most ops in one transaction.
+    pub max_batch: usize,
+}
+
+/// What a document's actor waits on after submitting: its transaction's result.
+pub type CommitResult = oneshot::Receiver<Result<(), StoreError>>;
+
+impl Committer {
+    /// Starts the committer task; it ends when every handle is dropped and the queue is empty.
+    pub fn start(
+        store: Arc<dyn Store>,
+        policy: CommitPolicy,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        // Each document has at most one request in flight, so this bounds nothing that the
+        // number of loaded documents does not already bound; it only smooths bursts.
+        let (tx, rx) = mpsc::channel(4096);
+        let task = tokio::spawn(run(store, policy, rx));
+        (Self { tx }, task)
+    }
+
+    /// Queues ops for commit; the returned receiver yields the result of their transaction.
+    pub async fn submit(&self, commit: DocumentCommit) -> CommitResult {
+        let (done, result) = oneshot::channel();
+        if let Err(mpsc::error::SendError(request)) = self.tx.send(Request { commit, done }).await {
+            let _ = request.done.send(Err(StoreError::Unavailable(
+                "the committer has stopped".into(),
+            )));
+        }
+        result
+    }
+}
+
+async fn run(store: Arc<dyn Store>, policy: CommitPolicy, mut rx: mpsc::Receiver<Request>) {
+    let max_batch = policy.max_batch.max(1);
+    while let Some(first) = rx.recv().await {
+        let mut ops = first.commit.ops.len();
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + policy.window;
+        while ops < max_batch {
+            let next = match rx.try_recv() {
+                Ok(request) => Some(request),
+                Err(_) if policy.window.is_zero() => None,
+                Err(_) => tokio::time::timeout_at(deadline, rx.recv())
+                    .await
+                    .ok()
+                    .flatten(),
+            };
+            let Some(request) = next else { break };
+            ops += request.commit.ops.len();
+            batch.push(request);
+        }
+        flush(&*store, batch, ops).await;
+    }
+}
+
+/// Commits a batch. A conflict belongs to one document (a stale owner), so that document is
+/// answered with it and the rest of the batch is committed without it.
+async fn flush(store: &dyn Store, mut batch: Vec<Request>, ops: usize) {
+    loop {
+        let commits: Arc<[DocumentCommit]> = batch.iter().map(|r| r.commit.clone()).collect();
+        let result = store.commit(commits).await;
+        match &result {
+            Ok(()) => debug!(documents = batch.len(), ops, "group commit"),
+            Err(StoreError::Conflict { document, .. }) if batch.len() > 1 => {
+                warn!(%document, "commit refused for a stale copy; committing the rest");
+                let (stale, rest): (Vec<_>, Vec<_>) = batch
+                    .into_iter()
+                    .partition(|r| &*r.commit.document == document.as_str());
+                if stale.is_empty() {
+                    // The store named a document that is not in the batch: fail them all.
+                    for request in rest {
+                        let _ = request.done.send(result.clone());
+                    }
+                    return;
+                }
+                for request in stale {
+                    let _ = request.done.send(result.clone());
+                }
+                batch = rest;
+                continue;
+            }
+            Err(error) => warn!(documents = batch.len(), ops, %error, "group commit failed"),
+        }
+        for request in batch {
+            let _ = request.done.send(result.clone());
+        }
+        return;
+    }
+}

@@ -1,0 +1,95 @@
+//! Docnode settings: environment variables with matching command-line flags.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::Args;
+
+/// Everything a docnode can be told at start-up.
+#[derive(Debug, Clone, Args)]
+pub struct DocnodeConfig {
+    /// gRPC listen address (ignored in standalone mode, which serves gRPC in process).
+    #[arg(long, env = "DOCNODE_ADDR", default_value = "127.0.0.1:50051")]
+    pub docnode_addr: SocketAddr,
+
+    /// Address gateways dial to reach this docnode; defaults to DOCNODE_ADDR.
+    #[arg(long, env = "ADVERTISE_ADDR")]
+    pub advertise_addr: Option<String>,
+
+    /// Stable identity of this docnode in the hash ring; defaults to the host name.
+    #[arg(long, env = "NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// Admin HTTP address: /metrics, /healthz, /readyz.
+    #[arg(long, env = "ADMIN_ADDR", default_value = "127.0.0.1:9090")]
+    pub admin_addr: SocketAddr,
+
+    /// Directory of the embedded file store (used when DATABASE_URL is not set).
+    #[arg(long, env = "DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Largest document, in KiB of code points (256 means 262,144 characters, as Rustpad).
+    #[arg(long, env = "MAX_DOCUMENT_SIZE_KB", default_value_t = 256)]
+    pub max_document_size_kb: u64,
+
+    /// Committed edits each document keeps in memory to transform late edits against.
+    #[arg(long, env = "HISTORY_WINDOW", default_value_t = 4096)]
+    pub history_window: usize,
+
+    /// Seconds a document with no connections stays loaded.
+    #[arg(long, env = "IDLE_UNLOAD_SECS", default_value_t = 60)]
+    pub idle_unload_secs: u64,
+
+    /// Milliseconds the group committer waits for more ops before a flush (0: flush at once,
+    /// batching whatever arrived while the previous flush ran).
+    #[arg(long, env = "COMMIT_WINDOW_MS", default_value_t = 0)]
+    pub commit_window_ms: u64,
+
+    /// Most ops in one group-commit transaction.
+    #[arg(long, env = "COMMIT_MAX_BATCH", default_value_t = 2048)]
+    pub commit_max_batch: usize,
+
+    /// A snapshot of a document is written every this many committed ops.
+    #[arg(long, env = "SNAPSHOT_EVERY", default_value_t = 500)]
+    pub snapshot_every: u64,
+
+    /// Frames queued for one client before it counts as too slow and is disconnected.
+    #[arg(long, env = "CLIENT_QUEUE", default_value_t = 512)]
+    pub client_queue: usize,
+
+    /// Seconds a shutdown may take to commit what is pending before the process exits.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
+    pub shutdown_timeout_secs: u64,
+}
+
+impl DocnodeConfig {
+    /// The largest document in code points.
+    pub fn max_document_chars(&self) -> u64 {
+        self.max_document_size_kb.saturating_mul(1024)
+    }
+
+    /// How long an unused document stays in memory.
+    pub fn idle_unload(&self) -> Duration {
+        Duration::from_secs(self.idle_unload_secs)
+    }
+
+    /// The group-commit gathering window.
+    pub fn commit_window(&self) -> Duration {
+        Duration::from_millis(self.commit_window_ms)
+    }
+
+    /// This node's identity: NODE_ID, or the host name, or "docnode".
+    pub fn node_id(&self) -> String {
+        self.node_id.clone().unwrap_or_else(|| {
+            std::env::var("HOSTNAME")
+                .ok()
+                .filter(|h| !h.is_empty())
+                .or_else(|| {
+                    std::fs::read_to_string("/etc/hostname")
+                        .ok()
+                        .map(|h| h.trim().to_owned())
+                        .filter(|h| !h.is_empty())
+                })
+                .unwrap_or_else(|| "docnode".to_owned())
+        })
+    }
+}

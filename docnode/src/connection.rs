@@ -1,0 +1,134 @@
+//! One client connection as a document actor sees it: where its frames go, and how its
+//! revision numbers map to the document's log.
+//!
+//! A connection counts revisions from its own start (see docs/protocol.md, "Joining"): a fresh
+//! joiner's revision 1 is the log revision it joined at, a resuming client's revision 0 is the
+//! log revision it resumed from. [`Numbering`] is that translation.
+
+use std::sync::{Arc, OnceLock};
+
+use codraft_proto as pb;
+use tokio::sync::mpsc;
+
+/// Identifies a connection within a docnode.
+pub type ConnId = u64;
+
+/// Why a frame could not be queued for a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendFailure {
+    /// The client's queue is full: it is not keeping up.
+    Full,
+    /// The client's stream has ended.
+    Gone,
+}
+
+/// The sending end of a client's bounded frame queue, plus the reason it was closed, which the
+/// stream delivers as its last frame.
+pub struct Outbox {
+    tx: mpsc::Sender<pb::ServerFrame>,
+    closed: Arc<OnceLock<pb::Error>>,
+}
+
+/// The receiving end: what the gRPC stream drains.
+pub struct Inbox {
+    /// Frames for the client, in order.
+    pub frames: mpsc::Receiver<pb::ServerFrame>,
+    /// Set when the docnode closed the connection; sent after the last frame.
+    pub closed: Arc<OnceLock<pb::Error>>,
+}
+
+impl Outbox {
+    /// A queue of `capacity` frames.
+    pub fn new(capacity: usize) -> (Self, Inbox) {
+        let (tx, frames) = mpsc::channel(capacity.max(1));
+        let closed = Arc::new(OnceLock::new());
+        (
+            Self {
+                tx,
+                closed: Arc::clone(&closed),
+            },
+            Inbox { frames, closed },
+        )
+    }
+
+    /// Queues a frame without waiting: a document never waits for one slow client.
+    pub fn send(&self, kind: pb::server_frame::Kind) -> Result<(), SendFailure> {
+        self.tx
+            .try_send(pb::ServerFrame { kind: Some(kind) })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => SendFailure::Full,
+                mpsc::error::TrySendError::Closed(_) => SendFailure::Gone,
+            })
+    }
+
+    /// Ends the connection: queued frames are still delivered, then `error`.
+    pub fn close(self, code: u32, message: impl Into<String>) {
+        let _ = self.closed.set(pb::Error {
+            code,
+            message: message.into(),
+            close: true,
+        });
+    }
+}
+
+/// How a connection's revisions map to the document's log revisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Numbering {
+    /// Joined fresh: revision 0 is the empty document before the join snapshot, revision
+    /// `r >= 1` is log revision `joined_at + r - 1`.
+    Snapshot {
+        /// Log revision of the snapshot the client received.
+        joined_at: u64,
+        /// Length of that snapshot, in code points.
+        length: u64,
+    },
+    /// Resumed: revision `r` is log revision `from + r`.
+    Resumed {
+        /// The log revision the client held when it reconnected.
+        from: u64,
+    },
+}
+
+impl Numbering {
+    /// The log revision of this connection's revision `r`, or `None` for a fresh joiner's
+    /// revision 0 (the empty document before its snapshot).
+    pub fn log_revision(&self, r: u64) -> Option<u64> {
+        match *self {
+            Numbering::Snapshot { joined_at, .. } => r.checked_sub(1).map(|r| joined_at + r),
+            Numbering::Resumed { from } => Some(from + r),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_numbering_starts_after_the_snapshot_entry() {
+        let n = Numbering::Snapshot {
+            joined_at: 40,
+            length: 3,
+        };
+        assert_eq!(n.log_revision(0), None);
+        assert_eq!(n.log_revision(1), Some(40));
+        assert_eq!(n.log_revision(5), Some(44));
+    }
+
+    #[test]
+    fn resumed_numbering_starts_at_the_resume_point() {
+        let n = Numbering::Resumed { from: 7 };
+        assert_eq!(n.log_revision(0), Some(7));
+        assert_eq!(n.log_revision(3), Some(10));
+    }
+
+    #[test]
+    fn a_full_outbox_reports_full_and_a_dropped_inbox_reports_gone() {
+        let (outbox, inbox) = Outbox::new(1);
+        let frame = || pb::server_frame::Kind::Identity(pb::Identity { user_id: 1 });
+        assert_eq!(outbox.send(frame()), Ok(()));
+        assert_eq!(outbox.send(frame()), Err(SendFailure::Full));
+        drop(inbox);
+        assert_eq!(outbox.send(frame()), Err(SendFailure::Gone));
+    }
+}

@@ -1,0 +1,32 @@
+//! codraft docnode: owns a share of the documents and runs their editing sessions.
+//!
+//! An edit travels through this crate like this:
+//!
+//! 1. [`service`] receives a client's frames on a `DocNode.Session` gRPC stream from a gateway
+//!    and hands them to the document's actor through its [`DocumentHandle`].
+//! 2. [`registry`] finds the document's actor, or starts one; the actor loads its own state
+//!    from the [`store`], so nothing waits on a lock while a document loads.
+//! 3. [`document`] is the actor: one task per loaded document that alone owns the text,
+//!    revision, history window, users and cursors. It transforms the edit against what the
+//!    client had not seen, assigns it the next revision and queues it for commit.
+//! 4. [`commit`] gathers the queued ops of all documents into one store transaction (group
+//!    commit) and reports back to each actor.
+//! 5. Only then does the actor apply the op to its text and fan it out to every client.
+//!
+//! [`wire`] converts between the gRPC contract and OT types; [`config`] holds the settings;
+//! [`server`] wires everything together and serves gRPC and the admin endpoints ([`admin`]).
+
+pub mod admin;
+pub mod commit;
+pub mod config;
+pub mod connection;
+pub mod document;
+pub mod registry;
+pub mod server;
+pub mod service;
+pub mod store;
+pub mod wire;
+
+pub use config::DocnodeConfig;
+pub use document::DocumentHandle;
+pub use server::Docnode;

@@ -1,0 +1,94 @@
+//! Which documents are loaded here, and the handle of each one's actor.
+//!
+//! The map is only ever locked for a lookup or an insert, never across an await: a missing
+//! document gets an actor at once, and that actor loads the document itself while commands
+//! queue in its mailbox. So a burst of joins to cold documents never serialises on one lock
+//! (Rustpad's server hangs in exactly that situation).
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use crate::document::{self, Command, Deps, DocumentHandle};
+
+/// The loaded documents of this docnode.
+pub struct Registry {
+    documents: Mutex<HashMap<Arc<str>, DocumentHandle>>,
+    next_generation: AtomicU64,
+    closing: AtomicBool,
+    deps: Deps,
+}
+
+impl Registry {
+    /// An empty registry whose actors use `deps`.
+    pub fn new(deps: Deps) -> Arc<Self> {
+        Arc::new(Self {
+            documents: Mutex::default(),
+            next_generation: AtomicU64::new(1),
+            closing: AtomicBool::new(false),
+            deps,
+        })
+    }
+
+    /// The handle of a document's actor, starting the actor if the document is not loaded.
+    /// `None` once the docnode is shutting down.
+    pub fn handle(self: &Arc<Self>, id: &str) -> Option<DocumentHandle> {
+        if self.closing.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut documents = self.lock();
+        if let Some(handle) = documents.get(id) {
+            return Some(handle.clone());
+        }
+        let id: Arc<str> = Arc::from(id);
+        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+        let handle = document::spawn(
+            Arc::clone(&id),
+            generation,
+            self.deps.clone(),
+            Arc::clone(self),
+        );
+        documents.insert(id, handle.clone());
+        Some(handle)
+    }
+
+    /// Forgets an actor that stopped, unless a newer one already took its place.
+    pub(crate) fn remove(&self, id: &str, generation: u64) {
+        let mut documents = self.lock();
+        if documents.get(id).map(DocumentHandle::generation) == Some(generation) {
+            documents.remove(id);
+        }
+    }
+
+    /// How many documents are loaded.
+    pub fn loaded(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Refuses new documents, asks every actor to commit and close, and waits (at most
+    /// `timeout`) for them to stop.
+    pub async fn shutdown(&self, timeout: Duration) {
+        self.closing.store(true, Ordering::Release);
+        let handles: Vec<DocumentHandle> = self.lock().values().cloned().collect();
+        for handle in &handles {
+            let _ = handle.send(Command::Shutdown).await;
+        }
+        let all_stopped = futures::future::join_all(handles.iter().map(|h| h.stopped()));
+        if tokio::time::timeout(timeout, all_stopped).await.is_err() {
+            tracing::warn!("some documents did not stop in time");
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, DocumentHandle>> {
+        // A panic while holding this lock cannot leave the map half-updated (every critical
+        // section is a single insert, lookup or remove), so a poisoned lock is still usable.
+        self.documents
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}

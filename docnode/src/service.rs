@@ -1,0 +1,246 @@
+//! The `DocNode` gRPC service: relays each gateway stream to a document actor.
+//!
+//! A stream starts with an `Open` frame naming the document. The service looks up the client's
+//! committed sequence number (for exactly-once), joins the document's actor, then pumps the
+//! client's frames into the actor (awaiting room, which is how backpressure reaches the
+//! gateway) and the actor's frames back out.
+
+use std::{
+    pin::Pin,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use codraft_proto as pb;
+use futures::{Stream, StreamExt};
+use pb::{client_frame::Kind as In, server_frame::Kind as Out};
+use tokio::sync::oneshot;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::debug;
+
+use crate::{
+    connection::{ConnId, Inbox},
+    document::{Command, DocumentHandle, Join, JoinRefused},
+    registry::Registry,
+    store::Store,
+};
+
+/// Longest document id accepted.
+pub const MAX_DOCUMENT_ID_LEN: usize = 256;
+
+/// Whether `id` is a valid document id: 1–256 of `A-Z a-z 0-9 - _ .`.
+pub fn valid_document_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_DOCUMENT_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Whether `id` is a valid exactly-once client id: 1–64 of `A-Z a-z 0-9 - _`.
+pub fn valid_client_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+}
+
+/// The service behind the generated `DocNodeServer`.
+pub struct DocNodeService {
+    registry: Arc<Registry>,
+    store: Arc<dyn Store>,
+    next_conn: AtomicU64,
+}
+
+impl DocNodeService {
+    /// A service over the given documents and store.
+    pub fn new(registry: Arc<Registry>, store: Arc<dyn Store>) -> Self {
+        Self {
+            registry,
+            store,
+            next_conn: AtomicU64::new(1),
+        }
+    }
+
+    fn handle(&self, id: &str) -> Result<DocumentHandle, Status> {
+        self.registry
+            .handle(id)
+            .ok_or_else(|| Status::unavailable("docnode is shutting down"))
+    }
+
+    /// Joins the document's actor, looking it up again if it was stopping.
+    async fn join(&self, open: &pb::Open, conn: ConnId) -> Result<(DocumentHandle, Inbox), Status> {
+        let last_seq = match &open.client_id {
+            Some(client) => self
+                .store
+                .last_seq(&open.document_id, client)
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?,
+            None => 0,
+        };
+        for _ in 0..10 {
+            let handle = self.handle(&open.document_id)?;
+            let (reply, answer) = oneshot::channel();
+            let join = Command::Join(Join {
+                conn,
+                client_id: open.client_id.clone(),
+                resume: open.resume_revision,
+                last_seq,
+                reply,
+            });
+            let outcome = match handle.send(join).await {
+                Ok(()) => answer.await.unwrap_or(Err(JoinRefused::Retry)),
+                Err(_) => Err(JoinRefused::Retry),
+            };
+            match outcome {
+                Ok(inbox) => return Ok((handle, inbox)),
+                Err(JoinRefused::Retry) => {
+                    // The actor is unloading: wait for it to finish, then start a fresh one.
+                    let _ = tokio::time::timeout(Duration::from_secs(5), handle.stopped()).await;
+                }
+                Err(JoinRefused::Unavailable(message)) => return Err(Status::unavailable(message)),
+            }
+        }
+        Err(Status::unavailable("document keeps unloading; retry"))
+    }
+}
+
+/// Frames for the gateway: the actor's queue, then the close reason if the actor closed it.
+type FrameStream = Pin<Box<dyn Stream<Item = Result<pb::ServerFrame, Status>> + Send>>;
+
+fn outbound(inbox: Inbox) -> FrameStream {
+    let Inbox { frames, closed } = inbox;
+    let last = futures::stream::once(async move { closed.get().cloned() }).filter_map(|error| {
+        futures::future::ready(error.map(|e| {
+            Ok(pb::ServerFrame {
+                kind: Some(Out::Error(e)),
+            })
+        }))
+    });
+    Box::pin(ReceiverStream::new(frames).map(Ok).chain(last))
+}
+
+/// Turns a client frame into the actor command it stands for.
+fn command(conn: ConnId, kind: In) -> Option<Command> {
+    Some(match kind {
+        In::Open(_) => return None,
+        In::Edit(edit) => Command::Edit { conn, edit },
+        In::SetLanguage(l) => Command::SetLanguage {
+            conn,
+            language: l.language,
+        },
+        In::ClientInfo(info) => Command::ClientInfo { conn, info },
+        In::CursorData(data) => Command::CursorData { conn, data },
+    })
+}
+
+#[tonic::async_trait]
+impl pb::doc_node_server::DocNode for DocNodeService {
+    type SessionStream = FrameStream;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<pb::ClientFrame>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let mut inbound = request.into_inner();
+        let open = match inbound.message().await? {
+            Some(pb::ClientFrame {
+                kind: Some(In::Open(open)),
+            }) => open,
+            _ => return Err(Status::invalid_argument("the first frame must be Open")),
+        };
+        if !valid_document_id(&open.document_id) {
+            return Err(Status::invalid_argument("invalid document id"));
+        }
+        if open
+            .client_id
+            .as_deref()
+            .is_some_and(|c| !valid_client_id(c))
+        {
+            return Err(Status::invalid_argument("invalid client id"));
+        }
+        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (handle, inbox) = self.join(&open, conn).await?;
+        debug!(document = %open.document_id, conn, "joined");
+        tokio::spawn(async move {
+            while let Ok(Some(frame)) = inbound.message().await {
+                let Some(command) = frame.kind.and_then(|k| command(conn, k)) else {
+                    continue;
+                };
+                if handle.send(command).await.is_err() {
+                    return;
+                }
+            }
+            let _ = handle.send(Command::Leave { conn }).await;
+        });
+        Ok(Response::new(outbound(inbox)))
+    }
+
+    async fn get_text(
+        &self,
+        request: Request<pb::GetTextRequest>,
+    ) -> Result<Response<pb::GetTextResponse>, Status> {
+        let id = request.into_inner().document_id;
+        if !valid_document_id(&id) {
+            return Err(Status::invalid_argument("invalid document id"));
+        }
+        for _ in 0..10 {
+            let handle = self.handle(&id)?;
+            let (reply, answer) = oneshot::channel();
+            if handle.send(Command::Text { reply }).await.is_ok() {
+                match answer.await {
+                    Ok(Ok(text)) => return Ok(Response::new(pb::GetTextResponse { text })),
+                    Ok(Err(JoinRefused::Unavailable(message))) => {
+                        return Err(Status::unavailable(message))
+                    }
+                    _ => {}
+                }
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(5), handle.stopped()).await;
+        }
+        Err(Status::unavailable("document keeps unloading; retry"))
+    }
+
+    async fn get_stats(
+        &self,
+        _request: Request<pb::GetStatsRequest>,
+    ) -> Result<Response<pb::GetStatsResponse>, Status> {
+        let database_size = self
+            .store
+            .document_count()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(pb::GetStatsResponse {
+            num_documents: self.registry.loaded() as u64,
+            database_size,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn document_ids_are_checked() {
+        assert!(valid_document_id("abc-DEF_1.2"));
+        assert!(!valid_document_id(""));
+        assert!(!valid_document_id("a/b"));
+        assert!(!valid_document_id("héllo"));
+        assert!(!valid_document_id(&"a".repeat(257)));
+        assert!(valid_document_id(&"a".repeat(256)));
+    }
+
+    #[test]
+    fn client_ids_are_checked() {
+        assert!(valid_client_id("tab-1_x"));
+        assert!(!valid_client_id(""));
+        assert!(!valid_client_id("a.b"));
+        assert!(!valid_client_id(&"a".repeat(65)));
+    }
+}

@@ -1,0 +1,411 @@
+//! The embedded file store of standalone mode: one SQLite file under DATA_DIR.
+//!
+//! SQLite runs in WAL mode with `synchronous=FULL`, so a committed transaction survives
+//! kill -9 and power loss; that is what lets the docnode acknowledge an edit once its flush
+//! returns. SQLite calls block, so each one runs on tokio's blocking pool; the connection's
+//! mutex is only ever taken there, never across an await.
+
+use std::{
+    path::Path,
+    sync::{Arc, Mutex},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use async_trait::async_trait;
+use codraft_ot::Operation;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use super::{DocumentCommit, LoggedOp, Snapshot, Store, StoreCounters, StoreError, StoredDocument};
+
+/// Schema changes in order; each runs once, recorded in `schema_migrations`.
+const MIGRATIONS: &[&str] = &[r#"
+    CREATE TABLE documents (
+        id          TEXT PRIMARY KEY,
+        revision    INTEGER NOT NULL,
+        language    TEXT,
+        otp         TEXT,
+        accessed_at INTEGER NOT NULL
+    );
+    CREATE TABLE oplog (
+        document     TEXT NOT NULL,
+        revision     INTEGER NOT NULL,
+        operation    TEXT NOT NULL,
+        author       INTEGER NOT NULL,
+        client_id    TEXT,
+        seq          INTEGER,
+        committed_at INTEGER NOT NULL,
+        PRIMARY KEY (document, revision)
+    ) WITHOUT ROWID;
+    CREATE TABLE snapshots (
+        document TEXT PRIMARY KEY,
+        revision INTEGER NOT NULL,
+        text     TEXT NOT NULL
+    );
+    CREATE TABLE client_seqs (
+        document  TEXT NOT NULL,
+        client_id TEXT NOT NULL,
+        seq       INTEGER NOT NULL,
+        PRIMARY KEY (document, client_id)
+    ) WITHOUT ROWID;
+"#];
+
+/// Documents in one SQLite file.
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    counters: Arc<StoreCounters>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `codraft.db` in `dir` and applies pending migrations.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "cannot create data directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let path = dir.join("codraft.db");
+        let mut conn = Connection::open(&path)
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(unavailable)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(unavailable)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(unavailable)?;
+        migrate(&mut conn)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            counters: Arc::default(),
+        })
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &StoreCounters) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        let counters = Arc::clone(&self.counters);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError::Unavailable("store connection poisoned".into()))?;
+            f(&mut guard, &counters)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+    }
+}
+
+fn unavailable(e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// SQLite stores integers as i64; revisions and ids stay below 2^53, so this never clamps in
+/// practice, but a corrupt value must not wrap around.
+fn to_sql(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn from_sql(n: i64) -> Result<u64, StoreError> {
+    u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("negative value {n}")))
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(unavailable)?;
+    tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
+        .map_err(unavailable)?;
+    let applied: i64 = tx
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(unavailable)?;
+    for (index, sql) in MIGRATIONS.iter().enumerate() {
+        let version = i64::try_from(index + 1).unwrap_or(i64::MAX);
+        if version <= applied {
+            continue;
+        }
+        tx.execute_batch(sql).map_err(unavailable)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version) VALUES (?1)",
+            params![version],
+        )
+        .map_err(unavailable)?;
+    }
+    tx.commit().map_err(unavailable)
+}
+
+fn parse_op(json: &str) -> Result<Operation, StoreError> {
+    Operation::from_json(json).map_err(|e| StoreError::Corrupt(format!("bad stored op: {e}")))
+}
+
+fn load_document(
+    conn: &mut Connection,
+    counters: &StoreCounters,
+    document: &str,
+) -> Result<Option<StoredDocument>, StoreError> {
+    let tx = conn.transaction().map_err(unavailable)?;
+    let row: Option<(i64, Option<String>)> = tx
+        .query_row(
+            "SELECT revision, language FROM documents WHERE id = ?1",
+            params![document],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(unavailable)?;
+    let Some((revision, language)) = row else {
+        return Ok(None);
+    };
+    let revision = from_sql(revision)?;
+    let snapshot: Option<(i64, String)> = tx
+        .query_row(
+            "SELECT revision, text FROM snapshots WHERE document = ?1",
+            params![document],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(unavailable)?;
+    let (mut at, text) = match snapshot {
+        Some((rev, text)) => (from_sql(rev)?, text),
+        None => (0, String::new()),
+    };
+    let mut rope = ropey::Rope::from_str(&text);
+    let mut stmt = tx
+        .prepare_cached(
+            "SELECT revision, operation FROM oplog WHERE document = ?1 AND revision >= ?2 \
+             ORDER BY revision",
+        )
+        .map_err(unavailable)?;
+    let mut rows = stmt
+        .query(params![document, to_sql(at)])
+        .map_err(unavailable)?;
+    let mut read = 0;
+    while let Some(row) = rows.next().map_err(unavailable)? {
+        read += 1;
+        let rev = from_sql(row.get(0).map_err(unavailable)?)?;
+        if rev != at {
+            return Err(StoreError::Corrupt(format!(
+                "op log of {document} jumps from revision {at} to {rev}"
+            )));
+        }
+        let json: String = row.get(1).map_err(unavailable)?;
+        parse_op(&json)?
+            .apply(&mut rope)
+            .map_err(|e| StoreError::Corrupt(format!("op {rev} of {document}: {e}")))?;
+        at += 1;
+    }
+    StoreCounters::add(&counters.log_rows_read, read);
+    if at != revision {
+        return Err(StoreError::Corrupt(format!(
+            "{document} is at revision {revision} but its log ends at {at}"
+        )));
+    }
+    drop(rows);
+    drop(stmt);
+    tx.execute(
+        "UPDATE documents SET accessed_at = ?2 WHERE id = ?1",
+        params![document, now_secs()],
+    )
+    .map_err(unavailable)?;
+    tx.commit().map_err(unavailable)?;
+    Ok(Some(StoredDocument {
+        text: rope.to_string(),
+        revision,
+        language,
+    }))
+}
+
+fn commit_batch(
+    conn: &mut Connection,
+    counters: &StoreCounters,
+    batch: &[DocumentCommit],
+) -> Result<(), StoreError> {
+    let now = now_secs();
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(unavailable)?;
+    let mut ops = 0;
+    for commit in batch {
+        let document: &str = &commit.document;
+        tx.execute(
+            "INSERT INTO documents (id, revision, accessed_at) VALUES (?1, 0, ?2) \
+             ON CONFLICT (id) DO NOTHING",
+            params![document, now],
+        )
+        .map_err(unavailable)?;
+        let new_revision = commit.base_revision + commit.ops.len() as u64;
+        let updated = tx
+            .execute(
+                "UPDATE documents SET revision = ?2, language = COALESCE(?3, language), \
+                 accessed_at = ?4 WHERE id = ?1 AND revision = ?5",
+                params![
+                    document,
+                    to_sql(new_revision),
+                    commit.language,
+                    now,
+                    to_sql(commit.base_revision)
+                ],
+            )
+            .map_err(unavailable)?;
+        if updated != 1 {
+            return Err(StoreError::Conflict {
+                document: document.to_owned(),
+                expected: commit.base_revision,
+            });
+        }
+        let mut insert = tx
+            .prepare_cached(
+                "INSERT INTO oplog (document, revision, operation, author, client_id, seq, \
+                 committed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .map_err(unavailable)?;
+        let mut seqs = tx
+            .prepare_cached(
+                "INSERT INTO client_seqs (document, client_id, seq) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (document, client_id) DO UPDATE SET seq = MAX(seq, excluded.seq)",
+            )
+            .map_err(unavailable)?;
+        for op in &commit.ops {
+            insert
+                .execute(params![
+                    document,
+                    to_sql(op.revision),
+                    op.operation.to_json(),
+                    to_sql(op.author),
+                    op.client_id,
+                    op.seq.map(to_sql),
+                    now
+                ])
+                .map_err(|e| match e {
+                    rusqlite::Error::SqliteFailure(f, _)
+                        if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                    {
+                        StoreError::Conflict {
+                            document: document.to_owned(),
+                            expected: commit.base_revision,
+                        }
+                    }
+                    other => unavailable(other),
+                })?;
+            if let (Some(client), Some(seq)) = (&op.client_id, op.seq) {
+                seqs.execute(params![document, client, to_sql(seq)])
+                    .map_err(unavailable)?;
+            }
+            ops += 1;
+        }
+    }
+    tx.commit().map_err(unavailable)?;
+    StoreCounters::add(&counters.commits, 1);
+    StoreCounters::add(&counters.ops_committed, ops);
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn load(&self, document: &str) -> Result<Option<StoredDocument>, StoreError> {
+        let document = document.to_owned();
+        self.with_conn(move |conn, counters| load_document(conn, counters, &document))
+            .await
+    }
+
+    async fn commit(&self, batch: Arc<[DocumentCommit]>) -> Result<(), StoreError> {
+        self.with_conn(move |conn, counters| commit_batch(conn, counters, &batch))
+            .await
+    }
+
+    async fn write_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        self.with_conn(move |conn, _| {
+            conn.execute(
+                "INSERT INTO snapshots (document, revision, text) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (document) DO UPDATE SET revision = excluded.revision, \
+                 text = excluded.text WHERE excluded.revision > snapshots.revision",
+                params![
+                    &*snapshot.document,
+                    to_sql(snapshot.revision),
+                    snapshot.text
+                ],
+            )
+            .map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn read_log(
+        &self,
+        document: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<LoggedOp>, StoreError> {
+        let document = document.to_owned();
+        self.with_conn(move |conn, counters| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT revision, operation, author, client_id, seq FROM oplog \
+                     WHERE document = ?1 AND revision >= ?2 AND revision < ?3 ORDER BY revision",
+                )
+                .map_err(unavailable)?;
+            let mut rows = stmt
+                .query(params![document, to_sql(from), to_sql(to)])
+                .map_err(unavailable)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(unavailable)? {
+                let json: String = row.get(1).map_err(unavailable)?;
+                let seq: Option<i64> = row.get(4).map_err(unavailable)?;
+                out.push(LoggedOp {
+                    revision: from_sql(row.get(0).map_err(unavailable)?)?,
+                    operation: parse_op(&json)?,
+                    author: from_sql(row.get(2).map_err(unavailable)?)?,
+                    client_id: row.get(3).map_err(unavailable)?,
+                    seq: seq.map(from_sql).transpose()?,
+                });
+            }
+            StoreCounters::add(&counters.log_rows_read, out.len() as u64);
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn last_seq(&self, document: &str, client_id: &str) -> Result<u64, StoreError> {
+        let (document, client_id) = (document.to_owned(), client_id.to_owned());
+        self.with_conn(move |conn, _| {
+            let seq: Option<i64> = conn
+                .query_row(
+                    "SELECT seq FROM client_seqs WHERE document = ?1 AND client_id = ?2",
+                    params![document, client_id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(unavailable)?;
+            seq.map(from_sql).transpose().map(|s| s.unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn document_count(&self) -> Result<u64, StoreError> {
+        self.with_conn(|conn, _| {
+            let n: i64 = conn
+                .query_row("SELECT COUNT(*) FROM documents", [], |r| r.get(0))
+                .map_err(unavailable)?;
+            from_sql(n)
+        })
+        .await
+    }
+
+    fn counters(&self) -> &StoreCounters {
+        &self.counters
+    }
+}

@@ -1,0 +1,51 @@
+//! Gateway settings: environment variables with matching command-line flags.
+
+use std::{net::IpAddr, time::Duration};
+
+use clap::Args;
+
+/// Everything a gateway can be told at start-up.
+#[derive(Debug, Clone, Args)]
+pub struct GatewayConfig {
+    /// HTTP and WebSocket port.
+    #[arg(long, env = "PORT", default_value_t = 3030)]
+    pub port: u16,
+
+    /// Address to bind the HTTP port on.
+    #[arg(long, env = "BIND", default_value = "0.0.0.0")]
+    pub bind: IpAddr,
+
+    /// Static list of docnodes, comma separated: `URL` or `NODE_ID=URL`
+    /// (e.g. `a=http://10.0.0.5:50051,b=http://10.0.0.6:50051`).
+    #[arg(long, env = "DOCNODES", value_delimiter = ',')]
+    pub docnodes: Vec<String>,
+
+    /// Largest WebSocket message a client may send, in KiB.
+    #[arg(long, env = "MAX_MESSAGE_SIZE_KB", default_value_t = 2048)]
+    pub max_message_size_kb: usize,
+
+    /// Seconds between WebSocket pings to each client.
+    #[arg(long, env = "PING_PERIOD_SECS", default_value_t = 54)]
+    pub ping_period_secs: u64,
+
+    /// Seconds without any message from a client (pongs included) before it is dropped.
+    #[arg(long, env = "PONG_WAIT_SECS", default_value_t = 60)]
+    pub pong_wait_secs: u64,
+}
+
+impl GatewayConfig {
+    /// The largest client message in bytes.
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_message_size_kb.saturating_mul(1024)
+    }
+
+    /// Time between pings.
+    pub fn ping_period(&self) -> Duration {
+        Duration::from_secs(self.ping_period_secs.max(1))
+    }
+
+    /// Time a client may stay silent.
+    pub fn pong_wait(&self) -> Duration {
+        Duration::from_secs(self.pong_wait_secs.max(1))
+    }
+}

@@ -1,0 +1,184 @@
+//! The gateway's HTTP routes: the web client, the WebSocket, the small JSON API and health.
+
+use std::{
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use axum::{
+    extract::{Path, Query, State, WebSocketUpgrade},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::get,
+    Json, Router,
+};
+use codraft_proto as pb;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::{
+    assets,
+    config::GatewayConfig,
+    ring::Ring,
+    socket::{self, SocketRequest},
+};
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The live docnodes; replaced whenever membership changes.
+    pub ring: watch::Receiver<Ring>,
+    /// Settings.
+    pub config: Arc<GatewayConfig>,
+    /// Unix time the gateway started.
+    pub start_time: u64,
+}
+
+impl AppState {
+    /// State over a ring that membership updates.
+    pub fn new(ring: watch::Receiver<Ring>, config: GatewayConfig) -> Self {
+        let start_time = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        Self {
+            ring,
+            config: Arc::new(config),
+            start_time,
+        }
+    }
+}
+
+/// All routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(assets::index))
+        .route("/app.js", get(assets::app_js))
+        .route("/app.css", get(assets::app_css))
+        .route("/api/socket/{id}", get(socket_route))
+        .route("/api/text/{id}", get(text_route))
+        .route("/api/stats", get(stats_route))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+/// Whether `id` is a valid document id: 1–256 of `A-Z a-z 0-9 - _ .`.
+pub fn valid_document_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 256
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Whether `id` is a valid exactly-once client id: 1–64 of `A-Z a-z 0-9 - _`.
+pub fn valid_client_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+}
+
+fn bad_request(message: &str) -> Response {
+    (StatusCode::BAD_REQUEST, message.to_owned()).into_response()
+}
+
+/// The socket URL's optional query parameters.
+#[derive(Deserialize)]
+struct SocketQuery {
+    client: Option<String>,
+    resume: Option<u64>,
+    otp: Option<String>,
+}
+
+async fn socket_route(
+    Path(id): Path<String>,
+    query: Result<Query<SocketQuery>, axum::extract::rejection::QueryRejection>,
+    State(state): State<AppState>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if !valid_document_id(&id) {
+        return bad_request("invalid document id: use 1-256 of A-Z a-z 0-9 - _ .");
+    }
+    let Ok(Query(query)) = query else {
+        return bad_request("invalid query: client is text, resume is a number");
+    };
+    if query.client.as_deref().is_some_and(|c| !valid_client_id(c)) {
+        return bad_request("invalid client id: use 1-64 of A-Z a-z 0-9 - _");
+    }
+    let request = SocketRequest {
+        document_id: id,
+        client_id: query.client,
+        resume: query.resume,
+        otp: query.otp,
+    };
+    let ring = state.ring.borrow().clone();
+    let config = (*state.config).clone();
+    upgrade
+        .max_message_size(config.max_message_bytes())
+        .on_upgrade(move |ws| socket::relay(ws, request, ring, config))
+}
+
+async fn text_route(Path(id): Path<String>, State(state): State<AppState>) -> Response {
+    if !valid_document_id(&id) {
+        return bad_request("invalid document id: use 1-256 of A-Z a-z 0-9 - _ .");
+    }
+    let node = state.ring.borrow().owner(&id).cloned();
+    let Some(node) = node else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "no docnode available").into_response();
+    };
+    let mut client = node.client;
+    match client
+        .get_text(pb::GetTextRequest { document_id: id })
+        .await
+    {
+        Ok(reply) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; charset=utf-8",
+            )],
+            reply.into_inner().text,
+        )
+            .into_response(),
+        Err(status) => {
+            (StatusCode::SERVICE_UNAVAILABLE, status.message().to_owned()).into_response()
+        }
+    }
+}
+
+/// `GET /api/stats`, as Rustpad answers it.
+#[derive(Serialize)]
+struct Stats {
+    start_time: u64,
+    num_documents: u64,
+    database_size: u64,
+}
+
+async fn stats_route(State(state): State<AppState>) -> Response {
+    let nodes = state.ring.borrow().nodes().to_vec();
+    let mut stats = Stats {
+        start_time: state.start_time,
+        num_documents: 0,
+        database_size: 0,
+    };
+    for node in nodes {
+        let mut client = node.client;
+        if let Ok(reply) = client.get_stats(pb::GetStatsRequest {}).await {
+            let reply = reply.into_inner();
+            stats.num_documents += reply.num_documents;
+            // Docnodes of one cluster share a database, so each reports the same total.
+            stats.database_size = stats.database_size.max(reply.database_size);
+        }
+    }
+    Json(stats).into_response()
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.ring.borrow().is_empty() {
+        (StatusCode::SERVICE_UNAVAILABLE, "no docnode known").into_response()
+    } else {
+        "ready".into_response()
+    }
+}

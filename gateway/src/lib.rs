@@ -1,0 +1,24 @@
+//! codraft gateway: terminates client WebSockets and relays each one to the docnode that owns
+//! its document. It keeps no document state, so any number of gateways run side by side.
+//!
+//! An edit travels through this crate like this:
+//!
+//! 1. [`http`] accepts `GET /api/socket/{id}` and upgrades it (it also serves the web client
+//!    from [`assets`], `/api/text`, `/api/stats` and the health endpoints).
+//! 2. [`ring`] picks the owner of the document by rendezvous hashing over the live docnodes.
+//! 3. [`socket`] opens one `DocNode.Session` gRPC stream to the owner and relays frames both
+//!    ways, translating with [`protocol`] between Rustpad's JSON and the typed gRPC frames.
+//!
+//! [`config`] holds the settings and [`server`] runs the HTTP server.
+
+pub mod assets;
+pub mod config;
+pub mod http;
+pub mod protocol;
+pub mod ring;
+pub mod server;
+pub mod socket;
+
+pub use config::GatewayConfig;
+pub use ring::{Ring, RingNode};
+pub use server::Gateway;

@@ -1,0 +1,225 @@
+//! One client WebSocket relayed over one gRPC stream to the document's owner.
+//!
+//! Two directions run side by side: client messages are parsed and pushed into a small
+//! bounded queue feeding the gRPC request stream (when it is full, the gateway stops reading
+//! the socket: backpressure instead of buffering), and docnode frames are rendered and written
+//! to the socket one at a time (a slow client stops the gateway reading its stream, and
+//! HTTP/2 flow control pushes that back to the docnode, which drops the client if it stays
+//! behind). Nothing here knows about documents beyond their id.
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use codraft_proto as pb;
+use futures::{SinkExt, StreamExt};
+use tokio::{sync::mpsc, time::Instant};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+use tracing::debug;
+
+use crate::{
+    config::GatewayConfig,
+    protocol::{self, INVALID_MESSAGE},
+    ring::Ring,
+};
+
+/// Close code: the document is moving or its docnode is unavailable; reconnect.
+pub const UNAVAILABLE: u16 = 4503;
+/// Close code: the request was refused as invalid.
+pub const BAD_REQUEST: u16 = 4400;
+/// Close code: an internal error.
+pub const INTERNAL: u16 = 4500;
+/// Close code: a message larger than the limit.
+pub const TOO_LARGE: u16 = 4413;
+
+/// What the client asked for in the socket URL.
+#[derive(Debug, Clone)]
+pub struct SocketRequest {
+    /// Document id (already validated).
+    pub document_id: String,
+    /// Exactly-once client id (already validated).
+    pub client_id: Option<String>,
+    /// Log revision to resume from.
+    pub resume: Option<u64>,
+    /// One-time password.
+    pub otp: Option<String>,
+}
+
+/// Relays one client until either side ends.
+pub async fn relay(socket: WebSocket, request: SocketRequest, ring: Ring, config: GatewayConfig) {
+    let (mut sink, mut stream) = socket.split();
+    let Some(node) = ring.owner(&request.document_id).cloned() else {
+        let _ = close(
+            &mut sink,
+            UNAVAILABLE,
+            "no docnode is available; retry shortly",
+        )
+        .await;
+        return;
+    };
+    let (frames, frames_rx) = mpsc::channel::<pb::ClientFrame>(32);
+    let open = pb::ClientFrame {
+        kind: Some(pb::client_frame::Kind::Open(pb::Open {
+            document_id: request.document_id.clone(),
+            client_id: request.client_id.clone(),
+            resume_revision: request.resume,
+            otp: request.otp.clone(),
+        })),
+    };
+    if frames.send(open).await.is_err() {
+        return;
+    }
+    let mut client = node.client.clone();
+    let mut inbound = match client.session(ReceiverStream::new(frames_rx)).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => {
+            let (code, reason) = close_for(&status);
+            let _ = close(&mut sink, code, &reason).await;
+            return;
+        }
+    };
+    debug!(document = %request.document_id, node = %node.id, "relaying");
+
+    // Errors the gateway itself reports (bad JSON) go out through the one writer below.
+    let (notices, mut notices_rx) = mpsc::channel::<String>(8);
+    let max_message = config.max_message_bytes();
+    // Milliseconds since `started` at which the client last sent anything (pongs included).
+    let started = Instant::now();
+    let heard = Arc::new(AtomicU64::new(0));
+    let heard_by_reader = Arc::clone(&heard);
+    let upstream = async move {
+        while let Some(message) = stream.next().await {
+            let now = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            heard_by_reader.store(now, Ordering::Relaxed);
+            let text = match message {
+                Ok(Message::Text(text)) => text,
+                Ok(Message::Binary(_)) => {
+                    let _ = notices
+                        .send(protocol::error_message(
+                            INVALID_MESSAGE,
+                            "binary messages are not part of the protocol",
+                        ))
+                        .await;
+                    continue;
+                }
+                Ok(Message::Close(_)) => return Upstream::Closed,
+                Ok(_) => continue,
+                Err(error) => {
+                    let text = error.to_string();
+                    if text.contains("too long") || text.contains("too big") {
+                        return Upstream::TooLarge(max_message);
+                    }
+                    return Upstream::Closed;
+                }
+            };
+            match protocol::parse_client(text.as_str()) {
+                Ok(frame) => {
+                    if frames.send(frame).await.is_err() {
+                        return Upstream::Closed;
+                    }
+                }
+                Err(error) => {
+                    let _ = notices
+                        .send(protocol::error_message(INVALID_MESSAGE, &error.to_string()))
+                        .await;
+                }
+            }
+        }
+        Upstream::Closed
+    };
+    tokio::pin!(upstream);
+
+    let client_id = request.client_id.as_deref();
+    let mut ping = tokio::time::interval(config.ping_period());
+    ping.reset();
+    loop {
+        tokio::select! {
+            ended = &mut upstream => match ended {
+                Upstream::TooLarge(limit) => {
+                    let reason = format!("message larger than {} KiB", limit / 1024);
+                    let _ = sink.send(Message::Text(Utf8Bytes::from(protocol::error_message(TOO_LARGE, &reason)))).await;
+                    let _ = close(&mut sink, TOO_LARGE, &reason).await;
+                    return;
+                }
+                Upstream::Closed => return,
+            },
+            Some(notice) = notices_rx.recv() => {
+                if sink.send(Message::Text(Utf8Bytes::from(notice))).await.is_err() {
+                    return;
+                }
+            }
+            frame = inbound.message() => match frame {
+                Ok(Some(frame)) => {
+                    let Some(rendered) = protocol::render(&frame, client_id) else { continue };
+                    if sink.send(Message::Text(Utf8Bytes::from(rendered.text))).await.is_err() {
+                        return;
+                    }
+                    if let Some((code, reason)) = rendered.close {
+                        let _ = close(&mut sink, code, &reason).await;
+                        return;
+                    }
+                }
+                Ok(None) => {
+                    let _ = close(&mut sink, UNAVAILABLE, "document closed; reconnect").await;
+                    return;
+                }
+                Err(status) => {
+                    let (code, reason) = close_for(&status);
+                    let _ = close(&mut sink, code, &reason).await;
+                    return;
+                }
+            },
+            _ = ping.tick() => {
+                let silent_since = started + Duration::from_millis(heard.load(Ordering::Relaxed));
+                if silent_since.elapsed() > config.pong_wait() {
+                    let _ = close(&mut sink, UNAVAILABLE, "no response to pings").await;
+                    return;
+                }
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// How the client-to-server direction ended.
+enum Upstream {
+    Closed,
+    TooLarge(usize),
+}
+
+/// The close code and reason for a gRPC failure.
+fn close_for(status: &tonic::Status) -> (u16, String) {
+    match status.code() {
+        Code::InvalidArgument => (BAD_REQUEST, status.message().to_owned()),
+        Code::Internal | Code::Unknown => (INTERNAL, "internal error; reconnect".to_owned()),
+        _ => (
+            UNAVAILABLE,
+            format!("document unavailable ({}); reconnect", status.message()),
+        ),
+    }
+}
+
+async fn close<S>(sink: &mut S, code: u16, reason: &str) -> Result<(), axum::Error>
+where
+    S: futures::Sink<Message, Error = axum::Error> + Unpin,
+{
+    // A close reason may be at most 123 bytes; cut on a character boundary.
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    sink.send(Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from(&reason[..end]),
+    })))
+    .await?;
+    sink.close().await
+}

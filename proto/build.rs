@@ -1,0 +1,10 @@
+//! Compiles the gRPC contract with a vendored protoc, so a fresh machine needs no apt step.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    // SAFETY: build scripts are single-threaded; prost-build reads PROTOC from the environment.
+    unsafe { std::env::set_var("PROTOC", protoc) };
+    tonic_prost_build::configure().compile_protos(&["proto/docnode.proto"], &["proto"])?;
+    println!("cargo:rerun-if-changed=proto/docnode.proto");
+    Ok(())
+}

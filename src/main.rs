@@ -1,0 +1,50 @@
+//! `codraft`: standalone mode. A gateway and a docnode in one process; the gateway reaches the
+//! docnode through the same gRPC contract as in a cluster, over in-process pipes; documents
+//! live in the embedded file store under DATA_DIR. With no configuration it serves the editor
+//! at http://localhost:3030.
+
+use anyhow::Context;
+use clap::Parser;
+use codraft_docnode::{Docnode, DocnodeConfig};
+use codraft_gateway::{server::docnode_client, Gateway, GatewayConfig, Ring, RingNode};
+use codraft_telemetry::TelemetryConfig;
+
+/// codraft standalone: gateway and docnode in one process.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(flatten)]
+    gateway: GatewayConfig,
+    #[command(flatten)]
+    docnode: DocnodeConfig,
+    #[command(flatten)]
+    telemetry: TelemetryConfig,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    codraft_telemetry::init(&cli.telemetry);
+    let node_id = cli.docnode.node_id();
+    let docnode = Docnode::open(cli.docnode)
+        .await
+        .context("cannot open the document store")?;
+    let ring = Ring::new(vec![RingNode {
+        id: node_id,
+        client: docnode_client(docnode.in_process_channel()),
+    }]);
+    let gateway = Gateway::with_ring(cli.gateway, ring).with_routes(
+        codraft_docnode::admin::metrics_router(docnode.admin_state()),
+    );
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(gateway.serve(async {
+        let _ = stop_rx.await;
+    }));
+    codraft::shutdown::signal().await;
+    // Documents first: they commit what is pending and close their clients, then the HTTP
+    // server has no open sockets left to wait for.
+    docnode.shutdown().await;
+    let _ = stop_tx.send(());
+    serving.await.context("gateway task failed")??;
+    Ok(())
+}
