@@ -5,9 +5,9 @@
 
 use anyhow::Context;
 use clap::Parser;
+use codraft_common::TelemetryConfig;
 use codraft_docnode::{Docnode, DocnodeConfig};
 use codraft_gateway::{server::docnode_client, Gateway, GatewayConfig, Ring, RingNode};
-use codraft_telemetry::TelemetryConfig;
 
 /// codraft standalone: gateway and docnode in one process.
 #[derive(Parser)]
@@ -24,13 +24,14 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    codraft_telemetry::init(&cli.telemetry);
+    codraft_common::telemetry::init(&cli.telemetry);
     let node_id = cli.docnode.node_id();
     let docnode = Docnode::open(cli.docnode)
         .await
         .context("cannot open the document store")?;
     let ring = Ring::new(vec![RingNode {
         id: node_id,
+        url: "in-process".into(),
         client: docnode_client(docnode.in_process_channel()),
     }]);
     let gateway = Gateway::with_ring(cli.gateway, ring).with_routes(

@@ -293,6 +293,27 @@ impl Client {
         Ok(())
     }
 
+    /// Waits, with no time limit, for the next message and applies it, but sends nothing.
+    ///
+    /// Unlike [`Client::next_event`] this is cancel-safe, so a load generator can race it
+    /// against a timer in `tokio::select!`; the caller must then call
+    /// [`Client::flush_pending`], which sends the buffered edit an acknowledgement released.
+    pub async fn recv_event(&mut self) -> Result<Event, ClientError> {
+        let message = self.read_json(Duration::MAX).await?;
+        self.handle(message)
+    }
+
+    /// Sends the buffered edit that an acknowledgement made due (see [`Client::recv_event`]).
+    pub async fn flush_pending(&mut self) -> Result<(), ClientError> {
+        self.send_pending().await
+    }
+
+    /// Reads the next JSON message as it came, without applying it to this client's state
+    /// (for load generators that drive the protocol themselves after joining).
+    pub async fn next_message(&mut self, timeout: Duration) -> Result<Value, ClientError> {
+        self.read_json(timeout).await
+    }
+
     /// Reads messages until every local edit is acknowledged.
     pub async fn settle(&mut self, timeout: Duration) -> Result<(), ClientError> {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -332,6 +353,16 @@ impl Client {
             self.next_event(left).await?;
         }
         Ok(())
+    }
+
+    /// Points later reconnects at another server (e.g. another gateway).
+    pub fn set_base(&mut self, base: &str) {
+        base.clone_into(&mut self.base);
+    }
+
+    /// The server this client connects to.
+    pub fn base(&self) -> &str {
+        &self.base
     }
 
     /// Reconnects (after the server closed or the socket died) and resumes: edits the server

@@ -2,7 +2,7 @@
 //!
 //! These are for the orchestrator and the metrics scraper only; clients never reach them.
 
-use std::{fmt::Write, net::SocketAddr, sync::Arc};
+use std::{fmt::Write, sync::Arc};
 
 use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Router};
 use tokio::net::TcpListener;
@@ -16,6 +16,8 @@ pub struct AdminState {
     pub registry: Arc<Registry>,
     /// The store, for readiness and its counters.
     pub store: Arc<dyn Store>,
+    /// Whether the membership heartbeat reaches Redis, when membership is on.
+    pub registered: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// The admin router.
@@ -34,19 +36,27 @@ pub fn metrics_router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-/// Serves the admin router on `addr` until `shutdown` resolves.
+/// Serves the admin router on `listener` until `shutdown` resolves.
 pub async fn serve(
-    addr: SocketAddr,
+    listener: TcpListener,
     state: AdminState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listener = TcpListener::bind(addr).await?;
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
 }
 
+/// Ready means: registered in the membership (when on) and the store answers.
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
+    if let Some(registered) = &state.registered {
+        if !*registered.borrow() {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not registered in the membership (is Redis reachable?)".to_owned(),
+            );
+        }
+    }
     match state.store.document_count().await {
         Ok(_) => (StatusCode::OK, "ready".to_owned()),
         Err(error) => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()),

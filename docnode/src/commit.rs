@@ -87,13 +87,28 @@ async fn run(store: Arc<dyn Store>, policy: CommitPolicy, mut rx: mpsc::Receiver
 }
 
 /// Commits a batch. A conflict belongs to one document (a stale owner), so that document is
-/// answered with it and the rest of the batch is committed without it.
+/// answered with it and the rest of the batch is committed without it. While the store is
+/// unavailable the batch is retried with backoff: documents pause (and, as their mailboxes
+/// fill, push back on clients) instead of failing. A retry after a commit whose answer was
+/// lost meets a revision conflict, which makes the document reload what was committed.
 async fn flush(store: &dyn Store, mut batch: Vec<Request>, ops: usize) {
+    let mut backoff = Duration::from_millis(50);
     loop {
         let commits: Arc<[DocumentCommit]> = batch.iter().map(|r| r.commit.clone()).collect();
         let result = store.commit(commits).await;
         match &result {
             Ok(()) => debug!(documents = batch.len(), ops, "group commit"),
+            Err(StoreError::Unavailable(error)) => {
+                warn!(documents = batch.len(), ops, %error, retry_in = ?backoff, "store unavailable; retrying the flush");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                // Waiters that gave up (their document stopped) need no commit.
+                batch.retain(|r| !r.done.is_closed());
+                if batch.is_empty() {
+                    return;
+                }
+                continue;
+            }
             Err(StoreError::Conflict { document, .. }) if batch.len() > 1 => {
                 warn!(%document, "commit refused for a stale copy; committing the rest");
                 let (stale, rest): (Vec<_>, Vec<_>) = batch

@@ -27,6 +27,27 @@ pub struct DocnodeConfig {
     #[arg(long, env = "DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
+    /// Postgres URL (e.g. postgres://user@host:5432/codraft); when set, documents live there
+    /// instead of the embedded file store.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Most Postgres connections this docnode opens.
+    #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 8)]
+    pub database_pool_size: usize,
+
+    /// Days a document may go unopened and unedited before it is deleted (0: never).
+    #[arg(long, env = "EXPIRY_DAYS", default_value_t = 0)]
+    pub expiry_days: u64,
+
+    /// Seconds committed ops are kept in the log once a snapshot covers them.
+    #[arg(long, env = "COMPACT_RETENTION_SECS", default_value_t = 86_400)]
+    pub compact_retention_secs: u64,
+
+    /// Seconds between sweeps (log compaction and expiry); 0 turns sweeping off.
+    #[arg(long, env = "SWEEP_INTERVAL_SECS", default_value_t = 3600)]
+    pub sweep_interval_secs: u64,
+
     /// Largest document, in KiB of code points (256 means 262,144 characters, as Rustpad).
     #[arg(long, env = "MAX_DOCUMENT_SIZE_KB", default_value_t = 256)]
     pub max_document_size_kb: u64,
@@ -72,9 +93,28 @@ impl DocnodeConfig {
         Duration::from_secs(self.idle_unload_secs)
     }
 
+    /// How long a document may go unused before it is deleted, if it ever is.
+    pub fn expiry(&self) -> Option<Duration> {
+        (self.expiry_days > 0).then(|| Duration::from_secs(self.expiry_days.saturating_mul(86_400)))
+    }
+
     /// The group-commit gathering window.
     pub fn commit_window(&self) -> Duration {
         Duration::from_millis(self.commit_window_ms)
+    }
+
+    /// The gRPC URL gateways dial: ADVERTISE_ADDR (with `http://` added when it has no
+    /// scheme), or DOCNODE_ADDR.
+    pub fn advertise_url(&self) -> String {
+        let addr = self
+            .advertise_addr
+            .clone()
+            .unwrap_or_else(|| self.docnode_addr.to_string());
+        if addr.contains("://") {
+            addr
+        } else {
+            format!("http://{addr}")
+        }
     }
 
     /// This node's identity: NODE_ID, or the host name, or "docnode".

@@ -22,6 +22,7 @@ use std::{
     time::Duration,
 };
 
+use codraft_common::membership::Member;
 use codraft_ot::Operation;
 use codraft_proto as pb;
 use pb::server_frame::Kind;
@@ -34,6 +35,7 @@ use crate::{
     commit::{CommitResult, Committer},
     config::DocnodeConfig,
     connection::{ConnId, Inbox, Numbering, Outbox, SendFailure},
+    ownership::Ownership,
     registry::Registry,
     store::{DocumentCommit, LoggedOp, Snapshot, Store, StoreError, StoredDocument},
     wire,
@@ -97,8 +99,21 @@ pub enum Command {
         /// Where to send it.
         reply: oneshot::Sender<Result<String, JoinRefused>>,
     },
+    /// Committed ops read back from the store for a client resuming from before the
+    /// history window; the join it was read for follows.
+    Backfill {
+        /// Log revision of the first op.
+        from: u64,
+        /// The ops, in order (empty if the read failed).
+        ops: Vec<LoggedOp>,
+        /// The waiting join.
+        join: Join,
+    },
     /// Commit what is pending, close every connection and stop.
     Shutdown,
+    /// Like shutdown, because another docnode owns the document now: clients are told it
+    /// moved and reconnect to the new owner.
+    Release,
 }
 
 /// A client's request to join.
@@ -166,6 +181,8 @@ pub struct Deps {
     pub committer: Committer,
     /// Settings.
     pub config: Arc<DocnodeConfig>,
+    /// Who owns what, by this docnode's view.
+    pub ownership: Arc<Ownership>,
 }
 
 /// Starts the actor of document `id`; it loads itself, so this returns at once.
@@ -176,12 +193,13 @@ pub(crate) fn spawn(
     registry: Arc<Registry>,
 ) -> DocumentHandle {
     let (tx, rx) = mpsc::channel(1024);
+    let own = tx.downgrade();
     let handle = DocumentHandle {
         id: Arc::clone(&id),
         generation,
         tx,
     };
-    tokio::spawn(run(id, generation, deps, registry, rx));
+    tokio::spawn(run(id, generation, deps, registry, rx, own));
     handle
 }
 
@@ -227,6 +245,7 @@ struct Inflight {
 enum Exit {
     Idle,
     Shutdown,
+    Moved,
     Failed(String),
     Stale,
 }
@@ -256,6 +275,13 @@ struct Document {
     committed_seqs: HashMap<String, u64>,
     last_snapshot: u64,
     stopping: bool,
+    /// The ownership epoch taken at load; every commit carries it.
+    epoch: u64,
+    /// Stopping because the document moved to another docnode.
+    moving: bool,
+    /// This actor's own mailbox (weak, so it does not keep the actor alive), for results of
+    /// work it hands to other tasks.
+    own: mpsc::WeakSender<Command>,
 }
 
 async fn run(
@@ -264,11 +290,12 @@ async fn run(
     deps: Deps,
     registry: Arc<Registry>,
     mut rx: mpsc::Receiver<Command>,
+    own: mpsc::WeakSender<Command>,
 ) {
     let loaded = deps.store.load(&id).await;
     let exit = match loaded {
         Ok(stored) => {
-            let mut document = Document::new(Arc::clone(&id), deps, stored);
+            let mut document = Document::new(Arc::clone(&id), deps, stored, own);
             debug!(document = %id, revision = document.committed, "loaded");
             let exit = document.serve(&mut rx).await;
             document.finish(&exit).await;
@@ -301,12 +328,12 @@ async fn run(
 }
 
 impl Document {
-    fn new(id: Arc<str>, deps: Deps, stored: Option<StoredDocument>) -> Self {
-        let stored = stored.unwrap_or(StoredDocument {
-            text: String::new(),
-            revision: 0,
-            language: None,
-        });
+    fn new(
+        id: Arc<str>,
+        deps: Deps,
+        stored: StoredDocument,
+        own: mpsc::WeakSender<Command>,
+    ) -> Self {
         let text = Rope::from_str(&stored.text);
         let head_len = text.len_chars() as u64;
         Self {
@@ -325,6 +352,9 @@ impl Document {
             committed_seqs: HashMap::new(),
             last_snapshot: stored.revision,
             stopping: false,
+            epoch: stored.epoch,
+            moving: false,
+            own,
         }
     }
 
@@ -336,7 +366,11 @@ impl Document {
                 inflight = self.start_commit().await;
             }
             if self.stopping && inflight.is_none() {
-                return Exit::Shutdown;
+                return if self.moving {
+                    Exit::Moved
+                } else {
+                    Exit::Shutdown
+                };
             }
             let idle = self.connections.is_empty() && inflight.is_none();
             let idle_timeout = self.deps.config.idle_unload();
@@ -388,6 +422,7 @@ impl Document {
             .submit(DocumentCommit {
                 document: Arc::clone(&self.id),
                 base_revision: self.committed,
+                epoch: self.epoch,
                 ops,
                 language: language.clone(),
             })
@@ -440,14 +475,33 @@ impl Document {
             Command::Text { reply } => {
                 let _ = reply.send(Ok(self.text.to_string()));
             }
+            Command::Backfill { from, ops, join } => self.backfill(from, ops, join),
             Command::Shutdown => self.stopping = true,
+            Command::Release => {
+                self.stopping = true;
+                self.moving = true;
+            }
         }
     }
 
-    fn join(&mut self, join: Join) {
+    fn join(&mut self, mut join: Join) {
         if self.stopping {
             let _ = join.reply.send(Err(JoinRefused::Retry));
             return;
+        }
+        if let Some(from) = join.resume.filter(|_| join.client_id.is_some()) {
+            let behind = self.history_start.saturating_sub(from);
+            let limit = 4 * self.deps.config.history_window as u64;
+            if from < self.history_start && from <= self.committed && behind <= limit {
+                // Older than the window (e.g. the document just moved here): read what the
+                // client missed from the op log without blocking the actor, then join.
+                self.request_backfill(from, join);
+                return;
+            }
+            if from < self.history_start {
+                // Too far behind to replay: a fresh join (Joined.resumed = false).
+                join.resume = None;
+            }
         }
         let user_id = rand::rng().random_range(1..(1u64 << 53));
         let last_seq = match &join.client_id {
@@ -553,6 +607,49 @@ impl Document {
                 cursor: None,
             },
         );
+    }
+
+    fn request_backfill(&mut self, from: u64, join: Join) {
+        let (store, id, to) = (
+            Arc::clone(&self.deps.store),
+            Arc::clone(&self.id),
+            self.history_start,
+        );
+        let own = self.own.clone();
+        tokio::spawn(async move {
+            let ops = match store.read_log(&id, from, to).await {
+                Ok(ops) => ops,
+                Err(error) => {
+                    warn!(document = %id, %error, "could not read the op log for a resuming client");
+                    Vec::new()
+                }
+            };
+            if let Some(actor) = own.upgrade() {
+                let _ = actor.send(Command::Backfill { from, ops, join }).await;
+            }
+        });
+    }
+
+    /// Puts ops read from the log in front of the history window, if they still join up with
+    /// it, and lets the waiting client join.
+    fn backfill(&mut self, from: u64, ops: Vec<LoggedOp>, mut join: Join) {
+        let contiguous = ops.iter().zip(from..).all(|(op, rev)| op.revision == rev)
+            && from + ops.len() as u64 == self.history_start;
+        if contiguous && !ops.is_empty() {
+            for op in ops.into_iter().rev() {
+                self.history.push_front(Entry {
+                    author: op.author,
+                    operation: op.operation,
+                    client_id: op.client_id,
+                    seq: op.seq,
+                });
+            }
+            self.history_start = from;
+        } else if from < self.history_start {
+            // The log no longer has it (compacted), or the window moved meanwhile.
+            join.resume = None;
+        }
+        self.join(join);
     }
 
     fn edit(&mut self, conn: ConnId, edit: pb::Edit) {
@@ -791,6 +888,10 @@ impl Document {
                 close::UNAVAILABLE,
                 "server is restarting; reconnect".to_owned(),
             ),
+            Exit::Moved => (
+                close::UNAVAILABLE,
+                "document moved to another server; reconnect".to_owned(),
+            ),
             Exit::Failed(error) => (
                 close::UNAVAILABLE,
                 format!("storage failed ({error}); reconnect"),
@@ -802,7 +903,15 @@ impl Document {
         };
         match exit {
             Exit::Failed(error) => warn!(document = %self.id, %error, "document stopped"),
-            Exit::Stale => info!(document = %self.id, "stale copy unloaded"),
+            Exit::Stale => {
+                info!(document = %self.id, "another docnode took this document; unloading");
+                // Remember the winner so this docnode's clients are sent there instead of
+                // taking the lease back.
+                if let Ok(Some(owner)) = self.deps.store.lease_owner(&self.id).await {
+                    self.deps.ownership.lost_to(&self.id, Member::parse(&owner));
+                }
+            }
+            Exit::Moved => info!(document = %self.id, "document moved to its new owner"),
             _ => debug!(document = %self.id, "document unloaded"),
         }
         let ids: Vec<ConnId> = self.connections.keys().copied().collect();
@@ -811,7 +920,9 @@ impl Document {
                 c.outbox.close(code, message.clone());
             }
         }
-        if matches!(exit, Exit::Idle | Exit::Shutdown) && self.committed > self.last_snapshot {
+        if matches!(exit, Exit::Idle | Exit::Shutdown | Exit::Moved)
+            && self.committed > self.last_snapshot
+        {
             let snapshot = self.snapshot();
             let store = Arc::clone(&self.deps.store);
             let write = store.write_snapshot(snapshot);

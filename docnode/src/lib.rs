@@ -14,17 +14,20 @@
 //! 5. Only then does the actor apply the op to its text and fan it out to every client.
 //!
 //! [`wire`] converts between the gRPC contract and OT types; [`config`] holds the settings;
-//! [`server`] wires everything together and serves gRPC and the admin endpoints ([`admin`]).
+//! [`server`] wires everything together and serves gRPC and the admin endpoints ([`admin`]);
+//! [`sweeper`] compacts the op log and deletes expired documents in the background.
 
 pub mod admin;
 pub mod commit;
 pub mod config;
 pub mod connection;
 pub mod document;
+pub mod ownership;
 pub mod registry;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod sweeper;
 pub mod wire;
 
 pub use config::DocnodeConfig;

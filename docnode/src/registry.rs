@@ -14,7 +14,10 @@ use std::{
     time::Duration,
 };
 
-use crate::document::{self, Command, Deps, DocumentHandle};
+use crate::{
+    document::{self, Command, Deps, DocumentHandle},
+    ownership::Verdict,
+};
 
 /// The loaded documents of this docnode.
 pub struct Registry {
@@ -63,6 +66,26 @@ impl Registry {
         if documents.get(id).map(DocumentHandle::generation) == Some(generation) {
             documents.remove(id);
         }
+    }
+
+    /// Asks every loaded document this docnode no longer owns (by its view) to commit, close
+    /// its clients (who reconnect to the new owner) and unload. Returns how many were asked.
+    pub async fn release_unowned(&self) -> usize {
+        let handles: Vec<DocumentHandle> = self
+            .lock()
+            .values()
+            .filter(|h| self.deps.ownership.check(h.id()) != Verdict::Mine)
+            .cloned()
+            .collect();
+        for handle in &handles {
+            let _ = handle.send(Command::Release).await;
+        }
+        handles.len()
+    }
+
+    /// Who owns what, by this docnode's view.
+    pub fn ownership(&self) -> &Arc<crate::ownership::Ownership> {
+        &self.deps.ownership
     }
 
     /// How many documents are loaded.

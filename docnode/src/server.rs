@@ -3,6 +3,7 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
+use codraft_common::membership::{MembershipConfig, Registration};
 use codraft_proto::doc_node_server::DocNodeServer;
 use tokio::{net::TcpListener, sync::watch};
 use tokio_stream::wrappers::TcpListenerStream;
@@ -16,7 +17,8 @@ use crate::{
     document::Deps,
     registry::Registry,
     service::DocNodeService,
-    store::{sqlite::SqliteStore, Store, StoreError},
+    store::{postgres::PgStore, sqlite::SqliteStore, Store, StoreError},
+    sweeper::{self, SweepPolicy},
 };
 
 /// Largest gRPC message either side accepts: a join snapshot of the largest document fits.
@@ -42,6 +44,9 @@ pub enum ServeError {
     /// The admin server failed.
     #[error("admin server failed: {0}")]
     Admin(std::io::Error),
+    /// Membership could not start (a bad REDIS_URL).
+    #[error("membership: {0}")]
+    Membership(String),
 }
 
 /// A running docnode's parts.
@@ -50,37 +55,82 @@ pub struct Docnode {
     store: Arc<dyn Store>,
     registry: Arc<Registry>,
     committer_task: tokio::task::JoinHandle<()>,
+    /// The compaction and expiry task, if sweeping is on.
+    sweeper_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Docnode {
-    /// Opens the store the configuration names (the embedded file store under DATA_DIR) and
-    /// starts the committer.
+    /// Opens the store the configuration names (Postgres at DATABASE_URL if set, else the
+    /// embedded file store under DATA_DIR) and starts the committer; owns every document.
     pub async fn open(config: DocnodeConfig) -> Result<Self, ServeError> {
-        let dir = config.data_dir.clone();
-        let store = tokio::task::spawn_blocking(move || SqliteStore::open(&dir))
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))??;
-        Ok(Self::with_store(config, Arc::new(store)))
+        let store = Self::open_store(&config).await?;
+        Ok(Self::with_store(config, store))
     }
 
-    /// A docnode over an already opened store.
+    /// Like [`Docnode::open`], owning the documents the membership `view` assigns it.
+    pub async fn open_with_view(
+        config: DocnodeConfig,
+        view: tokio::sync::watch::Receiver<codraft_common::membership::View>,
+    ) -> Result<Self, ServeError> {
+        let store = Self::open_store(&config).await?;
+        Ok(Self::with_store_and_view(config, store, view))
+    }
+
+    async fn open_store(config: &DocnodeConfig) -> Result<Arc<dyn Store>, ServeError> {
+        // The lease owner names this node and its address, so a docnode that loses a lease
+        // can send its clients to the winner even when its own view does not list it.
+        let owner = format!("{}={}", config.node_id(), config.advertise_url());
+        let store: Arc<dyn Store> = match &config.database_url {
+            Some(url) => Arc::new(PgStore::connect(url, &owner, config.database_pool_size).await?),
+            None => {
+                let dir = config.data_dir.clone();
+                let store = tokio::task::spawn_blocking(move || SqliteStore::open(&dir))
+                    .await
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))??;
+                Arc::new(store)
+            }
+        };
+        Ok(store)
+    }
+
+    /// A docnode over an already opened store that owns every document (standalone).
     pub fn with_store(config: DocnodeConfig, store: Arc<dyn Store>) -> Self {
+        let (_fixed, view) = codraft_common::membership::fixed_view(Vec::new());
+        Self::with_store_and_view(config, store, view)
+    }
+
+    /// A docnode over an already opened store that owns the documents the membership `view`
+    /// assigns it.
+    pub fn with_store_and_view(
+        config: DocnodeConfig,
+        store: Arc<dyn Store>,
+        view: tokio::sync::watch::Receiver<codraft_common::membership::View>,
+    ) -> Self {
+        let me = codraft_common::membership::Member {
+            id: config.node_id(),
+            url: config.advertise_url(),
+        };
+        let ownership = Arc::new(crate::ownership::Ownership::new(me, view));
         let config = Arc::new(config);
         let policy = CommitPolicy {
             window: config.commit_window(),
             max_batch: config.commit_max_batch,
         };
         let (committer, committer_task) = Committer::start(Arc::clone(&store), policy);
+        let sweeper_task = SweepPolicy::from_config(&config)
+            .map(|policy| sweeper::start(Arc::clone(&store), policy));
         let registry = Registry::new(Deps {
             store: Arc::clone(&store),
             committer,
             config: Arc::clone(&config),
+            ownership,
         });
         Self {
             config,
             store,
             registry,
             committer_task,
+            sweeper_task,
         }
     }
 
@@ -109,6 +159,7 @@ impl Docnode {
         AdminState {
             registry: Arc::clone(&self.registry),
             store: Arc::clone(&self.store),
+            registered: None,
         }
     }
 
@@ -144,8 +195,16 @@ impl Docnode {
     }
 
     /// Serves gRPC on DOCNODE_ADDR and the admin endpoints on ADMIN_ADDR until `shutdown`
-    /// resolves, then commits what is pending and stops.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
+    /// resolves, registered in the cluster's membership when `membership` names a Redis.
+    ///
+    /// Shutdown is a drain: leave the membership first (gateways stop routing here), then
+    /// every document commits what is pending and closes its clients, who reconnect to the
+    /// documents' new owners.
+    pub async fn serve(
+        self,
+        membership: Option<MembershipConfig>,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServeError> {
         let grpc_addr = self.config.docnode_addr;
         let listener = TcpListener::bind(grpc_addr)
             .await
@@ -154,18 +213,36 @@ impl Docnode {
                 source,
             })?;
         let admin_addr = self.config.admin_addr;
-        let admin_listener_check =
+        let admin_listener =
             TcpListener::bind(admin_addr)
                 .await
                 .map_err(|source| ServeError::Bind {
                     addr: admin_addr.to_string(),
                     source,
                 })?;
-        drop(admin_listener_check);
+        let me = self.registry.ownership().me().clone();
+        let registration = match &membership {
+            Some(config) => Registration::start(config, me)
+                .map_err(|e| ServeError::Membership(e.to_string()))?,
+            None => None,
+        };
+        let mut admin_state = self.admin_state();
+        admin_state.registered = registration.as_ref().map(Registration::health);
+        // Documents this node stops owning (a node joined, or this one is leaving) move.
+        let mut view = self.registry.ownership().view();
+        let mover_registry = Arc::clone(&self.registry);
+        let mover = tokio::spawn(async move {
+            while view.changed().await.is_ok() {
+                let moved = mover_registry.release_unowned().await;
+                if moved > 0 {
+                    info!(moved, "releasing documents another docnode owns now");
+                }
+            }
+        });
         let (stop_tx, stop_rx) = watch::channel(false);
         let admin = tokio::spawn(admin::serve(
-            admin_addr,
-            self.admin_state(),
+            admin_listener,
+            admin_state,
             wait_for(stop_rx.clone()),
         ));
         info!(grpc = %grpc_addr, admin = %admin_addr, node = %self.config.node_id(), "docnode serving");
@@ -182,9 +259,13 @@ impl Docnode {
         let mut stopping = stop_rx;
         let closer = async move {
             let _ = stopping.wait_for(|stop| *stop).await;
+            if let Some(registration) = registration {
+                registration.leave().await;
+            }
             registry.shutdown(timeout).await;
         };
         let (served, ()) = tokio::join!(grpc, closer);
+        mover.abort();
         served?;
         admin
             .await
@@ -206,8 +287,12 @@ impl Docnode {
         let Self {
             registry,
             committer_task,
+            sweeper_task,
             ..
         } = self;
+        if let Some(sweeper) = sweeper_task {
+            sweeper.abort();
+        }
         // Every actor waited for its own commits before stopping, so the committer has nothing
         // left to do; it may still be referenced by an in-process server, so stop it here.
         drop(registry);

@@ -25,9 +25,15 @@ use tracing::debug;
 use crate::{
     connection::{ConnId, Inbox},
     document::{Command, DocumentHandle, Join, JoinRefused},
+    ownership::Verdict,
     registry::Registry,
     store::Store,
 };
+
+/// Status metadata naming the owner of a document this docnode refused.
+pub const OWNER_HEADER: &str = "codraft-owner";
+/// Status metadata with the owner's gRPC URL.
+pub const OWNER_URL_HEADER: &str = "codraft-owner-url";
 
 /// Longest document id accepted.
 pub const MAX_DOCUMENT_ID_LEN: usize = 256;
@@ -67,7 +73,28 @@ impl DocNodeService {
         }
     }
 
+    /// Refuses a document another docnode owns, naming the owner in the status metadata
+    /// (`codraft-owner`, `codraft-owner-url`) so the gateway can re-route.
+    fn check_owner(&self, id: &str) -> Result<(), Status> {
+        match self.registry.ownership().check(id) {
+            Verdict::Mine => Ok(()),
+            Verdict::Elsewhere { node, url } => {
+                let mut status = Status::failed_precondition(format!(
+                    "document {id} is owned by docnode {node}"
+                ));
+                if let Ok(value) = node.parse() {
+                    status.metadata_mut().insert(OWNER_HEADER, value);
+                }
+                if let Some(Ok(value)) = url.map(|u| u.parse()) {
+                    status.metadata_mut().insert(OWNER_URL_HEADER, value);
+                }
+                Err(status)
+            }
+        }
+    }
+
     fn handle(&self, id: &str) -> Result<DocumentHandle, Status> {
+        self.check_owner(id)?;
         self.registry
             .handle(id)
             .ok_or_else(|| Status::unavailable("docnode is shutting down"))

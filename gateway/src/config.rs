@@ -15,11 +15,6 @@ pub struct GatewayConfig {
     #[arg(long, env = "BIND", default_value = "0.0.0.0")]
     pub bind: IpAddr,
 
-    /// Static list of docnodes, comma separated: `URL` or `NODE_ID=URL`
-    /// (e.g. `a=http://10.0.0.5:50051,b=http://10.0.0.6:50051`).
-    #[arg(long, env = "DOCNODES", value_delimiter = ',')]
-    pub docnodes: Vec<String>,
-
     /// Largest WebSocket message a client may send, in KiB.
     #[arg(long, env = "MAX_MESSAGE_SIZE_KB", default_value_t = 2048)]
     pub max_message_size_kb: usize,

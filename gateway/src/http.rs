@@ -20,14 +20,15 @@ use crate::{
     assets,
     config::GatewayConfig,
     ring::Ring,
+    routes::Routes,
     socket::{self, SocketRequest},
 };
 
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
-    /// The live docnodes; replaced whenever membership changes.
-    pub ring: watch::Receiver<Ring>,
+    /// The way to the docnodes; follows membership changes.
+    pub routes: Arc<Routes>,
     /// Settings.
     pub config: Arc<GatewayConfig>,
     /// Unix time the gateway started.
@@ -42,7 +43,7 @@ impl AppState {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         Self {
-            ring,
+            routes: Arc::new(Routes::new(ring)),
             config: Arc::new(config),
             start_time,
         }
@@ -114,27 +115,28 @@ async fn socket_route(
         resume: query.resume,
         otp: query.otp,
     };
-    let ring = state.ring.borrow().clone();
+    let routes = Arc::clone(&state.routes);
     let config = (*state.config).clone();
     upgrade
         .max_message_size(config.max_message_bytes())
-        .on_upgrade(move |ws| socket::relay(ws, request, ring, config))
+        .on_upgrade(move |ws| socket::relay(ws, request, routes, config))
 }
 
 async fn text_route(Path(id): Path<String>, State(state): State<AppState>) -> Response {
     if !valid_document_id(&id) {
         return bad_request("invalid document id: use 1-256 of A-Z a-z 0-9 - _ .");
     }
-    let node = state.ring.borrow().owner(&id).cloned();
-    let Some(node) = node else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "no docnode available").into_response();
-    };
-    let mut client = node.client;
-    match client
-        .get_text(pb::GetTextRequest { document_id: id })
-        .await
-    {
-        Ok(reply) => (
+    let answer = state
+        .routes
+        .call(&id, |mut client| {
+            let request = pb::GetTextRequest {
+                document_id: id.clone(),
+            };
+            async move { client.get_text(request).await }
+        })
+        .await;
+    match answer {
+        Ok((_, reply)) => (
             [(
                 axum::http::header::CONTENT_TYPE,
                 "text/plain; charset=utf-8",
@@ -157,7 +159,7 @@ struct Stats {
 }
 
 async fn stats_route(State(state): State<AppState>) -> Response {
-    let nodes = state.ring.borrow().nodes().to_vec();
+    let nodes = state.routes.ring().nodes().to_vec();
     let mut stats = Stats {
         start_time: state.start_time,
         num_documents: 0,
@@ -176,9 +178,8 @@ async fn stats_route(State(state): State<AppState>) -> Response {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    if state.ring.borrow().is_empty() {
-        (StatusCode::SERVICE_UNAVAILABLE, "no docnode known").into_response()
-    } else {
-        "ready".into_response()
+    match state.routes.ring().nodes().len() {
+        0 => (StatusCode::SERVICE_UNAVAILABLE, "no docnode known").into_response(),
+        n => format!("ready: {n} docnodes").into_response(),
     }
 }

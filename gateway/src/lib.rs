@@ -5,7 +5,8 @@
 //!
 //! 1. [`http`] accepts `GET /api/socket/{id}` and upgrades it (it also serves the web client
 //!    from [`assets`], `/api/text`, `/api/stats` and the health endpoints).
-//! 2. [`ring`] picks the owner of the document by rendezvous hashing over the live docnodes.
+//! 2. [`routes`] finds the owner: [`ring`] picks it by rendezvous hashing over the live
+//!    docnodes, and a docnode that disagrees redirects to the owner it knows.
 //! 3. [`socket`] opens one `DocNode.Session` gRPC stream to the owner and relays frames both
 //!    ways, translating with [`protocol`] between Rustpad's JSON and the typed gRPC frames.
 //!
@@ -16,6 +17,7 @@ pub mod config;
 pub mod http;
 pub mod protocol;
 pub mod ring;
+pub mod routes;
 pub mod server;
 pub mod socket;
 

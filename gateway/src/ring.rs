@@ -1,19 +1,16 @@
-//! Which docnode owns a document: rendezvous (highest random weight) hashing.
-//!
-//! Every gateway that sees the same set of docnodes computes the same owner for a document,
-//! with no coordination; when a docnode joins or leaves, only the documents whose highest
-//! score moves (about 1/N of them) change owner. The hash is xxh3, whose output is fixed by
-//! its specification, so gateways of different builds agree during a rolling upgrade.
+//! The gateway's routing table: the live docnodes with a shared gRPC client each, and the
+//! owner of a document among them by rendezvous hashing ([`codraft_common::ring`]).
 
 use codraft_proto::doc_node_client::DocNodeClient;
 use tonic::transport::Channel;
-use xxhash_rust::xxh3::xxh3_64;
 
 /// A docnode a gateway can route to.
 #[derive(Clone)]
 pub struct RingNode {
     /// The node's stable identity (NODE_ID).
     pub id: String,
+    /// The gRPC URL the client dials.
+    pub url: String,
     /// A shared gRPC client; clones reuse one HTTP/2 connection.
     pub client: DocNodeClient<Channel>,
 }
@@ -42,97 +39,12 @@ impl Ring {
 
     /// The owner of `document`, or `None` when there are no docnodes.
     pub fn owner(&self, document: &str) -> Option<&RingNode> {
-        self.nodes
-            .iter()
-            .max_by_key(|node| (score(&node.id, document), node.id.as_str()))
-    }
-}
-
-/// The weight of `node` for `document`; the highest weight owns the document.
-pub fn score(node: &str, document: &str) -> u64 {
-    let mut key = Vec::with_capacity(node.len() + document.len() + 1);
-    key.extend_from_slice(node.as_bytes());
-    // A separator no id may contain, so ("ab", "c") and ("a", "bc") hash differently.
-    key.push(0);
-    key.extend_from_slice(document.as_bytes());
-    xxh3_64(&key)
-}
-
-/// The owner of `document` among `nodes` by id alone (what [`Ring::owner`] computes).
-pub fn owner_id<'a>(nodes: &[&'a str], document: &str) -> Option<&'a str> {
-    nodes
-        .iter()
-        .copied()
-        .max_by_key(|node| (score(node, document), *node))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn documents() -> impl Iterator<Item = String> {
-        (0..20_000).map(|i| format!("doc-{i}"))
+        let id = codraft_common::ring::owner(self.nodes.iter().map(|n| n.id.as_str()), document)?;
+        self.nodes.iter().find(|n| n.id == id)
     }
 
-    #[test]
-    fn owners_are_spread_evenly() {
-        let nodes = ["a", "b", "c", "d"];
-        let mut counts = [0usize; 4];
-        for doc in documents() {
-            let owner = owner_id(&nodes, &doc).expect("nodes exist");
-            let index = nodes
-                .iter()
-                .position(|n| *n == owner)
-                .expect("owner is a node");
-            counts[index] += 1;
-        }
-        for count in counts {
-            // 5,000 expected each; allow 5% either way.
-            assert!((4750..=5250).contains(&count), "uneven spread: {counts:?}");
-        }
-    }
-
-    #[test]
-    fn adding_a_node_moves_about_one_in_n_documents() {
-        let before = ["a", "b", "c", "d"];
-        let after = ["a", "b", "c", "d", "e"];
-        let mut moved = 0;
-        for doc in documents() {
-            let old = owner_id(&before, &doc);
-            let new = owner_id(&after, &doc);
-            if old != new {
-                // A document only ever moves to the new node.
-                assert_eq!(new, Some("e"));
-                moved += 1;
-            }
-        }
-        // 1/5 of 20,000 = 4,000; allow 5% either way.
-        assert!((3800..=4200).contains(&moved), "moved {moved}");
-    }
-
-    #[test]
-    fn removing_a_node_moves_only_its_documents() {
-        let before = ["a", "b", "c", "d"];
-        let after = ["a", "b", "d"];
-        let mut moved = 0;
-        for doc in documents() {
-            let old = owner_id(&before, &doc);
-            let new = owner_id(&after, &doc);
-            if old != new {
-                assert_eq!(old, Some("c"));
-                moved += 1;
-            }
-        }
-        assert!((4750..=5250).contains(&moved), "moved {moved}");
-    }
-
-    #[test]
-    fn order_of_nodes_does_not_matter() {
-        for doc in documents().take(1000) {
-            assert_eq!(
-                owner_id(&["x", "y", "z"], &doc),
-                owner_id(&["z", "x", "y"], &doc)
-            );
-        }
+    /// The node with this id, if it is in the ring.
+    pub fn node(&self, id: &str) -> Option<&RingNode> {
+        self.nodes.iter().find(|n| n.id == id)
     }
 }

@@ -2,10 +2,11 @@
 
 use std::{future::Future, net::SocketAddr};
 
+use codraft_common::membership::View;
 use codraft_proto::doc_node_client::DocNodeClient;
 use tokio::{net::TcpListener, sync::watch};
 use tonic::transport::{Channel, Endpoint};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::{
     config::GatewayConfig,
@@ -19,9 +20,6 @@ pub const MAX_GRPC_MESSAGE: usize = 64 << 20;
 /// Why a gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
-    /// A DOCNODES entry is not a usable URL.
-    #[error("invalid docnode address {0:?}: {1}")]
-    BadDocnode(String, String),
     /// The HTTP port could not be bound.
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
@@ -46,23 +44,48 @@ pub fn docnode_client(channel: Channel) -> DocNodeClient<Channel> {
         .max_encoding_message_size(MAX_GRPC_MESSAGE)
 }
 
-/// Parses DOCNODES (`URL` or `ID=URL` entries) into ring nodes with lazy channels.
-pub fn static_ring(entries: &[String]) -> Result<Ring, GatewayError> {
-    let mut nodes = Vec::new();
-    for entry in entries.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
-        let (id, url) = match entry.split_once('=') {
-            Some((id, url)) => (id.trim().to_owned(), url.trim().to_owned()),
-            None => (entry.to_owned(), entry.to_owned()),
-        };
-        let endpoint = Endpoint::from_shared(url.clone())
-            .map_err(|e| GatewayError::BadDocnode(entry.to_owned(), e.to_string()))?
-            .tcp_nodelay(true);
-        nodes.push(RingNode {
-            id,
-            client: docnode_client(endpoint.connect_lazy()),
-        });
-    }
-    Ok(Ring::new(nodes))
+/// Keeps a ring equal to the membership view, reusing the gRPC channel of every docnode
+/// that stays (a channel is one HTTP/2 connection shared by all of that node's streams).
+pub fn ring_from_view(mut view: watch::Receiver<View>) -> watch::Receiver<Ring> {
+    let build = |members: &View, old: &Ring| -> Ring {
+        let nodes = members
+            .iter()
+            .filter_map(|member| {
+                if let Some(node) = old.node(&member.id).filter(|n| n.url == member.url) {
+                    return Some(node.clone());
+                }
+                match Endpoint::from_shared(member.url.clone()) {
+                    Ok(endpoint) => Some(RingNode {
+                        id: member.id.clone(),
+                        url: member.url.clone(),
+                        client: docnode_client(
+                            endpoint
+                                .tcp_nodelay(true)
+                                .connect_timeout(std::time::Duration::from_secs(2))
+                                .connect_lazy(),
+                        ),
+                    }),
+                    Err(error) => {
+                        warn!(node = %member.id, url = %member.url, %error, "ignoring docnode with a bad URL");
+                        None
+                    }
+                }
+            })
+            .collect();
+        Ring::new(nodes)
+    };
+    let first = build(&view.borrow_and_update(), &Ring::default());
+    let (tx, rx) = watch::channel(first);
+    tokio::spawn(async move {
+        while view.changed().await.is_ok() {
+            let members = view.borrow_and_update().clone();
+            let next = build(&members, &tx.borrow());
+            if tx.send(next).is_err() {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 impl Gateway {
@@ -84,10 +107,14 @@ impl Gateway {
         self
     }
 
-    /// A gateway whose docnodes come from DOCNODES.
-    pub fn from_config(config: GatewayConfig) -> Result<Self, GatewayError> {
-        let ring = static_ring(&config.docnodes)?;
-        Ok(Self::with_ring(config, ring))
+    /// A gateway that routes over a membership view (DOCNODES or Redis discovery).
+    pub fn with_view(config: GatewayConfig, view: watch::Receiver<View>) -> Self {
+        Self {
+            config,
+            ring: ring_from_view(view),
+            _ring_tx: None,
+            extra: None,
+        }
     }
 
     /// Serves HTTP until `shutdown` resolves.

@@ -19,14 +19,13 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use codraft_proto as pb;
 use futures::{SinkExt, StreamExt};
 use tokio::{sync::mpsc, time::Instant};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 use tracing::debug;
 
 use crate::{
     config::GatewayConfig,
     protocol::{self, INVALID_MESSAGE},
-    ring::Ring,
+    routes::{Routes, Session},
 };
 
 /// Close code: the document is moving or its docnode is unavailable; reconnect.
@@ -52,39 +51,32 @@ pub struct SocketRequest {
 }
 
 /// Relays one client until either side ends.
-pub async fn relay(socket: WebSocket, request: SocketRequest, ring: Ring, config: GatewayConfig) {
+pub async fn relay(
+    socket: WebSocket,
+    request: SocketRequest,
+    routes: Arc<Routes>,
+    config: GatewayConfig,
+) {
     let (mut sink, mut stream) = socket.split();
-    let Some(node) = ring.owner(&request.document_id).cloned() else {
-        let _ = close(
-            &mut sink,
-            UNAVAILABLE,
-            "no docnode is available; retry shortly",
-        )
-        .await;
-        return;
+    let open = pb::Open {
+        document_id: request.document_id.clone(),
+        client_id: request.client_id.clone(),
+        resume_revision: request.resume,
+        otp: request.otp.clone(),
     };
-    let (frames, frames_rx) = mpsc::channel::<pb::ClientFrame>(32);
-    let open = pb::ClientFrame {
-        kind: Some(pb::client_frame::Kind::Open(pb::Open {
-            document_id: request.document_id.clone(),
-            client_id: request.client_id.clone(),
-            resume_revision: request.resume,
-            otp: request.otp.clone(),
-        })),
-    };
-    if frames.send(open).await.is_err() {
-        return;
-    }
-    let mut client = node.client.clone();
-    let mut inbound = match client.session(ReceiverStream::new(frames_rx)).await {
-        Ok(response) => response.into_inner(),
+    let Session {
+        mut inbound,
+        outbound: frames,
+        node,
+    } = match routes.open(open).await {
+        Ok(session) => session,
         Err(status) => {
             let (code, reason) = close_for(&status);
             let _ = close(&mut sink, code, &reason).await;
             return;
         }
     };
-    debug!(document = %request.document_id, node = %node.id, "relaying");
+    debug!(document = %request.document_id, %node, "relaying");
 
     // Errors the gateway itself reports (bad JSON) go out through the one writer below.
     let (notices, mut notices_rx) = mpsc::channel::<String>(8);

@@ -2,8 +2,11 @@
 
 use anyhow::Context;
 use clap::Parser;
+use codraft_common::{
+    membership::{self, MembershipConfig},
+    TelemetryConfig,
+};
 use codraft_docnode::{Docnode, DocnodeConfig};
-use codraft_telemetry::TelemetryConfig;
 
 /// codraft docnode: the owner of a share of the documents.
 #[derive(Parser)]
@@ -12,16 +15,23 @@ struct Cli {
     #[command(flatten)]
     docnode: DocnodeConfig,
     #[command(flatten)]
+    membership: MembershipConfig,
+    #[command(flatten)]
     telemetry: TelemetryConfig,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    codraft_telemetry::init(&cli.telemetry);
-    let docnode = Docnode::open(cli.docnode)
+    codraft_common::telemetry::init(&cli.telemetry);
+    // The view decides which documents this docnode owns: DOCNODES if given, else the live
+    // set in Redis, else (neither) every document.
+    let (_keep_view, view) =
+        membership::watch_view(&cli.membership).context("bad membership configuration")?;
+    let docnode = Docnode::open_with_view(cli.docnode, view)
         .await
         .context("cannot open the document store")?;
-    docnode.serve(codraft::shutdown::signal()).await?;
+    let register = cli.membership.redis_url.is_some().then_some(cli.membership);
+    docnode.serve(register, codraft::shutdown::signal()).await?;
     Ok(())
 }

@@ -2,8 +2,9 @@
 
 use anyhow::Context;
 use clap::Parser;
+use codraft_common::membership::{self, MembershipConfig};
+use codraft_common::TelemetryConfig;
 use codraft_gateway::{Gateway, GatewayConfig};
-use codraft_telemetry::TelemetryConfig;
 
 /// codraft gateway: relays client WebSockets to the docnodes that own their documents.
 #[derive(Parser)]
@@ -12,17 +13,23 @@ struct Cli {
     #[command(flatten)]
     gateway: GatewayConfig,
     #[command(flatten)]
+    membership: MembershipConfig,
+    #[command(flatten)]
     telemetry: TelemetryConfig,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    codraft_telemetry::init(&cli.telemetry);
-    if cli.gateway.docnodes.is_empty() {
-        anyhow::bail!("no docnodes: set DOCNODES (e.g. DOCNODES=http://127.0.0.1:50051)");
+    codraft_common::telemetry::init(&cli.telemetry);
+    if cli.membership.docnodes.is_empty() && cli.membership.redis_url.is_none() {
+        anyhow::bail!(
+            "no docnodes: set REDIS_URL for discovery, or DOCNODES (e.g. DOCNODES=a=http://127.0.0.1:50051)"
+        );
     }
-    let gateway = Gateway::from_config(cli.gateway).context("bad gateway configuration")?;
+    let (_keep_view, view) =
+        membership::watch_view(&cli.membership).context("bad membership configuration")?;
+    let gateway = Gateway::with_view(cli.gateway, view);
     gateway.serve(codraft::shutdown::signal()).await?;
     Ok(())
 }

@@ -74,3 +74,139 @@ pub async fn assert_converged(clients: &mut [Client], expected: &str) {
         );
     }
 }
+
+/// A client that types unique tokens and survives server restarts: on any connection error
+/// it reconnects (trying the given gateways in turn) and resumes with exactly-once.
+pub struct Typist {
+    /// The protocol client.
+    pub client: Client,
+    /// Every token this typist typed, in order.
+    pub tokens: Vec<String>,
+    /// Gateways to reconnect through.
+    bases: Vec<String>,
+    name: String,
+    rng: StdRng,
+    /// How many times it had to reconnect.
+    pub reconnects: u32,
+}
+
+impl Typist {
+    /// Joins `document` through `bases[0]`.
+    pub async fn join(bases: Vec<String>, document: &str, name: &str, seed: u64) -> Self {
+        let options = Options {
+            client_id: Some(format!("{name}-{}", rand::random::<u32>())),
+        };
+        let mut client = None;
+        for attempt in 0..100 {
+            let base = &bases[attempt % bases.len()];
+            match Client::connect(base, document, options.clone()).await {
+                Ok(c) => {
+                    client = Some(c);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        Self {
+            client: client.unwrap_or_else(|| panic!("{name} could not join {document}")),
+            tokens: Vec::new(),
+            bases,
+            name: name.to_owned(),
+            rng: StdRng::seed_from_u64(seed),
+            reconnects: 0,
+        }
+    }
+
+    /// Reconnects until it works (bounded: about 30 s), rotating through the gateways.
+    async fn recover(&mut self) {
+        for attempt in 0..300 {
+            let base = self.bases[(self.reconnects as usize + attempt) % self.bases.len()].clone();
+            self.client.set_base(&base);
+            match self.client.reconnect().await {
+                Ok(()) => {
+                    self.reconnects += 1;
+                    return;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        panic!("{} could not reconnect in 30 s", self.name);
+    }
+
+    /// Inserts one unique token at a token boundary (so tokens never split each other).
+    pub async fn type_token(&mut self) {
+        let token = format!("<{}.{}>", self.name, self.tokens.len());
+        let boundaries: Vec<u64> = std::iter::once(0)
+            .chain(
+                self.client
+                    .text
+                    .chars()
+                    .enumerate()
+                    .filter(|(_, c)| *c == '>')
+                    .map(|(i, _)| i as u64 + 1),
+            )
+            .collect();
+        let at = boundaries[self.rng.random_range(0..boundaries.len())];
+        self.tokens.push(token.clone());
+        if self.client.insert(at, &token).await.is_err() {
+            self.recover().await;
+        }
+    }
+
+    /// Reads what arrived for up to `pause`, reconnecting if the connection broke.
+    pub async fn read_for(&mut self, pause: Duration) {
+        match self.client.next_event(pause).await {
+            Ok(_) | Err(ClientError::Timeout) => {}
+            Err(_) => self.recover().await,
+        }
+    }
+
+    /// Waits (bounded) until every token is acknowledged, reconnecting as needed.
+    pub async fn settle(&mut self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while !self.client.is_synced() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} still has unacknowledged edits after 60 s",
+                self.name
+            );
+            match self.client.settle(Duration::from_secs(5)).await {
+                Ok(()) => {}
+                Err(ClientError::Timeout) => {}
+                Err(_) => self.recover().await,
+            }
+        }
+    }
+
+    /// Waits (bounded) until this typist's text equals `expected`, reconnecting as needed.
+    pub async fn converge(&mut self, expected: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while self.client.text != expected {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} did not converge:\nclient: {:?}\nserver: {expected:?}",
+                self.name,
+                self.client.text
+            );
+            match self.client.next_event(Duration::from_secs(1)).await {
+                Ok(_) | Err(ClientError::Timeout) => {}
+                Err(_) => self.recover().await,
+            }
+        }
+    }
+}
+
+/// Checks that every token of every typist appears exactly once in `text`.
+pub fn assert_each_token_once(typists: &[Typist], text: &str) {
+    for typist in typists {
+        assert_eq!(
+            typist.client.lost, 0,
+            "{} lost edits on resume",
+            typist.name
+        );
+        for token in &typist.tokens {
+            let count = text.matches(token.as_str()).count();
+            assert_eq!(count, 1, "token {token} appears {count} times in {text:?}");
+        }
+    }
+}

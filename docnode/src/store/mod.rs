@@ -1,14 +1,15 @@
 //! Where documents live durably: one interface, several implementations.
 //!
 //! The document actor and the group committer talk only to [`Store`]; whether that is the
-//! embedded file store of standalone mode ([`sqlite::SqliteStore`]) or Postgres in a cluster is
-//! decided once, at start-up.
+//! embedded file store of standalone mode ([`sqlite::SqliteStore`]) or Postgres in a cluster
+//! ([`postgres::PgStore`]) is decided once, at start-up.
 //!
 //! The model: an op log with one row per (document, revision), a snapshot per document (text
 //! at some revision), and per (document, client id) the highest committed edit sequence
 //! number, kept even after the log rows are compacted so exactly-once resubmission still
 //! recognises an old edit.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::{
@@ -28,6 +29,9 @@ pub struct StoredDocument {
     pub revision: u64,
     /// Language for syntax highlighting, if one was set.
     pub language: Option<String>,
+    /// The ownership epoch this docnode took when loading: its commits carry it, and a store
+    /// that fences writers refuses them once another docnode has taken a newer epoch.
+    pub epoch: u64,
 }
 
 /// One committed op of a document's log.
@@ -53,6 +57,9 @@ pub struct DocumentCommit {
     /// Revision the document had before these ops; the store refuses the commit if its own
     /// revision differs (another writer got there first).
     pub base_revision: u64,
+    /// The ownership epoch the writer holds; the store refuses the commit if a newer one was
+    /// taken since.
+    pub epoch: u64,
     /// Ops in revision order, starting at `base_revision`.
     pub ops: Vec<LoggedOp>,
     /// A new language, if it changed.
@@ -110,9 +117,10 @@ impl StoreCounters {
 /// Durable storage of documents.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Loads a document at its newest revision (latest snapshot plus the log after it), or
-    /// `None` if it was never written.
-    async fn load(&self, document: &str) -> Result<Option<StoredDocument>, StoreError>;
+    /// Takes ownership of a document (a new epoch, fencing any earlier owner) and loads it at
+    /// its newest revision: latest snapshot plus the log after it. A document never written
+    /// loads as empty at revision 0.
+    async fn load(&self, document: &str) -> Result<StoredDocument, StoreError>;
 
     /// Commits the ops of many documents in one transaction: all of them or none.
     async fn commit(&self, batch: Arc<[DocumentCommit]>) -> Result<(), StoreError>;
@@ -133,6 +141,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// How many documents are stored.
     async fn document_count(&self) -> Result<u64, StoreError>;
+
+    /// Deletes op-log rows older than `retention` that lie below their document's newest
+    /// snapshot (the per-client sequence marks stay). Returns the rows deleted.
+    async fn compact(&self, retention: std::time::Duration) -> Result<u64, StoreError>;
+
+    /// Deletes documents not accessed for `unused_for`, with all their rows. Returns how many.
+    async fn delete_expired(&self, unused_for: std::time::Duration) -> Result<u64, StoreError>;
+
+    /// The current lease holder of a document, as `NODE_ID=URL`, if the store fences writers
+    /// with leases (the embedded store has one writer and answers `None`).
+    async fn lease_owner(&self, _document: &str) -> Result<Option<String>, StoreError> {
+        Ok(None)
+    }
 
     /// The store's own counters.
     fn counters(&self) -> &StoreCounters;

@@ -156,7 +156,7 @@ fn load_document(
     conn: &mut Connection,
     counters: &StoreCounters,
     document: &str,
-) -> Result<Option<StoredDocument>, StoreError> {
+) -> Result<StoredDocument, StoreError> {
     let tx = conn.transaction().map_err(unavailable)?;
     let row: Option<(i64, Option<String>)> = tx
         .query_row(
@@ -166,8 +166,14 @@ fn load_document(
         )
         .optional()
         .map_err(unavailable)?;
+    // One process owns the file, so there is no other writer to fence: the epoch stays 0.
     let Some((revision, language)) = row else {
-        return Ok(None);
+        return Ok(StoredDocument {
+            text: String::new(),
+            revision: 0,
+            language: None,
+            epoch: 0,
+        });
     };
     let revision = from_sql(revision)?;
     let snapshot: Option<(i64, String)> = tx
@@ -221,11 +227,12 @@ fn load_document(
     )
     .map_err(unavailable)?;
     tx.commit().map_err(unavailable)?;
-    Ok(Some(StoredDocument {
+    Ok(StoredDocument {
         text: rope.to_string(),
         revision,
         language,
-    }))
+        epoch: 0,
+    })
 }
 
 fn commit_batch(
@@ -315,7 +322,7 @@ fn commit_batch(
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn load(&self, document: &str) -> Result<Option<StoredDocument>, StoreError> {
+    async fn load(&self, document: &str) -> Result<StoredDocument, StoreError> {
         let document = document.to_owned();
         self.with_conn(move |conn, counters| load_document(conn, counters, &document))
             .await
@@ -401,6 +408,49 @@ impl Store for SqliteStore {
                 .query_row("SELECT COUNT(*) FROM documents", [], |r| r.get(0))
                 .map_err(unavailable)?;
             from_sql(n)
+        })
+        .await
+    }
+
+    async fn compact(&self, retention: std::time::Duration) -> Result<u64, StoreError> {
+        let cutoff =
+            now_secs().saturating_sub(i64::try_from(retention.as_secs()).unwrap_or(i64::MAX));
+        self.with_conn(move |conn, _| {
+            let deleted = conn
+                .execute(
+                    "DELETE FROM oplog WHERE committed_at < ?1 AND revision < \
+                     (SELECT s.revision FROM snapshots s WHERE s.document = oplog.document)",
+                    params![cutoff],
+                )
+                .map_err(unavailable)?;
+            Ok(deleted as u64)
+        })
+        .await
+    }
+
+    async fn delete_expired(&self, unused_for: std::time::Duration) -> Result<u64, StoreError> {
+        let cutoff =
+            now_secs().saturating_sub(i64::try_from(unused_for.as_secs()).unwrap_or(i64::MAX));
+        self.with_conn(move |conn, _| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            let expired = "SELECT id FROM documents WHERE accessed_at < ?1";
+            for table in ["oplog", "snapshots", "client_seqs"] {
+                tx.execute(
+                    &format!("DELETE FROM {table} WHERE document IN ({expired})"),
+                    params![cutoff],
+                )
+                .map_err(unavailable)?;
+            }
+            let deleted = tx
+                .execute(
+                    "DELETE FROM documents WHERE accessed_at < ?1",
+                    params![cutoff],
+                )
+                .map_err(unavailable)?;
+            tx.commit().map_err(unavailable)?;
+            Ok(deleted as u64)
         })
         .await
     }

@@ -1,0 +1,9 @@
+//! What the gateway and the docnode both need, in one small crate: how logs are set up
+//! ([`telemetry`]), who the live docnodes are ([`membership`]), and which of them owns a
+//! document ([`ring`]). Each module owns one concept; nothing else belongs here.
+
+pub mod membership;
+pub mod ring;
+pub mod telemetry;
+
+pub use telemetry::TelemetryConfig;

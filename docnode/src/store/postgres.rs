@@ -1,0 +1,870 @@
+//! The cluster's store: Postgres through a bounded deadpool of tokio-postgres connections.
+//!
+//! Three things make it more than a port of the SQLite store:
+//!
+//! - **Fencing.** Loading a document takes its lease with a fresh epoch; every commit locks
+//!   the lease row and is refused unless it still carries the newest epoch. Together with the
+//!   unique (document, revision) key this keeps a docnode that lost a document (membership
+//!   views disagreed for a moment) from committing to it.
+//! - **Group commit that stays cheap.** One flush of the committer is one transaction whose
+//!   statements do not grow with the batch: one lock query, one documents upsert, one
+//!   `INSERT ... SELECT FROM UNNEST(arrays)` for every op row of every document and one for
+//!   the client sequence marks, sent together in a single pipeline. The round trips per flush
+//!   are fixed (take a connection, BEGIN, the pipeline, COMMIT) whatever the batch holds.
+//! - **Failing instead of hanging.** The pool is bounded, waiting for a connection and every
+//!   call have deadlines, and a recycled connection is checked with a round trip, so a
+//!   Postgres that is down or was restarted gives `StoreError::Unavailable` (which the
+//!   committer retries with backoff) rather than a stuck docnode.
+//!
+//! The schema lives in `docnode/migrations/`, applied at start-up under an advisory lock so
+//! several docnodes starting at once are safe.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    future::Future,
+    sync::Arc,
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use codraft_ot::Operation;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use tokio_postgres::{error::SqlState, NoTls};
+use tracing::info;
+
+use super::{DocumentCommit, LoggedOp, Snapshot, Store, StoreCounters, StoreError, StoredDocument};
+
+/// A statement parameter.
+type Param<'a> = dyn tokio_postgres::types::ToSql + Sync + 'a;
+
+/// One schema change, applied once and recorded in `schema_migrations`.
+struct Migration {
+    /// Position in the sequence; never reused.
+    version: i32,
+    /// What it does, for the log.
+    name: &'static str,
+    /// The statements.
+    sql: &'static str,
+}
+
+/// Schema changes in order. Never edit an applied one; append the next.
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "initial schema",
+    sql: include_str!("../../migrations/0001_initial.sql"),
+}];
+
+/// Key of the transaction-scoped advisory lock that serialises migrations across docnodes
+/// ("codraft" in ASCII, then a 1).
+const MIGRATION_LOCK: i64 = 0x636f_6472_6166_7401;
+
+/// How long opening one connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a call waits for a free connection before reporting the store unavailable.
+const POOL_WAIT: Duration = Duration::from_secs(5);
+/// How long the health check of a pooled connection may take.
+const RECYCLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one store call may take in all; past it the store counts as unavailable. A
+/// commit cut off here may still have committed: the committer's retry then meets a
+/// revision conflict and the document reloads what is really there.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Op-log rows one compaction statement deletes, so no single transaction grows large.
+const COMPACT_CHUNK: i64 = 10_000;
+/// Documents one expiry transaction deletes.
+const EXPIRE_CHUNK: i64 = 1_000;
+
+/// Takes (or takes over) a document's lease with a new epoch from the global sequence.
+const TAKE_LEASE: &str = "\
+    INSERT INTO leases (document, owner, epoch, taken_at) \
+    VALUES ($1, $2, nextval('lease_epochs'), now()) \
+    ON CONFLICT (document) DO UPDATE \
+    SET owner = excluded.owner, epoch = excluded.epoch, taken_at = excluded.taken_at \
+    RETURNING epoch";
+
+/// Marks a document as used and reads its metadata.
+const TOUCH_DOCUMENT: &str = "\
+    UPDATE documents SET accessed_at = now() WHERE id = $1 RETURNING revision, language";
+
+/// The newest snapshot (kind 0) and the log rows from its revision on (kind 1), in one
+/// statement so both come from the same MVCC snapshot: a snapshot written between two
+/// separate reads could otherwise point past the tail that was read.
+const READ_TAIL: &str = "\
+    SELECT 0 AS kind, revision, text, NULL::text AS operation \
+      FROM snapshots WHERE document = $1 \
+    UNION ALL \
+    SELECT 1, o.revision, NULL::bytea, o.operation FROM oplog o \
+     WHERE o.document = $1 \
+       AND o.revision >= COALESCE((SELECT s.revision FROM snapshots s WHERE s.document = $1), 0) \
+    ORDER BY kind, revision";
+
+/// Locks the leases of a batch's documents, in a fixed order so concurrent flushes and the
+/// expiry sweep cannot deadlock, and reads each document's revision.
+const LOCK_LEASES: &str = "\
+    SELECT l.document, l.epoch, d.revision FROM leases l \
+      LEFT JOIN documents d ON d.id = l.document \
+     WHERE l.document = ANY($1::text[]) \
+     ORDER BY l.document \
+     FOR UPDATE OF l";
+
+/// Moves every document of a batch from its base revision to its new one; a document
+/// whose row is missing is created, but only from revision 0. Returns the ids it changed,
+/// so a document whose revision moved underneath is noticed.
+const ADVANCE_DOCUMENTS: &str = "\
+    WITH input AS ( \
+        SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::text[]) \
+            AS t(id, base, revision, language)), \
+    updated AS ( \
+        UPDATE documents d \
+           SET revision = i.revision, language = COALESCE(i.language, d.language), \
+               accessed_at = now() \
+          FROM input i WHERE d.id = i.id AND d.revision = i.base \
+        RETURNING d.id), \
+    inserted AS ( \
+        INSERT INTO documents (id, revision, language, accessed_at) \
+        SELECT i.id, i.revision, i.language, now() FROM input i \
+         WHERE i.base = 0 AND NOT EXISTS (SELECT 1 FROM documents d WHERE d.id = i.id) \
+        ON CONFLICT (id) DO NOTHING \
+        RETURNING id) \
+    SELECT id FROM updated UNION ALL SELECT id FROM inserted";
+
+/// Every op row of the batch in one statement. A row whose key exists already is skipped
+/// rather than failing the statement, and the per-document counts show which document
+/// lost a race, so the conflict can name it.
+const INSERT_OPS: &str = "\
+    WITH inserted AS ( \
+        INSERT INTO oplog (document, revision, operation, author, client_id, seq, committed_at) \
+        SELECT t.document, t.revision, t.operation, t.author, t.client_id, t.seq, now() \
+          FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::int8[], $5::text[], $6::int8[]) \
+            AS t(document, revision, operation, author, client_id, seq) \
+        ON CONFLICT (document, revision) DO NOTHING \
+        RETURNING document) \
+    SELECT document, count(*) FROM inserted GROUP BY document";
+
+/// Raises each (document, client id)'s sequence mark to the batch's highest.
+const UPSERT_SEQS: &str = "\
+    INSERT INTO client_seqs (document, client_id, seq) \
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[]) \
+    ON CONFLICT (document, client_id) DO UPDATE \
+    SET seq = GREATEST(client_seqs.seq, excluded.seq)";
+
+/// Documents in Postgres, shared by every docnode of a cluster.
+pub struct PgStore {
+    /// Bounded pool of connections.
+    pool: Pool,
+    /// This docnode's identity, written as the owner of the leases it takes.
+    node_id: String,
+    /// Where the store points (host, port, database; never the password), for messages.
+    target: String,
+    /// Counters for tests and metrics.
+    counters: StoreCounters,
+}
+
+impl PgStore {
+    /// Connects to the Postgres at `url` with a pool of at most `pool_size` connections,
+    /// applies pending migrations, and takes leases as `node_id`.
+    pub async fn connect(url: &str, node_id: &str, pool_size: usize) -> Result<Self, StoreError> {
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
+            StoreError::Unavailable(format!(
+                "DATABASE_URL is not a usable Postgres URL ({e}); expected something like \
+                 postgres://user@host:5432/database"
+            ))
+        })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name(format!("codraft-docnode {node_id}"));
+        }
+        // A peer that vanished without closing the socket is noticed by keepalives.
+        config
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30));
+        let target = describe_target(&config);
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                // One empty query per checkout: after a Postgres restart the pooled
+                // connections are dead, and this finds out before a real call does.
+                recycling_method: RecyclingMethod::Verified,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .recycle_timeout(Some(RECYCLE_TIMEOUT))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Unavailable(format!("cannot build the Postgres pool: {e}")))?;
+        let store = Self {
+            pool,
+            node_id: node_id.to_owned(),
+            target,
+            counters: StoreCounters::default(),
+        };
+        let applied = store.migrate().await?;
+        info!(target = %store.target, applied, pool_size, "Postgres store ready");
+        Ok(store)
+    }
+
+    /// Applies the migrations this database has not had yet, all in one transaction under an
+    /// advisory lock (so concurrent start-ups wait for each other instead of racing).
+    /// Returns how many it applied; a second run applies none.
+    pub async fn migrate(&self) -> Result<usize, StoreError> {
+        self.bounded(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(|e| self.failed(e))?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+                .await
+                .map_err(|e| self.failed(e))?;
+            tx.batch_execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ( \
+                     version    INTEGER PRIMARY KEY, \
+                     name       TEXT NOT NULL, \
+                     applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+            )
+            .await
+            .map_err(|e| self.failed(e))?;
+            let applied: HashSet<i32> = tx
+                .query("SELECT version FROM schema_migrations", &[])
+                .await
+                .map_err(|e| self.failed(e))?
+                .iter()
+                .map(|row| row.try_get(0))
+                .collect::<Result<_, _>>()
+                .map_err(corrupt)?;
+            let mut count = 0;
+            for migration in MIGRATIONS {
+                if applied.contains(&migration.version) {
+                    continue;
+                }
+                info!(
+                    version = migration.version,
+                    name = migration.name,
+                    "applying migration"
+                );
+                tx.batch_execute(migration.sql).await.map_err(|e| {
+                    StoreError::Unavailable(format!(
+                        "migration {} ({}) failed on {}: {}",
+                        migration.version,
+                        migration.name,
+                        self.target,
+                        describe(&e)
+                    ))
+                })?;
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                    &[&migration.version, &migration.name],
+                )
+                .await
+                .map_err(|e| self.failed(e))?;
+                count += 1;
+            }
+            tx.commit().await.map_err(|e| self.failed(e))?;
+            Ok(count)
+        })
+        .await
+    }
+
+    /// A pooled connection, or `Unavailable` once the pool's deadlines pass.
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(|e| match e {
+            PoolError::Timeout(_) => StoreError::Unavailable(format!(
+                "no Postgres connection to {} became free or could be opened in time \
+                 (pool of {}); check that Postgres is up, or raise DATABASE_POOL_SIZE",
+                self.target,
+                self.pool.status().max_size
+            )),
+            PoolError::Backend(e) => StoreError::Unavailable(format!(
+                "cannot connect to Postgres at {}: {}; check DATABASE_URL and that Postgres \
+                 is running",
+                self.target,
+                describe(&e)
+            )),
+            other => StoreError::Unavailable(format!(
+                "cannot get a Postgres connection to {}: {other}",
+                self.target
+            )),
+        })
+    }
+
+    /// Runs a call with the overall deadline.
+    async fn bounded<T>(
+        &self,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(CALL_TIMEOUT, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(format!(
+                    "Postgres at {} did not answer within {}s; check that it is up and not \
+                     overloaded",
+                    self.target,
+                    CALL_TIMEOUT.as_secs()
+                )))
+            })
+    }
+
+    /// A failed statement: whatever it was, retrying later is the only remedy this side has.
+    fn failed(&self, e: tokio_postgres::Error) -> StoreError {
+        StoreError::Unavailable(format!("Postgres at {}: {}", self.target, describe(&e)))
+    }
+
+    async fn load_inner(&self, document: &str) -> Result<StoredDocument, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| self.failed(e))?;
+        let (take, touch, read) = futures::try_join!(
+            tx.prepare_cached(TAKE_LEASE),
+            tx.prepare_cached(TOUCH_DOCUMENT),
+            tx.prepare_cached(READ_TAIL),
+        )
+        .map_err(|e| self.failed(e))?;
+        // Pipelined, and Postgres runs them in order: the lease is taken first (waiting for
+        // an older owner's flush that holds the lease row), so the reads after it see
+        // everything that owner committed, and nothing it commits later can succeed.
+        let lease_params: [&Param<'_>; 2] = [&document, &self.node_id];
+        let document_param: [&Param<'_>; 1] = [&document];
+        let (lease, meta, rows) = futures::try_join!(
+            tx.query_one(&take, &lease_params),
+            tx.query_opt(&touch, &document_param),
+            tx.query(&read, &document_param),
+        )
+        .map_err(|e| self.failed(e))?;
+        tx.commit().await.map_err(|e| self.failed(e))?;
+        drop(client);
+
+        let epoch = from_sql(lease.try_get(0).map_err(corrupt)?)?;
+        let mut rows = rows.iter().peekable();
+        let (mut at, text) = match rows.peek() {
+            Some(row) if row.try_get::<_, i32>(0).map_err(corrupt)? == 0 => {
+                let revision = from_sql(row.try_get(1).map_err(corrupt)?)?;
+                let bytes: Vec<u8> = row.try_get(2).map_err(corrupt)?;
+                let text = String::from_utf8(bytes).map_err(|_| {
+                    StoreError::Corrupt(format!("the snapshot of {document} is not UTF-8"))
+                })?;
+                rows.next();
+                (revision, text)
+            }
+            _ => (0, String::new()),
+        };
+        let mut rope = ropey::Rope::from_str(&text);
+        let mut read_rows = 0;
+        for row in rows {
+            read_rows += 1;
+            let revision = from_sql(row.try_get(1).map_err(corrupt)?)?;
+            if revision != at {
+                StoreCounters::add(&self.counters.log_rows_read, read_rows);
+                return Err(StoreError::Corrupt(format!(
+                    "op log of {document} jumps from revision {at} to {revision}"
+                )));
+            }
+            let json: String = row.try_get(3).map_err(corrupt)?;
+            parse_op(&json)?
+                .apply(&mut rope)
+                .map_err(|e| StoreError::Corrupt(format!("op {revision} of {document}: {e}")))?;
+            at += 1;
+        }
+        StoreCounters::add(&self.counters.log_rows_read, read_rows);
+        let (revision, language) = match meta {
+            Some(row) => (
+                from_sql(row.try_get(0).map_err(corrupt)?)?,
+                row.try_get(1).map_err(corrupt)?,
+            ),
+            None => (0, None),
+        };
+        if at != revision {
+            return Err(StoreError::Corrupt(format!(
+                "{document} is at revision {revision} but its snapshot and log end at {at}"
+            )));
+        }
+        Ok(StoredDocument {
+            text: rope.to_string(),
+            revision,
+            language,
+            epoch,
+        })
+    }
+
+    async fn commit_inner(&self, batch: &[DocumentCommit]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let arrays = BatchArrays::build(batch)?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| self.failed(e))?;
+        let (lock, advance, insert, seqs) = futures::try_join!(
+            tx.prepare_cached(LOCK_LEASES),
+            tx.prepare_cached(ADVANCE_DOCUMENTS),
+            tx.prepare_cached(INSERT_OPS),
+            tx.prepare_cached(UPSERT_SEQS),
+        )
+        .map_err(|e| self.failed(e))?;
+        // One pipeline: the statements travel together and run in this order. The checks
+        // on their results come after; if any fails the transaction is rolled back (dropping
+        // it does that), so nothing a refused document sent is kept.
+        let lock_params: [&Param<'_>; 1] = [&arrays.documents];
+        let advance_params: [&Param<'_>; 4] = [
+            &arrays.documents,
+            &arrays.bases,
+            &arrays.revisions,
+            &arrays.languages,
+        ];
+        let insert_params: [&Param<'_>; 6] = [
+            &arrays.op_documents,
+            &arrays.op_revisions,
+            &arrays.op_json,
+            &arrays.op_authors,
+            &arrays.op_clients,
+            &arrays.op_seqs,
+        ];
+        let seq_params: [&Param<'_>; 3] = [
+            &arrays.seq_documents,
+            &arrays.seq_clients,
+            &arrays.seq_values,
+        ];
+        let (locked, advanced, inserted, _) = futures::try_join!(
+            tx.query(&lock, &lock_params),
+            tx.query(&advance, &advance_params),
+            tx.query(&insert, &insert_params),
+            tx.execute(&seqs, &seq_params),
+        )
+        .map_err(|e| self.commit_failed(e, batch))?;
+
+        let mut leases = HashMap::with_capacity(locked.len());
+        for row in &locked {
+            let document: &str = row.try_get(0).map_err(corrupt)?;
+            let epoch: i64 = row.try_get(1).map_err(corrupt)?;
+            let revision: Option<i64> = row.try_get(2).map_err(corrupt)?;
+            leases.insert(document, (epoch, revision));
+        }
+        let advanced = advanced
+            .iter()
+            .map(|row| row.try_get::<_, &str>(0))
+            .collect::<Result<HashSet<&str>, _>>()
+            .map_err(corrupt)?;
+        let mut inserted_ops = HashMap::with_capacity(inserted.len());
+        for row in &inserted {
+            let document: &str = row.try_get(0).map_err(corrupt)?;
+            let count: i64 = row.try_get(1).map_err(corrupt)?;
+            inserted_ops.insert(document, count);
+        }
+        for commit in batch {
+            let document: &str = &commit.document;
+            let held = match leases.get(document) {
+                // No lease row: it expired, or this writer never loaded the document.
+                None => false,
+                Some(&(epoch, revision)) => {
+                    epoch == to_sql(commit.epoch)
+                        && revision.unwrap_or(0) == to_sql(commit.base_revision)
+                }
+            };
+            let ops_written = inserted_ops.get(document).copied().unwrap_or(0);
+            if !held
+                || !advanced.contains(document)
+                || ops_written != to_sql(commit.ops.len() as u64)
+            {
+                return Err(conflict(commit));
+            }
+        }
+        tx.commit()
+            .await
+            .map_err(|e| self.commit_failed(e, batch))?;
+        StoreCounters::add(&self.counters.commits, 1);
+        StoreCounters::add(
+            &self.counters.ops_committed,
+            arrays.op_revisions.len() as u64,
+        );
+        Ok(())
+    }
+
+    /// A failed commit statement: a key clash is a conflict (the batch's only possible
+    /// clashes are with another writer); anything else means try again later.
+    fn commit_failed(&self, e: tokio_postgres::Error, batch: &[DocumentCommit]) -> StoreError {
+        if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+            // The statements skip clashing rows, so this is a race on a brand-new row; name
+            // the document if Postgres' detail ("Key (id)=(doc) already exists") does, else
+            // the first one.
+            let detail = e.as_db_error().and_then(|db| db.detail()).unwrap_or("");
+            let named = batch.iter().find(|c| {
+                detail.contains(&format!("=({})", c.document))
+                    || detail.contains(&format!("=({},", c.document))
+            });
+            if let Some(commit) = named.or(batch.first()) {
+                return conflict(commit);
+            }
+        }
+        self.failed(e)
+    }
+}
+
+/// The column arrays of one batch, built once so the statements stay the same size whatever
+/// the batch holds.
+struct BatchArrays<'a> {
+    documents: Vec<&'a str>,
+    bases: Vec<i64>,
+    revisions: Vec<i64>,
+    languages: Vec<Option<&'a str>>,
+    op_documents: Vec<&'a str>,
+    op_revisions: Vec<i64>,
+    op_json: Vec<String>,
+    op_authors: Vec<i64>,
+    op_clients: Vec<Option<&'a str>>,
+    op_seqs: Vec<Option<i64>>,
+    seq_documents: Vec<&'a str>,
+    seq_clients: Vec<&'a str>,
+    seq_values: Vec<i64>,
+}
+
+impl<'a> BatchArrays<'a> {
+    fn build(batch: &'a [DocumentCommit]) -> Result<Self, StoreError> {
+        let ops: usize = batch.iter().map(|c| c.ops.len()).sum();
+        let mut arrays = Self {
+            documents: Vec::with_capacity(batch.len()),
+            bases: Vec::with_capacity(batch.len()),
+            revisions: Vec::with_capacity(batch.len()),
+            languages: Vec::with_capacity(batch.len()),
+            op_documents: Vec::with_capacity(ops),
+            op_revisions: Vec::with_capacity(ops),
+            op_json: Vec::with_capacity(ops),
+            op_authors: Vec::with_capacity(ops),
+            op_clients: Vec::with_capacity(ops),
+            op_seqs: Vec::with_capacity(ops),
+            seq_documents: Vec::new(),
+            seq_clients: Vec::new(),
+            seq_values: Vec::new(),
+        };
+        let mut seen = HashSet::with_capacity(batch.len());
+        let mut marks: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+        for commit in batch {
+            let document: &str = &commit.document;
+            // The committer sends each document at most once per batch, its ops continuing
+            // its log; anything else cannot be committed as one step, so the writer reloads.
+            let continues = commit
+                .ops
+                .iter()
+                .zip(commit.base_revision..)
+                .all(|(op, revision)| op.revision == revision);
+            if !seen.insert(document) || !continues {
+                return Err(conflict(commit));
+            }
+            arrays.documents.push(document);
+            arrays.bases.push(to_sql(commit.base_revision));
+            arrays
+                .revisions
+                .push(to_sql(commit.base_revision + commit.ops.len() as u64));
+            arrays.languages.push(commit.language.as_deref());
+            for op in &commit.ops {
+                arrays.op_documents.push(document);
+                arrays.op_revisions.push(to_sql(op.revision));
+                arrays.op_json.push(op.operation.to_json());
+                arrays.op_authors.push(to_sql(op.author));
+                arrays.op_clients.push(op.client_id.as_deref());
+                arrays.op_seqs.push(op.seq.map(to_sql));
+                if let (Some(client), Some(seq)) = (&op.client_id, op.seq) {
+                    let mark = marks.entry((document, client)).or_insert(0);
+                    *mark = (*mark).max(to_sql(seq));
+                }
+            }
+        }
+        for ((document, client), seq) in marks {
+            arrays.seq_documents.push(document);
+            arrays.seq_clients.push(client);
+            arrays.seq_values.push(seq);
+        }
+        Ok(arrays)
+    }
+}
+
+fn conflict(commit: &DocumentCommit) -> StoreError {
+    StoreError::Conflict {
+        document: commit.document.to_string(),
+        expected: commit.base_revision,
+    }
+}
+
+/// A Postgres error as a person needs it: the server's code and message if it sent one.
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
+        None => e.to_string(),
+    }
+}
+
+/// Host, port and database of a connection config, for messages (never the password).
+fn describe_target(config: &tokio_postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let database = config
+        .get_dbname()
+        .or(config.get_user())
+        .unwrap_or("postgres");
+    format!("{host}:{port}/{database}")
+}
+
+fn corrupt(e: tokio_postgres::Error) -> StoreError {
+    StoreError::Corrupt(format!("unexpected column in a Postgres row: {e}"))
+}
+
+fn parse_op(json: &str) -> Result<Operation, StoreError> {
+    Operation::from_json(json).map_err(|e| StoreError::Corrupt(format!("bad stored op: {e}")))
+}
+
+/// Postgres has no unsigned integers; revisions, ids and sequence numbers stay below 2^53,
+/// so this never clamps in practice, but a wild value must not wrap around.
+fn to_sql(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn from_sql(n: i64) -> Result<u64, StoreError> {
+    u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("negative value {n}")))
+}
+
+/// A duration as seconds for `make_interval`, capped at a century: beyond that nothing is old
+/// enough, and a larger interval would overflow Postgres' timestamps.
+fn interval_secs(d: Duration) -> f64 {
+    d.as_secs_f64().min(100.0 * 365.0 * 86_400.0)
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn load(&self, document: &str) -> Result<StoredDocument, StoreError> {
+        self.bounded(self.load_inner(document)).await
+    }
+
+    async fn commit(&self, batch: Arc<[DocumentCommit]>) -> Result<(), StoreError> {
+        self.bounded(self.commit_inner(&batch)).await
+    }
+
+    async fn write_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let statement = client
+                .prepare_cached(
+                    "INSERT INTO snapshots (document, revision, text) VALUES ($1, $2, $3) \
+                     ON CONFLICT (document) DO UPDATE \
+                     SET revision = excluded.revision, text = excluded.text \
+                     WHERE excluded.revision > snapshots.revision",
+                )
+                .await
+                .map_err(|e| self.failed(e))?;
+            client
+                .execute(
+                    &statement,
+                    &[
+                        &&*snapshot.document,
+                        &to_sql(snapshot.revision),
+                        &snapshot.text.as_bytes(),
+                    ],
+                )
+                .await
+                .map_err(|e| self.failed(e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn read_log(
+        &self,
+        document: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<LoggedOp>, StoreError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let statement = client
+                .prepare_cached(
+                    "SELECT revision, operation, author, client_id, seq FROM oplog \
+                     WHERE document = $1 AND revision >= $2 AND revision < $3 \
+                     ORDER BY revision",
+                )
+                .await
+                .map_err(|e| self.failed(e))?;
+            let rows = client
+                .query(&statement, &[&document, &to_sql(from), &to_sql(to)])
+                .await
+                .map_err(|e| self.failed(e))?;
+            StoreCounters::add(&self.counters.log_rows_read, rows.len() as u64);
+            rows.iter()
+                .map(|row| {
+                    let json: &str = row.try_get(1).map_err(corrupt)?;
+                    let seq: Option<i64> = row.try_get(4).map_err(corrupt)?;
+                    Ok(LoggedOp {
+                        revision: from_sql(row.try_get(0).map_err(corrupt)?)?,
+                        operation: parse_op(json)?,
+                        author: from_sql(row.try_get(2).map_err(corrupt)?)?,
+                        client_id: row.try_get(3).map_err(corrupt)?,
+                        seq: seq.map(from_sql).transpose()?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn last_seq(&self, document: &str, client_id: &str) -> Result<u64, StoreError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let statement = client
+                .prepare_cached(
+                    "SELECT seq FROM client_seqs WHERE document = $1 AND client_id = $2",
+                )
+                .await
+                .map_err(|e| self.failed(e))?;
+            let row = client
+                .query_opt(&statement, &[&document, &client_id])
+                .await
+                .map_err(|e| self.failed(e))?;
+            match row {
+                Some(row) => from_sql(row.try_get(0).map_err(corrupt)?),
+                None => Ok(0),
+            }
+        })
+        .await
+    }
+
+    async fn document_count(&self) -> Result<u64, StoreError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let row = client
+                .query_one("SELECT count(*) FROM documents", &[])
+                .await
+                .map_err(|e| self.failed(e))?;
+            from_sql(row.try_get(0).map_err(corrupt)?)
+        })
+        .await
+    }
+
+    async fn compact(&self, retention: Duration) -> Result<u64, StoreError> {
+        let retention = interval_secs(retention);
+        let mut deleted = 0;
+        // Chunks, each its own short statement: a first compaction of a large log must not
+        // hold one huge transaction open.
+        loop {
+            let chunk = self
+                .bounded(async {
+                    let client = self.client().await?;
+                    let statement = client
+                        .prepare_cached(
+                            "WITH victims AS ( \
+                                 SELECT o.document, o.revision FROM snapshots s \
+                                   JOIN oplog o ON o.document = s.document \
+                                               AND o.revision < s.revision \
+                                  WHERE o.committed_at < now() - make_interval(secs => $1) \
+                                  LIMIT $2) \
+                             DELETE FROM oplog o USING victims v \
+                              WHERE o.document = v.document AND o.revision = v.revision",
+                        )
+                        .await
+                        .map_err(|e| self.failed(e))?;
+                    client
+                        .execute(&statement, &[&retention, &COMPACT_CHUNK])
+                        .await
+                        .map_err(|e| self.failed(e))
+                })
+                .await?;
+            deleted += chunk;
+            if chunk < COMPACT_CHUNK as u64 {
+                return Ok(deleted);
+            }
+        }
+    }
+
+    async fn delete_expired(&self, unused_for: Duration) -> Result<u64, StoreError> {
+        let unused_for = interval_secs(unused_for);
+        let mut deleted = 0;
+        loop {
+            let chunk = self
+                .bounded(async {
+                    let mut client = self.client().await?;
+                    let tx = client.transaction().await.map_err(|e| self.failed(e))?;
+                    let candidates: Vec<String> = tx
+                        .query(
+                            "SELECT id FROM documents \
+                              WHERE accessed_at < now() - make_interval(secs => $1) \
+                              ORDER BY id LIMIT $2",
+                            &[&unused_for, &EXPIRE_CHUNK],
+                        )
+                        .await
+                        .map_err(|e| self.failed(e))?
+                        .iter()
+                        .map(|row| row.try_get(0))
+                        .collect::<Result<_, _>>()
+                        .map_err(corrupt)?;
+                    if candidates.is_empty() {
+                        // Leases of documents never written (opened, never edited) have no
+                        // documents row to expire with; they go once as old.
+                        tx.execute(
+                            "DELETE FROM leases l \
+                              WHERE l.taken_at < now() - make_interval(secs => $1) \
+                                AND NOT EXISTS (SELECT 1 FROM documents d WHERE d.id = l.document)",
+                            &[&unused_for],
+                        )
+                        .await
+                        .map_err(|e| self.failed(e))?;
+                        tx.commit().await.map_err(|e| self.failed(e))?;
+                        return Ok((0, 0));
+                    }
+                    // Lock the leases in the committer's order first, then delete only what
+                    // is still unused: a commit that slipped in between touched accessed_at.
+                    tx.execute(
+                        "SELECT 1 FROM leases WHERE document = ANY($1) \
+                          ORDER BY document FOR UPDATE",
+                        &[&candidates],
+                    )
+                    .await
+                    .map_err(|e| self.failed(e))?;
+                    let expired: Vec<String> = tx
+                        .query(
+                            "DELETE FROM documents WHERE id = ANY($1) \
+                                AND accessed_at < now() - make_interval(secs => $2) \
+                             RETURNING id",
+                            &[&candidates, &unused_for],
+                        )
+                        .await
+                        .map_err(|e| self.failed(e))?
+                        .iter()
+                        .map(|row| row.try_get(0))
+                        .collect::<Result<_, _>>()
+                        .map_err(corrupt)?;
+                    let expired_param: [&Param<'_>; 1] = [&expired];
+                    futures::try_join!(
+                        tx.execute("DELETE FROM oplog WHERE document = ANY($1)", &expired_param),
+                        tx.execute(
+                            "DELETE FROM snapshots WHERE document = ANY($1)",
+                            &expired_param
+                        ),
+                        tx.execute(
+                            "DELETE FROM client_seqs WHERE document = ANY($1)",
+                            &expired_param
+                        ),
+                        tx.execute(
+                            "DELETE FROM leases WHERE document = ANY($1)",
+                            &expired_param
+                        ),
+                    )
+                    .map_err(|e| self.failed(e))?;
+                    tx.commit().await.map_err(|e| self.failed(e))?;
+                    // A chunk whose candidates were all touched meanwhile still counts as
+                    // progress, so the loop moves on rather than stopping early.
+                    Ok((expired.len() as u64, candidates.len() as i64))
+                })
+                .await;
+            match chunk? {
+                (n, seen) if seen >= EXPIRE_CHUNK => deleted += n,
+                (n, _) => return Ok(deleted + n),
+            }
+        }
+    }
+
+    fn counters(&self) -> &StoreCounters {
+        &self.counters
+    }
+}

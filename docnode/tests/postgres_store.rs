@@ -1,0 +1,409 @@
+//! The Postgres store against a real Postgres: loading, group commit, fencing by epoch,
+//! migrations, compaction, expiry and failure when the server is gone.
+//!
+//! Every test works in a database of its own (see `support`), so they run in parallel.
+
+mod support;
+
+use std::{
+    sync::atomic::Ordering,
+    time::{Duration, Instant},
+};
+
+use codraft_docnode::store::{postgres::PgStore, Snapshot, Store, StoreError};
+use support::{batch, typed_text, typing, TestDatabase};
+
+/// Pool size for tests: small, since many tests (and their databases) run at once.
+const POOL: usize = 2;
+
+async fn store(db: &TestDatabase, node: &str) -> PgStore {
+    PgStore::connect(&db.url, node, POOL)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {}: {e}", db.url))
+}
+
+fn is_conflict_on(result: Result<(), StoreError>, document: &str) -> bool {
+    matches!(result, Err(StoreError::Conflict { document: d, .. }) if d == document)
+}
+
+#[tokio::test]
+async fn commit_then_load_returns_text_revision_and_language() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let store = store(&db, "node-a").await;
+
+    let fresh = store.load("doc").await.expect("load new document");
+    assert_eq!((fresh.text.as_str(), fresh.revision), ("", 0));
+    assert!(
+        fresh.epoch > 0,
+        "a load takes a lease even for a new document"
+    );
+
+    let mut first = typing("doc", fresh.epoch, 0, 5, "client-1");
+    first.language = Some("rust".into());
+    store.commit(batch([first])).await.expect("first commit");
+    let second = typing("doc", fresh.epoch, 5, 3, "client-1");
+    store.commit(batch([second])).await.expect("second commit");
+
+    let loaded = store.load("doc").await.expect("load");
+    assert_eq!(loaded.text, typed_text(8));
+    assert_eq!(loaded.revision, 8);
+    assert_eq!(loaded.language.as_deref(), Some("rust"));
+    assert!(loaded.epoch > fresh.epoch, "every load takes a newer epoch");
+    assert_eq!(
+        store.last_seq("doc", "client-1").await.expect("last_seq"),
+        8
+    );
+    assert_eq!(store.document_count().await.expect("count"), 1);
+    let log = store.read_log("doc", 2, 4).await.expect("read_log");
+    assert_eq!(
+        log.iter().map(|op| op.revision).collect::<Vec<_>>(),
+        vec![2, 3]
+    );
+    assert_eq!(log[0].client_id.as_deref(), Some("client-1"));
+    assert_eq!(log[0].seq, Some(3));
+    let counters = store.counters();
+    assert_eq!(counters.commits.load(Ordering::Relaxed), 2);
+    assert_eq!(counters.ops_committed.load(Ordering::Relaxed), 8);
+}
+
+#[tokio::test]
+async fn load_reads_only_the_log_tail_after_the_snapshot() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let store = store(&db, "node-a").await;
+    let epoch = store.load("long").await.expect("load").epoch;
+    for base in (0..1000).step_by(100) {
+        store
+            .commit(batch([typing("long", epoch, base, 100, "c")]))
+            .await
+            .expect("commit");
+    }
+    store
+        .write_snapshot(Snapshot {
+            document: "long".into(),
+            revision: 990,
+            text: typed_text(990),
+        })
+        .await
+        .expect("snapshot");
+    // An older snapshot arriving late must not replace the newer one.
+    store
+        .write_snapshot(Snapshot {
+            document: "long".into(),
+            revision: 500,
+            text: typed_text(500),
+        })
+        .await
+        .expect("older snapshot");
+
+    let before = store.counters().log_rows_read.load(Ordering::Relaxed);
+    let loaded = store.load("long").await.expect("load");
+    let read = store.counters().log_rows_read.load(Ordering::Relaxed) - before;
+    assert_eq!(loaded.revision, 1000);
+    assert_eq!(loaded.text, typed_text(1000));
+    assert_eq!(read, 10, "only the ops after the snapshot at 990 are read");
+}
+
+#[tokio::test]
+async fn a_stale_epoch_is_refused_and_changes_nothing() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let a = store(&db, "node-a").await;
+    let b = store(&db, "node-b").await;
+
+    let old = a.load("doc").await.expect("a loads").epoch;
+    a.commit(batch([typing("doc", old, 0, 2, "ca")]))
+        .await
+        .expect("a commits while it owns the document");
+
+    // Another docnode takes the document over.
+    let taken = b.load("doc").await.expect("b loads");
+    assert!(taken.epoch > old);
+    assert_eq!(taken.revision, 2);
+
+    let stale = a
+        .commit(batch([typing("doc", old, 2, 3, "stale-client")]))
+        .await;
+    assert!(
+        matches!(&stale, Err(StoreError::Conflict { document, expected: 2 }) if document == "doc"),
+        "stale owner must be fenced, got {stale:?}"
+    );
+    assert_eq!(b.read_log("doc", 0, 100).await.expect("log").len(), 2);
+    assert_eq!(b.last_seq("doc", "stale-client").await.expect("seq"), 0);
+    let reloaded = b.load("doc").await.expect("reload");
+    assert_eq!((reloaded.revision, reloaded.text.as_str()), (2, "01"));
+
+    // The new owner (with its newest epoch) commits fine.
+    b.commit(batch([typing("doc", reloaded.epoch, 2, 1, "cb")]))
+        .await
+        .expect("the current owner commits");
+}
+
+#[tokio::test]
+async fn a_wrong_base_revision_is_a_conflict() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let store = store(&db, "node-a").await;
+    let epoch = store.load("doc").await.expect("load").epoch;
+    store
+        .commit(batch([typing("doc", epoch, 0, 2, "c")]))
+        .await
+        .expect("commit");
+    // Behind: the same revisions again (a duplicate (document, revision) key).
+    let behind = store.commit(batch([typing("doc", epoch, 0, 2, "c")])).await;
+    assert!(is_conflict_on(behind, "doc"));
+    // Ahead: a gap in the log.
+    let ahead = store.commit(batch([typing("doc", epoch, 5, 1, "c")])).await;
+    assert!(is_conflict_on(ahead, "doc"));
+    // A new document must start at revision 0.
+    let new_epoch = store.load("new").await.expect("load").epoch;
+    let gap = store
+        .commit(batch([typing("new", new_epoch, 3, 1, "c")]))
+        .await;
+    assert!(is_conflict_on(gap, "new"));
+    assert_eq!(store.load("doc").await.expect("load").revision, 2);
+    assert_eq!(store.document_count().await.expect("count"), 1);
+}
+
+#[tokio::test]
+async fn a_batch_conflict_names_the_stale_document_and_commits_nothing() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let a = store(&db, "node-a").await;
+    let b = store(&db, "node-b").await;
+    let x = a.load("x").await.expect("load x").epoch;
+    let y = a.load("y").await.expect("load y").epoch;
+    let z = a.load("z").await.expect("load z").epoch;
+    b.load("y").await.expect("b takes y");
+
+    let result = a
+        .commit(batch([
+            typing("x", x, 0, 2, "c"),
+            typing("y", y, 0, 2, "c"),
+            typing("z", z, 0, 2, "c"),
+        ]))
+        .await;
+    assert!(is_conflict_on(result, "y"), "the conflict must name y");
+    assert_eq!(
+        a.read_log("x", 0, 10).await.expect("log").len(),
+        0,
+        "all or nothing"
+    );
+    // What the committer does next: commit the rest without the stale document.
+    a.commit(batch([
+        typing("x", x, 0, 2, "c"),
+        typing("z", z, 0, 2, "c"),
+    ]))
+    .await
+    .expect("the rest commits");
+    assert_eq!(a.document_count().await.expect("count"), 2);
+}
+
+#[tokio::test]
+async fn migrations_run_twice_and_concurrently_without_error() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let (first, second, third) = tokio::join!(
+        PgStore::connect(&db.url, "node-a", POOL),
+        PgStore::connect(&db.url, "node-b", POOL),
+        PgStore::connect(&db.url, "node-c", POOL),
+    );
+    let first = first.expect("first concurrent start-up");
+    second.expect("second concurrent start-up");
+    third.expect("third concurrent start-up");
+    assert_eq!(first.migrate().await.expect("migrate again"), 0);
+    let again = store(&db, "node-d").await;
+    assert_eq!(again.migrate().await.expect("migrate again"), 0);
+
+    let client = db.client().await;
+    let rows = client
+        .query(
+            "SELECT version, count(*) FROM schema_migrations GROUP BY version",
+            &[],
+        )
+        .await
+        .expect("schema_migrations");
+    assert!(!rows.is_empty());
+    for row in rows {
+        let count: i64 = row.get(1);
+        assert_eq!(count, 1, "each migration is recorded once");
+    }
+}
+
+#[tokio::test]
+async fn last_seq_survives_compaction() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let store = store(&db, "node-a").await;
+    let epoch = store.load("doc").await.expect("load").epoch;
+    store
+        .commit(batch([typing("doc", epoch, 0, 20, "typist")]))
+        .await
+        .expect("commit");
+    store
+        .write_snapshot(Snapshot {
+            document: "doc".into(),
+            revision: 15,
+            text: typed_text(15),
+        })
+        .await
+        .expect("snapshot");
+    // Rows 0..10 are old; 10..20 are recent.
+    db.client()
+        .await
+        .execute(
+            "UPDATE oplog SET committed_at = now() - interval '2 hours' WHERE revision < 10",
+            &[],
+        )
+        .await
+        .expect("age rows");
+
+    let deleted = store
+        .compact(Duration::from_secs(3600))
+        .await
+        .expect("compact");
+    assert_eq!(
+        deleted, 10,
+        "old rows below the snapshot go, recent ones stay"
+    );
+    assert!(store.read_log("doc", 0, 10).await.expect("log").is_empty());
+    assert_eq!(store.read_log("doc", 10, 20).await.expect("log").len(), 10);
+    assert_eq!(store.last_seq("doc", "typist").await.expect("seq"), 20);
+    let loaded = store.load("doc").await.expect("load after compaction");
+    assert_eq!((loaded.revision, loaded.text), (20, typed_text(20)));
+    assert_eq!(store.compact(Duration::ZERO).await.expect("compact"), 5);
+}
+
+#[tokio::test]
+async fn delete_expired_removes_old_documents_and_all_their_rows() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let store = store(&db, "node-a").await;
+    for document in ["old", "fresh"] {
+        let epoch = store.load(document).await.expect("load").epoch;
+        store
+            .commit(batch([typing(document, epoch, 0, 3, "c")]))
+            .await
+            .expect("commit");
+        store
+            .write_snapshot(Snapshot {
+                document: document.into(),
+                revision: 3,
+                text: typed_text(3),
+            })
+            .await
+            .expect("snapshot");
+    }
+    let client = db.client().await;
+    client
+        .execute(
+            "UPDATE documents SET accessed_at = now() - interval '3 days' WHERE id = 'old'",
+            &[],
+        )
+        .await
+        .expect("age document");
+
+    let deleted = store
+        .delete_expired(Duration::from_secs(2 * 86_400))
+        .await
+        .expect("delete_expired");
+    assert_eq!(deleted, 1);
+    assert_eq!(store.document_count().await.expect("count"), 1);
+    for table in ["oplog", "snapshots", "client_seqs", "leases"] {
+        let row = client
+            .query_one(
+                &format!("SELECT count(*) FROM {table} WHERE document = 'old'"),
+                &[],
+            )
+            .await
+            .expect("count rows");
+        assert_eq!(row.get::<_, i64>(0), 0, "{table} rows of the old document");
+    }
+    assert_eq!(store.last_seq("old", "c").await.expect("seq"), 0);
+    let gone = store.load("old").await.expect("load old");
+    assert_eq!((gone.revision, gone.text.as_str()), (0, ""));
+    let kept = store.load("fresh").await.expect("load fresh");
+    assert_eq!(kept.revision, 3);
+}
+
+#[tokio::test]
+async fn an_expired_lease_fences_its_old_owner_for_good() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let a = store(&db, "node-a").await;
+    let b = store(&db, "node-b").await;
+    let old = a.load("doc").await.expect("load").epoch;
+    a.commit(batch([typing("doc", old, 0, 1, "c")]))
+        .await
+        .expect("commit");
+    db.client()
+        .await
+        .execute(
+            "UPDATE documents SET accessed_at = now() - interval '3 days'",
+            &[],
+        )
+        .await
+        .expect("age");
+    assert_eq!(
+        a.delete_expired(Duration::from_secs(86_400))
+            .await
+            .expect("expire"),
+        1
+    );
+    // The lease row is gone; new owners' epochs must still never repeat the old one.
+    for _ in 0..3 {
+        assert_ne!(b.load("doc").await.expect("load").epoch, old);
+    }
+    let stale = a.commit(batch([typing("doc", old, 0, 1, "c")])).await;
+    assert!(is_conflict_on(stale, "doc"));
+}
+
+#[tokio::test]
+async fn pooled_connections_recover_when_their_backends_die() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let store = store(&db, "node-a").await;
+    store.load("doc").await.expect("first load");
+    // What a Postgres restart does to a pool: every open connection is cut.
+    db.client()
+        .await
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+              WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .expect("terminate backends");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let loaded = store.load("doc").await.expect("load after the cut");
+    assert_eq!(loaded.revision, 0);
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_unavailable_quickly() {
+    let started = Instant::now();
+    let result = PgStore::connect("postgres://postgres@127.0.0.1:1/test", "node-a", POOL).await;
+    assert!(
+        matches!(&result, Err(StoreError::Unavailable(_))),
+        "expected Unavailable, got {:?}",
+        result.err()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    let bad_url = PgStore::connect("not a url", "node-a", POOL).await;
+    assert!(matches!(bad_url, Err(StoreError::Unavailable(_))));
+}

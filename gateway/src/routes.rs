@@ -1,0 +1,180 @@
+//! Finding the docnode that will take a document: the ring's owner first, then wherever a
+//! docnode redirects us, waiting briefly for the membership view to settle while nodes come
+//! and go. Bounded: after a few seconds the client is told to reconnect (4503).
+
+use std::{collections::HashMap, sync::Mutex, time::Duration};
+
+use codraft_proto as pb;
+use codraft_proto::doc_node_client::DocNodeClient;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{transport::Channel, transport::Endpoint, Code, Status, Streaming};
+use tracing::debug;
+
+use crate::{ring::Ring, server::docnode_client};
+
+/// Status metadata a docnode sets when it refuses a document it does not own.
+pub const OWNER_URL_HEADER: &str = "codraft-owner-url";
+
+/// How long a client's connection attempt may look for the owner.
+const ROUTE_DEADLINE: Duration = Duration::from_secs(4);
+/// How long to wait for the view to change before trying again.
+const VIEW_WAIT: Duration = Duration::from_millis(250);
+/// Most redirect targets kept with an open channel.
+const MAX_DIRECT: usize = 64;
+
+/// The gateway's way to the docnodes.
+pub struct Routes {
+    ring: watch::Receiver<Ring>,
+    direct: Mutex<HashMap<String, DocNodeClient<Channel>>>,
+}
+
+/// An open session with a docnode.
+pub struct Session {
+    /// Frames from the docnode.
+    pub inbound: Streaming<pb::ServerFrame>,
+    /// Frames to the docnode (the Open frame is already sent).
+    pub outbound: mpsc::Sender<pb::ClientFrame>,
+    /// The docnode's id or URL, for logs.
+    pub node: String,
+}
+
+/// What to do after a refused attempt.
+enum Next {
+    Redirect(String),
+    WaitForView,
+    Fail(Status),
+}
+
+fn next_step(status: &Status) -> Next {
+    match status.code() {
+        Code::FailedPrecondition => match status
+            .metadata()
+            .get(OWNER_URL_HEADER)
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(url) => Next::Redirect(url.to_owned()),
+            None => Next::WaitForView,
+        },
+        // The owner is down or restarting: its entry leaves the view when its heartbeat stops.
+        Code::Unavailable | Code::Unknown | Code::Cancelled => Next::WaitForView,
+        _ => Next::Fail(status.clone()),
+    }
+}
+
+impl Routes {
+    /// Routes over a ring that membership keeps current.
+    pub fn new(ring: watch::Receiver<Ring>) -> Self {
+        Self {
+            ring,
+            direct: Mutex::default(),
+        }
+    }
+
+    /// The current ring.
+    pub fn ring(&self) -> Ring {
+        self.ring.borrow().clone()
+    }
+
+    fn owner(&self, document: &str) -> Option<(String, DocNodeClient<Channel>)> {
+        let ring = self.ring.borrow();
+        ring.owner(document)
+            .map(|node| (node.id.clone(), node.client.clone()))
+    }
+
+    fn direct(&self, url: &str) -> Option<DocNodeClient<Channel>> {
+        let ring = self.ring.borrow();
+        if let Some(node) = ring.nodes().iter().find(|n| n.url == url) {
+            return Some(node.client.clone());
+        }
+        drop(ring);
+        let mut direct = self
+            .direct
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(client) = direct.get(url) {
+            return Some(client.clone());
+        }
+        let endpoint = Endpoint::from_shared(url.to_owned()).ok()?;
+        let client = docnode_client(
+            endpoint
+                .tcp_nodelay(true)
+                .connect_timeout(Duration::from_secs(2))
+                .connect_lazy(),
+        );
+        if direct.len() >= MAX_DIRECT {
+            direct.clear();
+        }
+        direct.insert(url.to_owned(), client.clone());
+        Some(client)
+    }
+
+    async fn wait_for_view(&self) {
+        let mut ring = self.ring.clone();
+        let _ = tokio::time::timeout(VIEW_WAIT, ring.changed()).await;
+    }
+
+    /// Runs `call` against the owner of `document`, following redirects and waiting out
+    /// membership changes, until it succeeds, fails for good, or the deadline passes.
+    pub async fn call<T, F, Fut>(&self, document: &str, mut call: F) -> Result<(String, T), Status>
+    where
+        F: FnMut(DocNodeClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Status>>,
+    {
+        let deadline = tokio::time::Instant::now() + ROUTE_DEADLINE;
+        let mut redirect: Option<String> = None;
+        let mut last = Status::unavailable("no docnode is available");
+        loop {
+            let target = match redirect.take() {
+                Some(url) => self.direct(&url).map(|c| (url, c)),
+                None => self.owner(document),
+            };
+            if let Some((node, client)) = target {
+                match call(client).await {
+                    Ok(value) => return Ok((node, value)),
+                    Err(status) => {
+                        debug!(%document, %node, %status, "docnode refused; re-routing");
+                        match next_step(&status) {
+                            Next::Redirect(url) => redirect = Some(url),
+                            Next::WaitForView => self.wait_for_view().await,
+                            Next::Fail(status) => return Err(status),
+                        }
+                        last = status;
+                    }
+                }
+            } else {
+                self.wait_for_view().await;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(last);
+            }
+        }
+    }
+
+    /// Opens a session for a client with the owner of its document.
+    pub async fn open(&self, open: pb::Open) -> Result<Session, Status> {
+        let document = open.document_id.clone();
+        let frame = pb::ClientFrame {
+            kind: Some(pb::client_frame::Kind::Open(open)),
+        };
+        let (node, (inbound, outbound)) = self
+            .call(&document, |mut client| {
+                let frame = frame.clone();
+                async move {
+                    let (outbound, frames) = mpsc::channel::<pb::ClientFrame>(32);
+                    outbound
+                        .send(frame)
+                        .await
+                        .map_err(|_| Status::internal("session queue closed"))?;
+                    let response = client.session(ReceiverStream::new(frames)).await?;
+                    Ok((response.into_inner(), outbound))
+                }
+            })
+            .await?;
+        Ok(Session {
+            inbound,
+            outbound,
+            node,
+        })
+    }
+}
