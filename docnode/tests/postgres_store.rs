@@ -10,7 +10,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use codraft_docnode::store::{postgres::PgStore, Snapshot, Store, StoreError};
+use codraft_docnode::{
+    store::{postgres::PgStore, Snapshot, Store, StoreError},
+    sweeper::{self, SweepPolicy, SweepReport},
+};
 use support::{batch, typed_text, typing, TestDatabase};
 
 /// Pool size for tests: small, since many tests (and their databases) run at once.
@@ -333,6 +336,54 @@ async fn delete_expired_removes_old_documents_and_all_their_rows() {
     assert_eq!((gone.revision, gone.text.as_str()), (0, ""));
     let kept = store.load("fresh").await.expect("load fresh");
     assert_eq!(kept.revision, 3);
+}
+
+#[tokio::test]
+async fn a_sweep_compacts_the_log_and_deletes_expired_documents() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let store = store(&db, "node-a").await;
+    for (document, ops) in [("kept", 10), ("old", 3)] {
+        let epoch = store.load(document).await.expect("load").epoch;
+        store
+            .commit(batch([typing(document, epoch, 0, ops, "c")]))
+            .await
+            .expect("commit");
+    }
+    store
+        .write_snapshot(Snapshot {
+            document: "kept".into(),
+            revision: 10,
+            text: typed_text(10),
+        })
+        .await
+        .expect("snapshot");
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "UPDATE oplog SET committed_at = now() - interval '2 hours'; \
+             UPDATE documents SET accessed_at = now() - interval '3 days' WHERE id = 'old'",
+        )
+        .await
+        .expect("age rows");
+
+    let policy = SweepPolicy {
+        interval: Duration::from_secs(3600),
+        compact_retention: Duration::from_secs(3600),
+        expiry: Some(Duration::from_secs(86_400)),
+    };
+    let report = sweeper::sweep(&store, &policy).await.expect("sweep");
+    assert_eq!(
+        report,
+        SweepReport {
+            compacted: 10,
+            expired: 1
+        }
+    );
+    let kept = store.load("kept").await.expect("load");
+    assert_eq!((kept.revision, kept.text), (10, typed_text(10)));
+    assert_eq!(store.document_count().await.expect("count"), 1);
 }
 
 #[tokio::test]

@@ -4,6 +4,8 @@ use std::{net::IpAddr, time::Duration};
 
 use clap::Args;
 
+use crate::auth::AuthConfig;
+
 /// Everything a gateway can be told at start-up.
 #[derive(Debug, Clone, Args)]
 pub struct GatewayConfig {
@@ -19,6 +21,22 @@ pub struct GatewayConfig {
     #[arg(long, env = "MAX_MESSAGE_SIZE_KB", default_value_t = 2048)]
     pub max_message_size_kb: usize,
 
+    /// Edits a connection may send per second on average (token bucket).
+    #[arg(long, env = "EDITS_PER_SECOND", default_value_t = 100)]
+    pub edits_per_second: u32,
+
+    /// Edits a connection may send in a burst above the average.
+    #[arg(long, env = "EDIT_BURST", default_value_t = 200)]
+    pub edit_burst: u32,
+
+    /// Messages of any kind a connection may send per second (cursor floods included).
+    #[arg(long, env = "MESSAGES_PER_SECOND", default_value_t = 400)]
+    pub messages_per_second: u32,
+
+    /// Most WebSocket connections this gateway holds at once.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+
     /// Seconds between WebSocket pings to each client.
     #[arg(long, env = "PING_PERIOD_SECS", default_value_t = 54)]
     pub ping_period_secs: u64,
@@ -26,6 +44,10 @@ pub struct GatewayConfig {
     /// Seconds without any message from a client (pongs included) before it is dropped.
     #[arg(long, env = "PONG_WAIT_SECS", default_value_t = 60)]
     pub pong_wait_secs: u64,
+
+    /// Optional JWT access control.
+    #[command(flatten)]
+    pub auth: AuthConfig,
 }
 
 impl GatewayConfig {

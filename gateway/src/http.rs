@@ -1,13 +1,16 @@
 //! The gateway's HTTP routes: the web client, the WebSocket, the small JSON API and health.
 
 use std::{
-    sync::Arc,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
     time::{SystemTime, UNIX_EPOCH},
 };
 
 use axum::{
     extract::{Path, Query, State, WebSocketUpgrade},
-    http::StatusCode,
+    http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
     Json, Router,
@@ -18,6 +21,7 @@ use tokio::sync::watch;
 
 use crate::{
     assets,
+    auth::{Auth, AuthError},
     config::GatewayConfig,
     ring::Ring,
     routes::Routes,
@@ -33,11 +37,15 @@ pub struct AppState {
     pub config: Arc<GatewayConfig>,
     /// Unix time the gateway started.
     pub start_time: u64,
+    /// Token checks (open unless JWT is configured).
+    pub auth: Auth,
+    /// Open WebSockets, against MAX_CONNECTIONS.
+    pub connections: Arc<AtomicUsize>,
 }
 
 impl AppState {
     /// State over a ring that membership updates.
-    pub fn new(ring: watch::Receiver<Ring>, config: GatewayConfig) -> Self {
+    pub fn new(ring: watch::Receiver<Ring>, config: GatewayConfig, auth: Auth) -> Self {
         let start_time = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -46,6 +54,8 @@ impl AppState {
             routes: Arc::new(Routes::new(ring)),
             config: Arc::new(config),
             start_time,
+            auth,
+            connections: Arc::default(),
         }
     }
 }
@@ -92,11 +102,31 @@ struct SocketQuery {
     client: Option<String>,
     resume: Option<u64>,
     otp: Option<String>,
+    token: Option<String>,
+}
+
+/// The bearer token of a request: the Authorization header, else the `token` parameter.
+fn bearer(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned)
+        .or_else(|| query.map(str::to_owned))
+}
+
+fn refuse(error: &AuthError) -> Response {
+    let status = match error {
+        AuthError::Forbidden(_) => StatusCode::FORBIDDEN,
+        _ => StatusCode::UNAUTHORIZED,
+    };
+    (status, error.to_string()).into_response()
 }
 
 async fn socket_route(
     Path(id): Path<String>,
     query: Result<Query<SocketQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
     State(state): State<AppState>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
@@ -109,22 +139,58 @@ async fn socket_route(
     if query.client.as_deref().is_some_and(|c| !valid_client_id(c)) {
         return bad_request("invalid client id: use 1-64 of A-Z a-z 0-9 - _");
     }
+    let grant = match state
+        .auth
+        .authorize(bearer(&headers, query.token.as_deref()).as_deref(), &id)
+    {
+        Ok(grant) => grant,
+        Err(error) => return refuse(&error),
+    };
+    let slot = ConnectionSlot::take(&state.connections, state.config.max_connections);
+    let Some(slot) = slot else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this gateway is at its connection limit; retry shortly",
+        )
+            .into_response();
+    };
     let request = SocketRequest {
         document_id: id,
         client_id: query.client,
         resume: query.resume,
         otp: query.otp,
+        grant,
     };
     let routes = Arc::clone(&state.routes);
     let config = (*state.config).clone();
     upgrade
         .max_message_size(config.max_message_bytes())
-        .on_upgrade(move |ws| socket::relay(ws, request, routes, config))
+        .on_upgrade(move |ws| async move {
+            socket::relay(ws, request, routes, config).await;
+            drop(slot);
+        })
 }
 
-async fn text_route(Path(id): Path<String>, State(state): State<AppState>) -> Response {
+/// `token` on `/api/text`.
+#[derive(Deserialize)]
+struct TextQuery {
+    token: Option<String>,
+}
+
+async fn text_route(
+    Path(id): Path<String>,
+    Query(query): Query<TextQuery>,
+    headers: HeaderMap,
+    State(state): State<AppState>,
+) -> Response {
     if !valid_document_id(&id) {
         return bad_request("invalid document id: use 1-256 of A-Z a-z 0-9 - _ .");
+    }
+    if let Err(error) = state
+        .auth
+        .authorize(bearer(&headers, query.token.as_deref()).as_deref(), &id)
+    {
+        return refuse(&error);
     }
     let answer = state
         .routes
@@ -147,6 +213,35 @@ async fn text_route(Path(id): Path<String>, State(state): State<AppState>) -> Re
         Err(status) => {
             (StatusCode::SERVICE_UNAVAILABLE, status.message().to_owned()).into_response()
         }
+    }
+}
+
+/// One of MAX_CONNECTIONS; released on drop.
+struct ConnectionSlot(Arc<AtomicUsize>);
+
+impl ConnectionSlot {
+    fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
+        let mut current = count.load(Ordering::Relaxed);
+        loop {
+            if current >= max {
+                return None;
+            }
+            match count.compare_exchange_weak(
+                current,
+                current + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(Self(Arc::clone(count))),
+                Err(now) => current = now,
+            }
+        }
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -13,6 +13,7 @@
 //! [`config`] holds the settings and [`server`] runs the HTTP server.
 
 pub mod assets;
+pub mod auth;
 pub mod config;
 pub mod http;
 pub mod protocol;

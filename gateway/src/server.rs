@@ -9,6 +9,7 @@ use tonic::transport::{Channel, Endpoint};
 use tracing::{info, warn};
 
 use crate::{
+    auth::Auth,
     config::GatewayConfig,
     http::{self, AppState},
     ring::{Ring, RingNode},
@@ -23,6 +24,9 @@ pub enum GatewayError {
     /// The HTTP port could not be bound.
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
+    /// The JWT settings are unusable.
+    #[error("{0}")]
+    Auth(String),
     /// The HTTP server failed.
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
@@ -35,6 +39,7 @@ pub struct Gateway {
     // Keeps the ring's sender alive for static membership.
     _ring_tx: Option<watch::Sender<Ring>>,
     extra: Option<axum::Router>,
+    auth: Auth,
 }
 
 /// A shared gRPC client for a docnode channel.
@@ -97,7 +102,15 @@ impl Gateway {
             ring: rx,
             _ring_tx: Some(tx),
             extra: None,
+            auth: Auth::open(),
         }
+    }
+
+    /// Requires tokens as the configuration says (JWT_SECRET or JWT_PUBLIC_KEY_FILE).
+    pub fn with_auth_from_config(mut self) -> Result<Self, GatewayError> {
+        self.auth =
+            Auth::from_config(&self.config.auth).map_err(|e| GatewayError::Auth(e.to_string()))?;
+        Ok(self)
     }
 
     /// Adds routes served beside the gateway's own (standalone mode adds the docnode's
@@ -114,6 +127,7 @@ impl Gateway {
             ring: ring_from_view(view),
             _ring_tx: None,
             extra: None,
+            auth: Auth::open(),
         }
     }
 
@@ -128,7 +142,11 @@ impl Gateway {
             .map_err(|e| GatewayError::Bind(addr, e))?;
         let local = listener.local_addr().unwrap_or(addr);
         info!(addr = %local, docnodes = self.ring.borrow().nodes().len(), "gateway serving");
-        let mut app = http::router(AppState::new(self.ring.clone(), self.config.clone()));
+        let mut app = http::router(AppState::new(
+            self.ring.clone(),
+            self.config.clone(),
+            self.auth.clone(),
+        ));
         if let Some(extra) = self.extra {
             app = app.merge(extra);
         }

@@ -18,11 +18,15 @@ use std::{
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use codraft_proto as pb;
 use futures::{SinkExt, StreamExt};
+use governor::{Quota, RateLimiter};
+use pb::client_frame::Kind as In;
+use std::num::NonZeroU32;
 use tokio::{sync::mpsc, time::Instant};
 use tonic::Code;
 use tracing::debug;
 
 use crate::{
+    auth::{Access, Grant},
     config::GatewayConfig,
     protocol::{self, INVALID_MESSAGE},
     routes::{Routes, Session},
@@ -36,6 +40,10 @@ pub const BAD_REQUEST: u16 = 4400;
 pub const INTERNAL: u16 = 4500;
 /// Close code: a message larger than the limit.
 pub const TOO_LARGE: u16 = 4413;
+/// Close code: too many messages or edits per second.
+pub const RATE_LIMITED: u16 = 4429;
+/// Error code (not closing): an edit on a read-only connection.
+pub const READ_ONLY: u16 = 4403;
 
 /// What the client asked for in the socket URL.
 #[derive(Debug, Clone)]
@@ -48,6 +56,8 @@ pub struct SocketRequest {
     pub resume: Option<u64>,
     /// One-time password.
     pub otp: Option<String>,
+    /// What the connection may do, and the name its token gives.
+    pub grant: Grant,
 }
 
 /// Relays one client until either side ends.
@@ -81,6 +91,16 @@ pub async fn relay(
     // Errors the gateway itself reports (bad JSON) go out through the one writer below.
     let (notices, mut notices_rx) = mpsc::channel::<String>(8);
     let max_message = config.max_message_bytes();
+    let grant = request.grant.clone();
+    let edits = RateLimiter::direct(
+        Quota::per_second(
+            NonZeroU32::new(config.edits_per_second.max(1)).unwrap_or(NonZeroU32::MIN),
+        )
+        .allow_burst(NonZeroU32::new(config.edit_burst.max(1)).unwrap_or(NonZeroU32::MIN)),
+    );
+    let messages = RateLimiter::direct(Quota::per_second(
+        NonZeroU32::new(config.messages_per_second.max(1)).unwrap_or(NonZeroU32::MIN),
+    ));
     // Milliseconds since `started` at which the client last sent anything (pongs included).
     let started = Instant::now();
     let heard = Arc::new(AtomicU64::new(0));
@@ -110,8 +130,31 @@ pub async fn relay(
                     return Upstream::Closed;
                 }
             };
+            if messages.check().is_err() {
+                return Upstream::Limited("too many messages per second");
+            }
             match protocol::parse_client(text.as_str()) {
-                Ok(frame) => {
+                Ok(mut frame) => {
+                    match &mut frame.kind {
+                        Some(In::Edit(_) | In::SetLanguage(_)) if grant.access == Access::Read => {
+                            let _ = notices
+                                .send(protocol::error_message(
+                                    READ_ONLY,
+                                    "this connection is read-only: your token does not grant write access",
+                                ))
+                                .await;
+                            continue;
+                        }
+                        Some(In::Edit(_)) if edits.check().is_err() => {
+                            return Upstream::Limited("too many edits per second");
+                        }
+                        Some(In::ClientInfo(info)) => {
+                            if let Some(name) = &grant.name {
+                                name.clone_into(&mut info.name);
+                            }
+                        }
+                        _ => {}
+                    }
                     if frames.send(frame).await.is_err() {
                         return Upstream::Closed;
                     }
@@ -137,6 +180,11 @@ pub async fn relay(
                     let reason = format!("message larger than {} KiB", limit / 1024);
                     let _ = sink.send(Message::Text(Utf8Bytes::from(protocol::error_message(TOO_LARGE, &reason)))).await;
                     let _ = close(&mut sink, TOO_LARGE, &reason).await;
+                    return;
+                }
+                Upstream::Limited(reason) => {
+                    let _ = sink.send(Message::Text(Utf8Bytes::from(protocol::error_message(RATE_LIMITED, reason)))).await;
+                    let _ = close(&mut sink, RATE_LIMITED, reason).await;
                     return;
                 }
                 Upstream::Closed => return,
@@ -185,6 +233,7 @@ pub async fn relay(
 enum Upstream {
     Closed,
     TooLarge(usize),
+    Limited(&'static str),
 }
 
 /// The close code and reason for a gRPC failure.

@@ -29,7 +29,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let (_keep_view, view) =
         membership::watch_view(&cli.membership).context("bad membership configuration")?;
-    let gateway = Gateway::with_view(cli.gateway, view);
+    let gateway = Gateway::with_view(cli.gateway, view).with_auth_from_config()?;
     gateway.serve(codraft::shutdown::signal()).await?;
     Ok(())
 }

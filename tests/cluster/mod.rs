@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod editing;
+pub mod proxy;
 
 use std::{
     net::TcpListener,
@@ -359,6 +360,14 @@ impl Standalone {
     }
 }
 
+/// What a cluster's environment hooks can use.
+pub struct Setup {
+    /// gRPC URL of each docnode, by index.
+    pub urls: Vec<String>,
+    /// The cluster's database.
+    pub database_url: String,
+}
+
 /// A cluster of docnode and gateway processes over one database and one Redis prefix.
 pub struct Cluster {
     /// Docnodes, `dn0`, `dn1`, ….
@@ -379,14 +388,14 @@ impl Cluster {
         Self::start_with(docnodes, gateways, |_, _| Vec::new(), |_, _| Vec::new()).await
     }
 
-    /// Like [`Cluster::start`]; `docnode_env(i, urls)` and `gateway_env(i, urls)` add
-    /// environment variables to docnode or gateway `i`, given every docnode's gRPC URL. A
-    /// gateway given DOCNODES waits only until it sees those.
+    /// Like [`Cluster::start`]; `docnode_env(i, setup)` and `gateway_env(i, setup)` add (or
+    /// override) environment variables of docnode or gateway `i`. A gateway given DOCNODES
+    /// waits only until it sees those.
     pub async fn start_with(
         docnodes: usize,
         gateways: usize,
-        docnode_env: impl Fn(usize, &[String]) -> Vec<(String, String)>,
-        gateway_env: impl Fn(usize, &[String]) -> Vec<(String, String)>,
+        docnode_env: impl Fn(usize, &Setup) -> Vec<(String, String)>,
+        gateway_env: impl Fn(usize, &Setup) -> Vec<(String, String)>,
     ) -> Self {
         require_redis();
         let database = TestDatabase::create();
@@ -406,6 +415,10 @@ impl Cluster {
             .iter()
             .map(|(g, _)| format!("http://127.0.0.1:{g}"))
             .collect();
+        let setup = Setup {
+            urls: urls.clone(),
+            database_url: database.url(),
+        };
         let mut nodes = Vec::new();
         for (i, &(grpc, admin)) in ports.iter().enumerate() {
             let mut env = common(&[
@@ -415,7 +428,7 @@ impl Cluster {
                 ("DATABASE_URL", database.url()),
                 ("SHUTDOWN_TIMEOUT_SECS", "5".to_owned()),
             ]);
-            env.extend(docnode_env(i, &urls));
+            env.extend(docnode_env(i, &setup));
             nodes.push(Process::new(
                 &format!("docnode dn{i}"),
                 env!("CARGO_BIN_EXE_docnode"),
@@ -428,7 +441,7 @@ impl Cluster {
         for i in 0..gateways {
             let port = free_port();
             let mut env = common(&[("PORT", port.to_string()), ("BIND", "127.0.0.1".to_owned())]);
-            let extra = gateway_env(i, &urls);
+            let extra = gateway_env(i, &setup);
             let sees = extra
                 .iter()
                 .find(|(k, _)| k == "DOCNODES")

@@ -7,6 +7,7 @@ import { Annotation, Compartment, EditorState, StateEffect, Transaction } from "
 import { Decoration, ViewPlugin, WidgetType } from "@codemirror/view";
 import { TextOperation, advance, cpLength, cpToUtf16Many, diffOperation, utf16ToCp } from "./ot.js";
 import { languageExtension } from "./languages.js";
+import { selectionColor, userColor } from "./colors.js";
 
 /** Marks transactions that carry other users' edits (not ours to send back). */
 const remoteEdit = Annotation.define();
@@ -29,7 +30,7 @@ class CaretWidget extends WidgetType {
   toDOM() {
     const caret = document.createElement("span");
     caret.className = this.below ? "cd-caret cd-caret-below" : "cd-caret";
-    caret.style.setProperty("--hue", String(this.hue));
+    caret.style.setProperty("--color", userColor(this.hue));
     caret.setAttribute("aria-hidden", "true");
     const label = document.createElement("span");
     label.className = "cd-caret-label";
@@ -63,7 +64,7 @@ function buildDecorations(state, users) {
       ranges.push(
         Decoration.mark({
           class: "cd-remote-selection",
-          attributes: { style: `--hue: ${u.hue}` },
+          attributes: { style: `background-color: ${selectionColor(u.hue)}` },
         }).range(Math.min(a, b), Math.max(a, b)),
       );
     }

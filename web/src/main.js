@@ -6,6 +6,7 @@ import "./app.css";
 import { createEditor } from "./editor.js";
 import { LANGUAGES } from "./languages.js";
 import { Session } from "./session.js";
+import { userColor } from "./colors.js";
 
 const DOC_ID = /^[A-Za-z0-9._-]{1,256}$/;
 const CLIENT_ID = /^[A-Za-z0-9_-]{1,64}$/;
@@ -284,7 +285,7 @@ async function main() {
     const li = document.createElement("li");
     const dot = document.createElement("span");
     dot.className = "user-dot";
-    dot.style.setProperty("--hue", String(hue));
+    dot.style.setProperty("--color", userColor(hue));
     const label = document.createElement("span");
     label.className = "user-name";
     label.textContent = name;
@@ -298,7 +299,7 @@ async function main() {
     return li;
   }
   function renderUsers(users) {
-    $("my-swatch").style.setProperty("--hue", String(me.hue));
+    $("my-swatch").style.setProperty("--color", userColor(me.hue));
     const others = [...users.values()].sort((a, b) => a.name.localeCompare(b.name));
     $("users").replaceChildren(userItem(me, true), ...others.map((u) => userItem(u, false)));
     $("user-count").textContent = String(others.length + 1);

@@ -390,9 +390,13 @@ impl PgStore {
         if batch.is_empty() {
             return Ok(());
         }
+        let t0 = std::time::Instant::now();
         let arrays = BatchArrays::build(batch)?;
+        let t1 = t0.elapsed();
         let mut client = self.client().await?;
+        let t2 = t0.elapsed();
         let tx = client.transaction().await.map_err(|e| self.failed(e))?;
+        let t3 = t0.elapsed();
         let (lock, advance, insert, seqs) = futures::try_join!(
             tx.prepare_cached(LOCK_LEASES),
             tx.prepare_cached(ADVANCE_DOCUMENTS),
@@ -431,6 +435,7 @@ impl PgStore {
         )
         .map_err(|e| self.commit_failed(e, batch))?;
 
+        let t4 = t0.elapsed();
         let mut leases = HashMap::with_capacity(locked.len());
         for row in &locked {
             let document: &str = row.try_get(0).map_err(corrupt)?;
@@ -470,6 +475,10 @@ impl PgStore {
         tx.commit()
             .await
             .map_err(|e| self.commit_failed(e, batch))?;
+        let t5 = t0.elapsed();
+        if batch.len() > 50 {
+            eprintln!("build {t1:?} get {t2:?} begin {t3:?} pipeline {t4:?} commit {t5:?}");
+        }
         StoreCounters::add(&self.counters.commits, 1);
         StoreCounters::add(
             &self.counters.ops_committed,
