@@ -24,7 +24,8 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    codraft_common::telemetry::init(&cli.telemetry);
+    // Kept to the end: dropping it exports the spans still queued.
+    let telemetry = codraft_common::telemetry::init(&cli.telemetry, "codraft")?;
     let node_id = cli.docnode.node_id();
     let docnode = Docnode::open(cli.docnode)
         .await
@@ -34,9 +35,10 @@ async fn main() -> anyhow::Result<()> {
         url: "in-process".into(),
         client: docnode_client(docnode.in_process_channel()),
     }]);
-    let gateway = Gateway::with_ring(cli.gateway, ring).with_routes(
-        codraft_docnode::admin::metrics_router(docnode.admin_state()),
-    );
+    // One registry for both halves: the gateway's `/metrics` shows the docnode's series too.
+    let gateway = Gateway::with_ring(cli.gateway, ring)
+        .with_auth_from_config()?
+        .with_metrics_registry(docnode.metrics_registry().clone());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(gateway.serve(async {
         let _ = stop_rx.await;
@@ -47,5 +49,6 @@ async fn main() -> anyhow::Result<()> {
     docnode.shutdown().await;
     let _ = stop_tx.send(());
     serving.await.context("gateway task failed")??;
+    telemetry.shutdown().await;
     Ok(())
 }

@@ -52,7 +52,7 @@ async fn finish(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn clients_on_different_gateways_converge() {
     let cluster = Cluster::start(3, 2).await;
-    let bases = vec![cluster.ws(0), cluster.ws(1)];
+    let bases = [cluster.ws(0), cluster.ws(1)];
     let documents: Vec<String> = (0..4).map(|i| doc(&format!("gw{i}"))).collect();
     let mut tasks = Vec::new();
     for (d, document) in documents.iter().enumerate() {
@@ -81,7 +81,7 @@ async fn clients_on_different_gateways_converge() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killing_and_restarting_nodes_loses_no_acknowledged_edit() {
     let mut cluster = Cluster::start(3, 2).await;
-    let bases = vec![cluster.ws(0), cluster.ws(1)];
+    let bases = [cluster.ws(0), cluster.ws(1)];
     let documents: Vec<String> = (0..6).map(|i| doc(&format!("chaos{i}"))).collect();
     let mut tasks = Vec::new();
     for (d, document) in documents.iter().enumerate() {

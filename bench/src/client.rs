@@ -308,6 +308,19 @@ impl Client {
         self.send_pending().await
     }
 
+    /// Turns Nagle's algorithm off (`true`) or on for this connection's TCP socket, as
+    /// browsers do for WebSockets; a no-op for TLS connections. Without it a small Edit
+    /// sent while an earlier segment is unacknowledged can wait for the peer's delayed ACK
+    /// (about 40 ms on Linux).
+    pub fn set_nodelay(&self, nodelay: bool) -> std::io::Result<()> {
+        // The TLS variants exist only when a crate enables tokio-tungstenite's TLS features.
+        #[allow(unreachable_patterns)]
+        match self.socket.get_ref() {
+            MaybeTlsStream::Plain(tcp) => tcp.set_nodelay(nodelay),
+            _ => Ok(()),
+        }
+    }
+
     /// Reads the next JSON message as it came, without applying it to this client's state
     /// (for load generators that drive the protocol themselves after joining).
     pub async fn next_message(&mut self, timeout: Duration) -> Result<Value, ClientError> {

@@ -13,6 +13,10 @@ use crate::{latency::Latency, process};
 pub trait Outcome: Serialize {
     /// The scenario's name, as on the command line.
     fn scenario(&self) -> &'static str;
+    /// One line naming the scenario and its main settings, for headings and plot titles.
+    fn headline(&self) -> String {
+        self.scenario().to_owned()
+    }
     /// The figures as (name, value) rows, in reading order.
     fn rows(&self) -> Vec<(String, String)>;
     /// Latency distributions worth plotting, with their labels.
@@ -106,7 +110,7 @@ pub fn table(outcome: &impl Outcome, environment: &Environment) -> String {
     };
     format!(
         "{} against {} ({}{verdict})\n\n{table}\n",
-        outcome.scenario(),
+        outcome.headline(),
         environment.url,
         if environment.exactly_once {
             "exactly-once clients; "

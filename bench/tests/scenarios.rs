@@ -72,6 +72,11 @@ impl Server {
             .env("BIND", "127.0.0.1")
             .env("DATA_DIR", &data)
             .env("RUST_LOG", "warn")
+            // Closed-loop typists and the late-join builder send far more edits per second
+            // than a person; the per-connection limits would (rightly) disconnect them.
+            .env("EDITS_PER_SECOND", "1000000")
+            .env("EDIT_BURST", "1000000")
+            .env("MESSAGES_PER_SECOND", "1000000")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

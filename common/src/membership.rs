@@ -11,7 +11,10 @@
 //! alternative for setups without discovery.
 
 use std::{
-    sync::Arc,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -218,6 +221,8 @@ pub struct Registration {
     config: MembershipConfig,
     redis: redis::Client,
     healthy: watch::Receiver<bool>,
+    /// Heartbeats that did not reach Redis, for the docnode's metrics.
+    failures: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -233,17 +238,20 @@ impl Registration {
         };
         let redis = client(&url)?;
         let (healthy_tx, healthy) = watch::channel(false);
+        let failures = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn(heartbeat(
             redis.clone(),
             config.clone(),
             member.clone(),
             healthy_tx,
+            Arc::clone(&failures),
         ));
         Ok(Some(Self {
             member,
             config: config.clone(),
             redis,
             healthy,
+            failures,
             task,
         }))
     }
@@ -251,6 +259,11 @@ impl Registration {
     /// A receiver of whether the last heartbeat reached Redis (for readiness).
     pub fn health(&self) -> watch::Receiver<bool> {
         self.healthy.clone()
+    }
+
+    /// How many heartbeats have failed so far (a counter that only grows).
+    pub fn heartbeat_failures(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.failures)
     }
 
     /// Whether the last heartbeat reached Redis.
@@ -287,6 +300,7 @@ async fn heartbeat(
     config: MembershipConfig,
     member: Member,
     healthy: watch::Sender<bool>,
+    failures: Arc<AtomicU64>,
 ) {
     let ttl = config.ttl();
     let mut announced = false;
@@ -317,6 +331,9 @@ async fn heartbeat(
             }
             None => false,
         };
+        if !ok {
+            failures.fetch_add(1, Ordering::Relaxed);
+        }
         if ok && !announced {
             info!(node = %member.id, url = %member.url, "joined the cluster");
         }

@@ -1,11 +1,39 @@
-//! Logging set-up shared by every codraft binary.
+//! Logs and traces, set up the same way by every codraft binary.
 //!
 //! Logs go to standard error, human-readable by default and one JSON object per line with
-//! `LOG_FORMAT=json` (what log shippers on Kubernetes want). `RUST_LOG` filters as usual and
-//! defaults to `info`.
+//! `LOG_FORMAT=json` (what log shippers on Kubernetes want). `RUST_LOG` filters them as usual
+//! and defaults to `info`.
+//!
+//! Traces are exported over OTLP/gRPC when the standard `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, and are off otherwise, so a laptop run pays
+//! nothing for them. Everything else the OpenTelemetry SDK reads from its own standard
+//! variables: `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`, the sampler
+//! (`OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`; parent-based always-on by default, so a
+//! docnode keeps exactly the traces its gateway sampled) and the batch exporter
+//! (`OTEL_BSP_SCHEDULE_DELAY` and friends). Spans are ordinary `tracing` spans; the bridge
+//! exports those at `info` and above whatever `RUST_LOG` says, so quieting the logs never
+//! silently drops traces.
+//!
+//! A trace crosses the gateway→docnode hop inside the protobuf frames, not the gRPC metadata:
+//! one stream carries many edits, each the root of its own trace. [`trace_context`] writes a
+//! span's W3C `traceparent` into a frame's map and [`set_remote_parent`] reads it back.
+
+use std::collections::HashMap;
 
 use clap::{Args, ValueEnum};
-use tracing_subscriber::{fmt, prelude::*, EnvFilter};
+use opentelemetry::{
+    propagation::TextMapPropagator,
+    trace::{SpanContext, TraceContextExt, TracerProvider as _},
+    Key,
+};
+use opentelemetry_sdk::{propagation::TraceContextPropagator, trace::SdkTracerProvider, Resource};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::{
+    filter::{LevelFilter, Targets},
+    fmt,
+    prelude::*,
+    EnvFilter,
+};
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
@@ -25,16 +53,169 @@ pub struct TelemetryConfig {
     pub log_format: LogFormat,
 }
 
-/// Installs the global subscriber. Call once, at the start of `main`.
-pub fn init(config: &TelemetryConfig) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter);
-    match config.log_format {
-        LogFormat::Text => registry
-            .with(fmt::layer().with_writer(std::io::stderr))
-            .init(),
-        LogFormat::Json => registry
-            .with(fmt::layer().json().with_writer(std::io::stderr))
-            .init(),
+/// Why telemetry could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// The OTLP exporter could not be built (e.g. a malformed OTEL_EXPORTER_OTLP_ENDPOINT).
+    #[error("cannot export traces (check OTEL_EXPORTER_OTLP_ENDPOINT): {0}")]
+    Exporter(String),
+}
+
+/// Keeps trace export running; dropping it (or [`TelemetryGuard::shutdown`]) exports the
+/// spans still queued, so the last seconds before a shutdown are not lost.
+#[must_use = "dropping the guard stops trace export"]
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl TelemetryGuard {
+    /// Whether spans are being exported.
+    pub fn exporting(&self) -> bool {
+        self.provider.is_some()
+    }
+
+    /// Exports what is queued and stops the exporter, off the async worker threads (the
+    /// exporter's own thread needs the runtime to send its last batch).
+    pub async fn shutdown(mut self) {
+        if let Some(provider) = self.provider.take() {
+            let _ = tokio::task::spawn_blocking(move || stop(&provider)).await;
+        }
     }
 }
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        let Some(provider) = self.provider.take() else {
+            return;
+        };
+        // Dropped on an early return from `main`: flushing blocks, so let the runtime move
+        // its other work off this thread first when it can.
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+                tokio::task::block_in_place(|| stop(&provider));
+            }
+            _ => stop(&provider),
+        }
+    }
+}
+
+fn stop(provider: &SdkTracerProvider) {
+    if let Err(error) = provider.shutdown() {
+        eprintln!("trace export did not shut down cleanly: {error}");
+    }
+}
+
+/// Whether the standard variables ask for trace export.
+fn otlp_configured() -> bool {
+    [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ]
+    .iter()
+    .any(|var| std::env::var(var).is_ok_and(|v| !v.trim().is_empty()))
+}
+
+/// The resource the SDK reads from the environment, named `service` unless
+/// `OTEL_SERVICE_NAME` or `OTEL_RESOURCE_ATTRIBUTES` names the service.
+fn resource(service: &'static str) -> Resource {
+    let detected = Resource::builder().build();
+    let named = detected
+        .get(&Key::from_static_str("service.name"))
+        .is_some_and(|name| !name.as_str().starts_with("unknown_service"));
+    if named {
+        detected
+    } else {
+        Resource::builder().with_service_name(service).build()
+    }
+}
+
+fn tracer_provider(service: &'static str) -> Result<SdkTracerProvider, TelemetryError> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .build()
+        .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource(service))
+        .build())
+}
+
+/// Installs the global subscriber: logs as configured and, when the OTLP variables are set,
+/// trace export with `service` as the default service name. Call once, at the start of `main`,
+/// inside the Tokio runtime (the exporter's gRPC channel lives on it), and keep the guard
+/// until the end.
+pub fn init(
+    config: &TelemetryConfig,
+    service: &'static str,
+) -> Result<TelemetryGuard, TelemetryError> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = match config.log_format {
+        LogFormat::Text => fmt::layer().with_writer(std::io::stderr).boxed(),
+        LogFormat::Json => fmt::layer().json().with_writer(std::io::stderr).boxed(),
+    };
+    let provider = if otlp_configured() {
+        Some(tracer_provider(service)?)
+    } else {
+        None
+    };
+    let traces = provider.as_ref().map(|provider| {
+        // The exporter's own transport must not trace itself into a feedback loop.
+        let spans = Targets::new()
+            .with_default(LevelFilter::INFO)
+            .with_target("h2", LevelFilter::OFF)
+            .with_target("hyper", LevelFilter::OFF)
+            .with_target("tonic", LevelFilter::OFF)
+            .with_target("tower", LevelFilter::OFF)
+            .with_target("opentelemetry", LevelFilter::OFF);
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer(service))
+            .with_filter(spans)
+    });
+    tracing_subscriber::registry()
+        .with(logs.with_filter(filter))
+        .with(traces)
+        .init();
+    Ok(TelemetryGuard { provider })
+}
+
+/// The W3C trace context (`traceparent`, `tracestate`) of `span`, for a frame bound for another
+/// service. Empty when tracing is off or the span is not sampled-in at all.
+pub fn trace_context(span: &tracing::Span) -> HashMap<String, String> {
+    let mut carrier = HashMap::new();
+    let context = span.context();
+    if context.span().span_context().is_valid() {
+        TraceContextPropagator::new().inject_context(&context, &mut carrier);
+    }
+    carrier
+}
+
+/// Makes `span` a child of the remote span whose trace context `carrier` holds (see
+/// [`trace_context`]); a carrier without one leaves `span` as it was.
+pub fn set_remote_parent(span: &tracing::Span, carrier: &HashMap<String, String>) {
+    if carrier.is_empty() {
+        return;
+    }
+    let parent = TraceContextPropagator::new().extract(carrier);
+    if parent.span().span_context().is_valid() {
+        // Fails only when the span is disabled, and then there is nothing to link.
+        let _ = span.set_parent(parent);
+    }
+}
+
+/// A reference to `span` that another span can link to (see [`add_links`]), if it is traced.
+pub fn link_to(span: &tracing::Span) -> Option<SpanLink> {
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    span_context.is_valid().then_some(SpanLink(span_context))
+}
+
+/// Links `span` to other spans: how one group commit points at every edit it carried.
+pub fn add_links(span: &tracing::Span, links: impl IntoIterator<Item = SpanLink>) {
+    for SpanLink(link) in links {
+        span.add_link(link);
+    }
+}
+
+/// A span another span can link to; opaque so callers need no OpenTelemetry types.
+#[derive(Debug, Clone)]
+pub struct SpanLink(SpanContext);

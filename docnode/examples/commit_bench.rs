@@ -203,6 +203,7 @@ async fn group(
             window: Duration::ZERO,
             max_batch: 2048,
         },
+        codraft_docnode::metrics::DocnodeMetrics::register(&prometheus::Registry::new())?,
     );
     let deadline = Instant::now() + duration;
     let started = Instant::now();
@@ -217,7 +218,7 @@ async fn group(
                 let commit = typist.next_op();
                 let t = Instant::now();
                 committer
-                    .submit(commit)
+                    .submit(commit, Vec::new())
                     .await
                     .await
                     .map_err(|_| StoreError::Unavailable("committer stopped".into()))??;

@@ -1,13 +1,14 @@
 //! The docnode's admin HTTP endpoints: liveness, readiness and Prometheus metrics.
 //!
 //! These are for the orchestrator and the metrics scraper only; clients never reach them.
+//! In standalone mode the gateway serves the same registry on its own `/metrics` instead.
 
-use std::{fmt::Write, sync::Arc};
+use std::sync::Arc;
 
 use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Router};
 use tokio::net::TcpListener;
 
-use crate::{registry::Registry, store::Store};
+use crate::{metrics::DocnodeMetrics, registry::Registry, store::Store};
 
 /// What the admin endpoints read.
 #[derive(Clone)]
@@ -18,6 +19,8 @@ pub struct AdminState {
     pub store: Arc<dyn Store>,
     /// Whether the membership heartbeat reaches Redis, when membership is on.
     pub registered: Option<tokio::sync::watch::Receiver<bool>>,
+    /// The Prometheus series.
+    pub metrics: Arc<DocnodeMetrics>,
 }
 
 /// The admin router.
@@ -25,13 +28,6 @@ pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(state)
-}
-
-/// Only `/metrics`, for standalone mode, where the gateway serves the health endpoints.
-pub fn metrics_router(state: AdminState) -> Router {
-    Router::new()
         .route("/metrics", get(metrics))
         .with_state(state)
 }
@@ -64,44 +60,11 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
-    use std::sync::atomic::Ordering::Relaxed;
-    let counters = state.store.counters();
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
-    };
-    metric(
-        "codraft_documents_loaded",
-        "gauge",
-        "Documents loaded in memory.",
-        state.registry.loaded() as u64,
-    );
-    metric(
-        "codraft_commits_total",
-        "counter",
-        "Group-commit transactions committed.",
-        counters.commits.load(Relaxed),
-    );
-    metric(
-        "codraft_ops_committed_total",
-        "counter",
-        "Ops committed to the store.",
-        counters.ops_committed.load(Relaxed),
-    );
-    metric(
-        "codraft_log_rows_read_total",
-        "counter",
-        "Op-log rows read while loading documents.",
-        counters.log_rows_read.load(Relaxed),
-    );
     (
         [(
             axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
+            codraft_common::metrics::CONTENT_TYPE,
         )],
-        out,
+        codraft_common::metrics::render(state.metrics.registry()),
     )
 }

@@ -6,17 +6,26 @@
 //! (zero by default: whatever queued while the previous flush ran is the batch), commits
 //! them in one transaction and answers every request with the same result. One flush runs at
 //! a time, so under load the batch grows by itself and the per-op cost of a commit falls.
+//!
+//! Each flush is one `group_commit` span. It belongs to no single edit's trace, so it links to
+//! the span of every edit it carries instead (each edit's trace shows its own wait for it).
 
 use std::{sync::Arc, time::Duration};
 
+use codraft_common::telemetry::{self, SpanLink};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, warn};
+use tracing::{debug, info_span, warn, Instrument};
 
-use crate::store::{DocumentCommit, Store, StoreError};
+use crate::{
+    metrics::DocnodeMetrics,
+    store::{DocumentCommit, Store, StoreError},
+};
 
 /// A document's request to commit its pending ops.
 struct Request {
     commit: DocumentCommit,
+    /// The spans of the edits among the ops, for the flush's span to link to.
+    links: Vec<SpanLink>,
     done: oneshot::Sender<Result<(), StoreError>>,
 }
 
@@ -43,18 +52,25 @@ impl Committer {
     pub fn start(
         store: Arc<dyn Store>,
         policy: CommitPolicy,
+        metrics: Arc<DocnodeMetrics>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         // Each document has at most one request in flight, so this bounds nothing that the
         // number of loaded documents does not already bound; it only smooths bursts.
         let (tx, rx) = mpsc::channel(4096);
-        let task = tokio::spawn(run(store, policy, rx));
+        let task = tokio::spawn(run(store, policy, metrics, rx));
         (Self { tx }, task)
     }
 
     /// Queues ops for commit; the returned receiver yields the result of their transaction.
-    pub async fn submit(&self, commit: DocumentCommit) -> CommitResult {
+    /// `links` are the spans of the edits among the ops (empty when tracing is off).
+    pub async fn submit(&self, commit: DocumentCommit, links: Vec<SpanLink>) -> CommitResult {
         let (done, result) = oneshot::channel();
-        if let Err(mpsc::error::SendError(request)) = self.tx.send(Request { commit, done }).await {
+        let request = Request {
+            commit,
+            links,
+            done,
+        };
+        if let Err(mpsc::error::SendError(request)) = self.tx.send(request).await {
             let _ = request.done.send(Err(StoreError::Unavailable(
                 "the committer has stopped".into(),
             )));
@@ -63,7 +79,12 @@ impl Committer {
     }
 }
 
-async fn run(store: Arc<dyn Store>, policy: CommitPolicy, mut rx: mpsc::Receiver<Request>) {
+async fn run(
+    store: Arc<dyn Store>,
+    policy: CommitPolicy,
+    metrics: Arc<DocnodeMetrics>,
+    mut rx: mpsc::Receiver<Request>,
+) {
     let max_batch = policy.max_batch.max(1);
     while let Some(first) = rx.recv().await {
         let mut ops = first.commit.ops.len();
@@ -82,7 +103,18 @@ async fn run(store: Arc<dyn Store>, policy: CommitPolicy, mut rx: mpsc::Receiver
             ops += request.commit.ops.len();
             batch.push(request);
         }
-        flush(&*store, batch, ops).await;
+        metrics.commit_batch_ops.observe(ops as f64);
+        metrics.commit_batch_documents.observe(batch.len() as f64);
+        let span = info_span!("group_commit", documents = batch.len(), ops);
+        telemetry::add_links(
+            &span,
+            batch.iter_mut().flat_map(|r| std::mem::take(&mut r.links)),
+        );
+        let started = tokio::time::Instant::now();
+        flush(&*store, batch, ops).instrument(span).await;
+        metrics
+            .commit_duration
+            .observe(started.elapsed().as_secs_f64());
     }
 }
 

@@ -80,6 +80,15 @@ pub struct DocnodeConfig {
     /// Seconds a shutdown may take to commit what is pending before the process exits.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
     pub shutdown_timeout_secs: u64,
+
+    /// Most clients connected to one document.
+    #[arg(long, env = "MAX_CONNECTIONS_PER_DOCUMENT", default_value_t = 2000)]
+    pub max_connections_per_document: usize,
+
+    /// Most documents loaded in memory at once; joins to further documents are refused
+    /// (clients retry) until idle ones unload.
+    #[arg(long, env = "MAX_LOADED_DOCUMENTS", default_value_t = 100_000)]
+    pub max_loaded_documents: usize,
 }
 
 impl DocnodeConfig {

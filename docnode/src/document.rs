@@ -15,6 +15,12 @@
 //!
 //! If a commit fails the actor ends: its clients are told to reconnect (code 4503), the next
 //! join reloads the document from the store, and clients re-send what was not acknowledged.
+//!
+//! Tracing: each edit gets a `docnode.edit` span, a child of the gateway's span for it (the
+//! trace context rides in the `Edit` frame). It lives from arrival until the edit is fanned
+//! out, so its trace shows the wait for the group commit, with `transform` and `fanout`
+//! children; loading is a `load` span under the join that caused it, and stopping an
+//! `unload` span whose `reason` tells an ownership move (`moved`, `stale`) from the rest.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -23,18 +29,20 @@ use std::{
 };
 
 use codraft_common::membership::Member;
+use codraft_common::telemetry;
 use codraft_ot::Operation;
 use codraft_proto as pb;
 use pb::server_frame::Kind;
 use rand::Rng;
 use ropey::Rope;
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, info, warn};
+use tracing::{debug, info, info_span, warn, Instrument, Span};
 
 use crate::{
     commit::{CommitResult, Committer},
     config::DocnodeConfig,
     connection::{ConnId, Inbox, Numbering, Outbox, SendFailure},
+    metrics::{DocnodeMetrics, MOVE_FENCED, MOVE_RELEASED},
     ownership::Ownership,
     registry::Registry,
     store::{DocumentCommit, LoggedOp, Snapshot, Store, StoreError, StoredDocument},
@@ -51,6 +59,10 @@ pub mod close {
     pub const TOO_LARGE: u32 = 4413;
     /// The edit's revision is from the future.
     pub const REVISION_FROM_FUTURE: u32 = 4416;
+    /// Too many clients on the document (or too many messages).
+    pub const TOO_MANY: u32 = 4429;
+    /// The document is protected and the password is missing or wrong.
+    pub const UNAUTHORIZED: u32 = 4401;
     /// The document is moving or storage failed; reconnect.
     pub const UNAVAILABLE: u32 = 4503;
     /// The client did not keep up.
@@ -89,6 +101,27 @@ pub enum Command {
         /// Cursor positions.
         data: pb::CursorData,
     },
+    /// A client protects the document with a one-time password, or removes it.
+    SetOtp {
+        /// The sending connection.
+        conn: ConnId,
+        /// The new password; `None` removes protection.
+        otp: Option<String>,
+    },
+    /// The store answered a password change.
+    OtpStored {
+        /// The password written.
+        otp: Option<String>,
+        /// Whether it was written.
+        result: Result<(), StoreError>,
+    },
+    /// Whether `otp` opens the document.
+    CheckOtp {
+        /// The password a client gave.
+        otp: Option<String>,
+        /// The answer.
+        reply: oneshot::Sender<bool>,
+    },
     /// A client's stream ended.
     Leave {
         /// The connection that ended.
@@ -126,6 +159,8 @@ pub struct Join {
     pub resume: Option<u64>,
     /// The client's highest committed sequence number as the store knows it.
     pub last_seq: u64,
+    /// The one-time password the client gave, if any.
+    pub otp: Option<String>,
     /// Where the actor answers: the connection's frame queue, or why it cannot join.
     pub reply: oneshot::Sender<Result<Inbox, JoinRefused>>,
 }
@@ -183,6 +218,8 @@ pub struct Deps {
     pub config: Arc<DocnodeConfig>,
     /// Who owns what, by this docnode's view.
     pub ownership: Arc<Ownership>,
+    /// Prometheus series.
+    pub metrics: Arc<DocnodeMetrics>,
 }
 
 /// Starts the actor of document `id`; it loads itself, so this returns at once.
@@ -199,7 +236,9 @@ pub(crate) fn spawn(
         generation,
         tx,
     };
-    tokio::spawn(run(id, generation, deps, registry, rx, own));
+    // The load belongs to the trace of whoever made the document load (a join, usually).
+    let cause = Span::current();
+    tokio::spawn(run(id, generation, deps, registry, rx, own, cause));
     handle
 }
 
@@ -209,6 +248,8 @@ struct Entry {
     operation: Operation,
     client_id: Option<String>,
     seq: Option<u64>,
+    /// The edit's span while it is pending; ended once the edit is fanned out.
+    span: Option<Span>,
 }
 
 impl Entry {
@@ -250,6 +291,19 @@ enum Exit {
     Stale,
 }
 
+impl Exit {
+    /// A short name for spans and logs.
+    fn reason(&self) -> &'static str {
+        match self {
+            Exit::Idle => "idle",
+            Exit::Shutdown => "shutdown",
+            Exit::Moved => "moved",
+            Exit::Failed(_) => "failed",
+            Exit::Stale => "stale",
+        }
+    }
+}
+
 /// The state only the actor touches.
 struct Document {
     id: Arc<str>,
@@ -279,6 +333,8 @@ struct Document {
     epoch: u64,
     /// Stopping because the document moved to another docnode.
     moving: bool,
+    /// The one-time password protecting the document, if any.
+    otp: Option<String>,
     /// This actor's own mailbox (weak, so it does not keep the actor alive), for results of
     /// work it hands to other tasks.
     own: mpsc::WeakSender<Command>,
@@ -291,14 +347,23 @@ async fn run(
     registry: Arc<Registry>,
     mut rx: mpsc::Receiver<Command>,
     own: mpsc::WeakSender<Command>,
+    cause: Span,
 ) {
-    let loaded = deps.store.load(&id).await;
+    let started = tokio::time::Instant::now();
+    let load = info_span!(parent: &cause, "load", document = %id);
+    // Holding the cause would keep its span open for the actor's whole life.
+    drop(cause);
+    let loaded = deps.store.load(&id).instrument(load).await;
+    deps.metrics
+        .document_load_duration
+        .observe(started.elapsed().as_secs_f64());
     let exit = match loaded {
         Ok(stored) => {
             let mut document = Document::new(Arc::clone(&id), deps, stored, own);
             debug!(document = %id, revision = document.committed, "loaded");
             let exit = document.serve(&mut rx).await;
-            document.finish(&exit).await;
+            let unload = info_span!(parent: None, "unload", document = %id, reason = exit.reason());
+            document.finish(&exit).instrument(unload).await;
             exit
         }
         Err(error) => {
@@ -354,6 +419,7 @@ impl Document {
             stopping: false,
             epoch: stored.epoch,
             moving: false,
+            otp: stored.otp,
             own,
         }
     }
@@ -415,17 +481,26 @@ impl Document {
                 seq: entry.seq,
             })
             .collect();
+        let links = self
+            .history
+            .iter()
+            .skip(pending)
+            .filter_map(|entry| entry.span.as_ref().and_then(telemetry::link_to))
+            .collect();
         let language = self.pending_language.take();
         let result = self
             .deps
             .committer
-            .submit(DocumentCommit {
-                document: Arc::clone(&self.id),
-                base_revision: self.committed,
-                epoch: self.epoch,
-                ops,
-                language: language.clone(),
-            })
+            .submit(
+                DocumentCommit {
+                    document: Arc::clone(&self.id),
+                    base_revision: self.committed,
+                    epoch: self.epoch,
+                    ops,
+                    language: language.clone(),
+                },
+                links,
+            )
             .await;
         Some(Inflight {
             result,
@@ -471,6 +546,17 @@ impl Document {
                     })
                 });
             }
+            Command::SetOtp { conn, otp } => self.set_otp(conn, otp),
+            Command::OtpStored { otp, result } => match result {
+                Ok(()) => {
+                    self.otp = otp.clone();
+                    self.broadcast(|_| Kind::Otp(pb::Otp { otp: otp.clone() }));
+                }
+                Err(error) => warn!(document = %self.id, %error, "could not store the password"),
+            },
+            Command::CheckOtp { otp, reply } => {
+                let _ = reply.send(otp_matches(self.otp.as_deref(), otp.as_deref()));
+            }
             Command::Leave { conn } => self.leave(conn),
             Command::Text { reply } => {
                 let _ = reply.send(Ok(self.text.to_string()));
@@ -502,6 +588,27 @@ impl Document {
                 // Too far behind to replay: a fresh join (Joined.resumed = false).
                 join.resume = None;
             }
+        }
+        if !otp_matches(self.otp.as_deref(), join.otp.as_deref()) {
+            let (outbox, inbox) = Outbox::new(2);
+            outbox.close(
+                close::UNAUTHORIZED,
+                "this document is protected: open it with the right ?otp=",
+            );
+            let _ = join.reply.send(Ok(inbox));
+            return;
+        }
+        if self.connections.len() >= self.deps.config.max_connections_per_document {
+            let (outbox, inbox) = Outbox::new(2);
+            outbox.close(
+                close::TOO_MANY,
+                format!(
+                    "document has {} clients, its limit; try again later",
+                    self.connections.len()
+                ),
+            );
+            let _ = join.reply.send(Ok(inbox));
+            return;
         }
         let user_id = rand::rng().random_range(1..(1u64 << 53));
         let last_seq = match &join.client_id {
@@ -609,6 +716,26 @@ impl Document {
         );
     }
 
+    /// Writes a password change to the store off the actor; it takes effect (and clients
+    /// hear of it) only once stored.
+    fn set_otp(&mut self, conn: ConnId, otp: Option<String>) {
+        if self.stopping || !self.connections.contains_key(&conn) {
+            return;
+        }
+        let (store, id, epoch) = (
+            Arc::clone(&self.deps.store),
+            Arc::clone(&self.id),
+            self.epoch,
+        );
+        let own = self.own.clone();
+        tokio::spawn(async move {
+            let result = store.set_otp(&id, epoch, otp.clone()).await;
+            if let Some(actor) = own.upgrade() {
+                let _ = actor.send(Command::OtpStored { otp, result }).await;
+            }
+        });
+    }
+
     fn request_backfill(&mut self, from: u64, join: Join) {
         let (store, id, to) = (
             Arc::clone(&self.deps.store),
@@ -642,6 +769,7 @@ impl Document {
                     operation: op.operation,
                     client_id: op.client_id,
                     seq: op.seq,
+                    span: None,
                 });
             }
             self.history_start = from;
@@ -653,6 +781,19 @@ impl Document {
     }
 
     fn edit(&mut self, conn: ConnId, edit: pb::Edit) {
+        self.deps.metrics.edits_received.inc();
+        // A child of the gateway's span for this edit, whose context the frame carries.
+        let span = info_span!(
+            parent: None,
+            "docnode.edit",
+            otel.kind = "server",
+            document = %self.id,
+            conn,
+            seq = edit.seq,
+            revision = tracing::field::Empty,
+        );
+        telemetry::set_remote_parent(&span, &edit.trace_context);
+        let _entered = span.enter();
         if self.stopping {
             // Not assigned, so not acknowledged: the client re-sends it after reconnecting.
             return;
@@ -662,16 +803,19 @@ impl Document {
         };
         if let (Some(client), Some(seq)) = (&c.client_id, edit.seq) {
             if seq <= self.assigned_seqs.get(client).copied().unwrap_or(0) {
+                self.deps.metrics.edits_duplicate.inc();
                 debug!(document = %self.id, client, seq, "duplicate edit ignored");
                 return;
             }
         }
-        match self.transform_edit(c, &edit) {
+        let transformed = info_span!("transform").in_scope(|| self.transform_edit(c, &edit));
+        match transformed {
             Ok(operation) => {
                 let (author, client_id) = (c.user_id, c.client_id.clone());
                 if let (Some(client), Some(seq)) = (&client_id, edit.seq) {
                     self.assigned_seqs.insert(client.clone(), seq);
                 }
+                span.record("revision", self.head);
                 self.head_len = operation.target_len();
                 self.head += 1;
                 self.history.push_back(Entry {
@@ -679,9 +823,15 @@ impl Document {
                     operation,
                     client_id,
                     seq: edit.seq,
+                    span: Some(span.clone()),
                 });
             }
             Err((code, message)) => {
+                self.deps
+                    .metrics
+                    .edits_rejected
+                    .with_label_values(&[code.to_string().as_str()])
+                    .inc();
                 debug!(document = %self.id, code, %message, "edit refused");
                 self.close(conn, code, message);
             }
@@ -760,7 +910,9 @@ impl Document {
         let first = (self.committed - self.history_start) as usize;
         let count = (upto - self.committed) as usize;
         let mut entries = Vec::with_capacity(count);
-        for entry in self.history.iter().skip(first).take(count) {
+        let mut spans = Vec::new();
+        for entry in self.history.iter_mut().skip(first).take(count) {
+            spans.extend(entry.span.take());
             if let Err(error) = entry.operation.apply(&mut self.text) {
                 // Transform checked every base length, so this is a bug; say so loudly rather
                 // than serve a text that differs from the log.
@@ -778,6 +930,14 @@ impl Document {
             entries.push(entry.to_proto());
         }
         self.committed = upto;
+        self.deps.metrics.edits_committed.inc_by(count as u64);
+        // Every edit of the commit gets its own `fanout` child, so each edit's trace ends
+        // with the moment it reached the clients' queues.
+        let connections = self.connections.len();
+        let fanouts: Vec<Span> = spans
+            .iter()
+            .map(|span| info_span!(parent: span, "fanout", connections))
+            .collect();
         if !entries.is_empty() {
             let mut slow = Vec::new();
             for (&id, c) in self.connections.iter_mut() {
@@ -787,13 +947,21 @@ impl Document {
                 });
                 match c.outbox.send(frame) {
                     Ok(()) => c.sent += entries.len() as u64,
-                    Err(_) => slow.push(id),
+                    Err(failure) => slow.push((id, failure)),
                 }
             }
-            for id in slow {
-                self.close(id, close::TOO_SLOW, "too far behind; reconnect to resync");
+            for (id, failure) in slow {
+                match failure {
+                    SendFailure::Full => {
+                        self.close(id, close::TOO_SLOW, "too far behind; reconnect to resync")
+                    }
+                    // Its stream ended before its Leave arrived: not a slow client.
+                    SendFailure::Gone => self.leave(id),
+                }
             }
         }
+        drop(fanouts);
+        drop(spans);
         if let Some(language) = language {
             self.language = Some(language.clone());
             self.broadcast(|_| {
@@ -852,7 +1020,12 @@ impl Document {
 
     /// Ends one connection with a close code, and tells the others the user left.
     fn close(&mut self, conn: ConnId, code: u32, message: impl Into<String>) {
+        if code == close::TOO_SLOW {
+            self.deps.metrics.slow_client_closes.inc();
+        }
         if let Some(c) = self.connections.remove(&conn) {
+            let message = message.into();
+            debug!(document = %self.id, code, reason = %message, "closing a connection");
             c.outbox.close(code, message);
             self.announce_departure(c.user_id);
         }
@@ -904,6 +1077,11 @@ impl Document {
         match exit {
             Exit::Failed(error) => warn!(document = %self.id, %error, "document stopped"),
             Exit::Stale => {
+                self.deps
+                    .metrics
+                    .ownership_moves
+                    .with_label_values(&[MOVE_FENCED])
+                    .inc();
                 info!(document = %self.id, "another docnode took this document; unloading");
                 // Remember the winner so this docnode's clients are sent there instead of
                 // taking the lease back.
@@ -911,7 +1089,14 @@ impl Document {
                     self.deps.ownership.lost_to(&self.id, Member::parse(&owner));
                 }
             }
-            Exit::Moved => info!(document = %self.id, "document moved to its new owner"),
+            Exit::Moved => {
+                self.deps
+                    .metrics
+                    .ownership_moves
+                    .with_label_values(&[MOVE_RELEASED])
+                    .inc();
+                info!(document = %self.id, "document moved to its new owner");
+            }
             _ => debug!(document = %self.id, "document unloaded"),
         }
         let ids: Vec<ConnId> = self.connections.keys().copied().collect();
@@ -933,6 +1118,20 @@ impl Document {
             }
         }
     }
+}
+
+/// Whether a client's password opens a document, compared in constant time.
+pub fn otp_matches(required: Option<&str>, given: Option<&str>) -> bool {
+    let Some(required) = required else {
+        return true;
+    };
+    let given = given.unwrap_or_default();
+    let (a, b) = (required.as_bytes(), given.as_bytes());
+    let mut diff = a.len() ^ b.len();
+    for (i, x) in a.iter().enumerate() {
+        diff |= usize::from(x ^ b.get(i).copied().unwrap_or(0));
+    }
+    diff == 0
 }
 
 /// Waits for the in-flight commit, or forever when there is none.

@@ -15,13 +15,15 @@
 //!
 //! [`wire`] converts between the gRPC contract and OT types; [`config`] holds the settings;
 //! [`server`] wires everything together and serves gRPC and the admin endpoints ([`admin`]);
-//! [`sweeper`] compacts the op log and deletes expired documents in the background.
+//! [`sweeper`] compacts the op log and deletes expired documents in the background;
+//! [`metrics`] holds the Prometheus series (docs/operations.md lists them and the spans).
 
 pub mod admin;
 pub mod commit;
 pub mod config;
 pub mod connection;
 pub mod document;
+pub mod metrics;
 pub mod ownership;
 pub mod registry;
 pub mod server;

@@ -19,6 +19,17 @@ use crate::{
     ownership::Verdict,
 };
 
+/// Why a document cannot be served here now.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Unavailable {
+    /// The docnode is shutting down.
+    #[error("docnode is shutting down; reconnect")]
+    ShuttingDown,
+    /// MAX_LOADED_DOCUMENTS is reached.
+    #[error("docnode has {0} documents loaded, its limit; retry shortly")]
+    Full(usize),
+}
+
 /// The loaded documents of this docnode.
 pub struct Registry {
     documents: Mutex<HashMap<Arc<str>, DocumentHandle>>,
@@ -39,14 +50,16 @@ impl Registry {
     }
 
     /// The handle of a document's actor, starting the actor if the document is not loaded.
-    /// `None` once the docnode is shutting down.
-    pub fn handle(self: &Arc<Self>, id: &str) -> Option<DocumentHandle> {
+    pub fn handle(self: &Arc<Self>, id: &str) -> Result<DocumentHandle, Unavailable> {
         if self.closing.load(Ordering::Acquire) {
-            return None;
+            return Err(Unavailable::ShuttingDown);
         }
         let mut documents = self.lock();
         if let Some(handle) = documents.get(id) {
-            return Some(handle.clone());
+            return Ok(handle.clone());
+        }
+        if documents.len() >= self.deps.config.max_loaded_documents {
+            return Err(Unavailable::Full(documents.len()));
         }
         let id: Arc<str> = Arc::from(id);
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
@@ -57,7 +70,16 @@ impl Registry {
             Arc::clone(self),
         );
         documents.insert(id, handle.clone());
-        Some(handle)
+        self.deps
+            .metrics
+            .documents_loaded
+            .set(documents.len() as i64);
+        Ok(handle)
+    }
+
+    /// The handle of a document's actor if it is loaded (never starts one).
+    pub fn loaded_handle(&self, id: &str) -> Option<DocumentHandle> {
+        self.lock().get(id).cloned()
     }
 
     /// Forgets an actor that stopped, unless a newer one already took its place.
@@ -65,6 +87,10 @@ impl Registry {
         let mut documents = self.lock();
         if documents.get(id).map(DocumentHandle::generation) == Some(generation) {
             documents.remove(id);
+            self.deps
+                .metrics
+                .documents_loaded
+                .set(documents.len() as i64);
         }
     }
 

@@ -8,16 +8,17 @@ use codraft_proto::doc_node_server::DocNodeServer;
 use tokio::{net::TcpListener, sync::watch};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Channel, Endpoint, Server};
-use tracing::info;
+use tracing::{info, Instrument};
 
 use crate::{
     admin::{self, AdminState},
     commit::{CommitPolicy, Committer},
     config::DocnodeConfig,
     document::Deps,
+    metrics::DocnodeMetrics,
     registry::Registry,
     service::DocNodeService,
-    store::{postgres::PgStore, sqlite::SqliteStore, Store, StoreError},
+    store::{metered::MeteredStore, postgres::PgStore, sqlite::SqliteStore, Store, StoreError},
     sweeper::{self, SweepPolicy},
 };
 
@@ -54,6 +55,7 @@ pub struct Docnode {
     config: Arc<DocnodeConfig>,
     store: Arc<dyn Store>,
     registry: Arc<Registry>,
+    metrics: Arc<DocnodeMetrics>,
     committer_task: tokio::task::JoinHandle<()>,
     /// The compaction and expiry task, if sweeping is on.
     sweeper_task: Option<tokio::task::JoinHandle<()>>,
@@ -111,12 +113,18 @@ impl Docnode {
             url: config.advertise_url(),
         };
         let ownership = Arc::new(crate::ownership::Ownership::new(me, view));
+        // A registry of its own: standalone mode hands it to the gateway, which adds its
+        // series, so one `/metrics` shows both without registering anything twice.
+        let metrics = Self::metrics(&prometheus::Registry::new(), &store, &ownership)
+            .expect("the docnode's metric names are valid and unique");
+        let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store, Arc::clone(&metrics)));
         let config = Arc::new(config);
         let policy = CommitPolicy {
             window: config.commit_window(),
             max_batch: config.commit_max_batch,
         };
-        let (committer, committer_task) = Committer::start(Arc::clone(&store), policy);
+        let (committer, committer_task) =
+            Committer::start(Arc::clone(&store), policy, Arc::clone(&metrics));
         let sweeper_task = SweepPolicy::from_config(&config)
             .map(|policy| sweeper::start(Arc::clone(&store), policy));
         let registry = Registry::new(Deps {
@@ -124,14 +132,32 @@ impl Docnode {
             committer,
             config: Arc::clone(&config),
             ownership,
+            metrics: Arc::clone(&metrics),
         });
         Self {
             config,
             store,
             registry,
+            metrics,
             committer_task,
             sweeper_task,
         }
+    }
+
+    fn metrics(
+        registry: &prometheus::Registry,
+        store: &Arc<dyn Store>,
+        ownership: &crate::ownership::Ownership,
+    ) -> prometheus::Result<Arc<DocnodeMetrics>> {
+        let metrics = DocnodeMetrics::register(registry)?;
+        metrics.register_store(store)?;
+        metrics.register_membership(ownership.view())?;
+        Ok(metrics)
+    }
+
+    /// The Prometheus registry holding this docnode's series.
+    pub fn metrics_registry(&self) -> &prometheus::Registry {
+        self.metrics.registry()
     }
 
     /// The loaded documents.
@@ -160,6 +186,7 @@ impl Docnode {
             registry: Arc::clone(&self.registry),
             store: Arc::clone(&self.store),
             registered: None,
+            metrics: Arc::clone(&self.metrics),
         }
     }
 
@@ -228,12 +255,21 @@ impl Docnode {
         };
         let mut admin_state = self.admin_state();
         admin_state.registered = registration.as_ref().map(Registration::health);
+        if let Some(registration) = &registration {
+            if let Err(error) = self
+                .metrics
+                .register_heartbeat_failures(registration.heartbeat_failures())
+            {
+                tracing::warn!(%error, "heartbeat failures are not counted");
+            }
+        }
         // Documents this node stops owning (a node joined, or this one is leaving) move.
         let mut view = self.registry.ownership().view();
         let mover_registry = Arc::clone(&self.registry);
         let mover = tokio::spawn(async move {
             while view.changed().await.is_ok() {
-                let moved = mover_registry.release_unowned().await;
+                let span = tracing::info_span!("release_unowned");
+                let moved = mover_registry.release_unowned().instrument(span).await;
                 if moved > 0 {
                     info!(moved, "releasing documents another docnode owns now");
                 }

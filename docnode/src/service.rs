@@ -14,19 +14,20 @@ use std::{
     time::Duration,
 };
 
+use codraft_common::telemetry;
 use codraft_proto as pb;
 use futures::{Stream, StreamExt};
 use pb::{client_frame::Kind as In, server_frame::Kind as Out};
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::debug;
+use tracing::{debug, info_span, Instrument};
 
 use crate::{
     connection::{ConnId, Inbox},
-    document::{Command, DocumentHandle, Join, JoinRefused},
+    document::{otp_matches, Command, DocumentHandle, Join, JoinRefused},
     ownership::Verdict,
-    registry::Registry,
+    registry::{Registry, Unavailable},
     store::Store,
 };
 
@@ -95,9 +96,48 @@ impl DocNodeService {
 
     fn handle(&self, id: &str) -> Result<DocumentHandle, Status> {
         self.check_owner(id)?;
-        self.registry
-            .handle(id)
-            .ok_or_else(|| Status::unavailable("docnode is shutting down"))
+        self.registry.handle(id).map_err(|e| match e {
+            Unavailable::Full(_) => Status::resource_exhausted(e.to_string()),
+            Unavailable::ShuttingDown => Status::unavailable(e.to_string()),
+        })
+    }
+
+    /// Whether `otp` opens `id`: asks the actor if the document is loaded, else reads the
+    /// password with a light query, so a refused client never makes a document load.
+    async fn check_otp(&self, id: &str, otp: Option<&str>) -> Result<(), Status> {
+        let allowed = match self.registry.loaded_handle(id) {
+            Some(handle) => {
+                let (reply, answer) = oneshot::channel();
+                let asked = handle
+                    .send(Command::CheckOtp {
+                        otp: otp.map(str::to_owned),
+                        reply,
+                    })
+                    .await;
+                match (asked, answer.await) {
+                    (Ok(()), Ok(allowed)) => allowed,
+                    // The actor is unloading: the store has the same answer.
+                    _ => self.stored_otp_matches(id, otp).await?,
+                }
+            }
+            None => self.stored_otp_matches(id, otp).await?,
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(
+                "this document is protected: open it with the right ?otp=",
+            ))
+        }
+    }
+
+    async fn stored_otp_matches(&self, id: &str, otp: Option<&str>) -> Result<bool, Status> {
+        let required = self
+            .store
+            .document_otp(id)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(otp_matches(required.as_deref(), otp))
     }
 
     /// Joins the document's actor, looking it up again if it was stopping.
@@ -118,6 +158,7 @@ impl DocNodeService {
                 client_id: open.client_id.clone(),
                 resume: open.resume_revision,
                 last_seq,
+                otp: open.otp.clone(),
                 reply,
             });
             let outcome = match handle.send(join).await {
@@ -163,6 +204,7 @@ fn command(conn: ConnId, kind: In) -> Option<Command> {
         },
         In::ClientInfo(info) => Command::ClientInfo { conn, info },
         In::CursorData(data) => Command::CursorData { conn, data },
+        In::SetOtp(set) => Command::SetOtp { conn, otp: set.otp },
     })
 }
 
@@ -192,7 +234,15 @@ impl pb::doc_node_server::DocNode for DocNodeService {
             return Err(Status::invalid_argument("invalid client id"));
         }
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (handle, inbox) = self.join(&open, conn).await?;
+        // The join continues the gateway's `open` trace; a cold document's `load` nests in it.
+        let span = info_span!(
+            "docnode.join",
+            otel.kind = "server",
+            document = %open.document_id,
+            conn
+        );
+        telemetry::set_remote_parent(&span, &open.trace_context);
+        let (handle, inbox) = self.join(&open, conn).instrument(span).await?;
         debug!(document = %open.document_id, conn, "joined");
         tokio::spawn(async move {
             while let Ok(Some(frame)) = inbound.message().await {
@@ -231,6 +281,20 @@ impl pb::doc_node_server::DocNode for DocNodeService {
             let _ = tokio::time::timeout(Duration::from_secs(5), handle.stopped()).await;
         }
         Err(Status::unavailable("document keeps unloading; retry"))
+    }
+
+    async fn authorize(
+        &self,
+        request: Request<pb::AuthorizeRequest>,
+    ) -> Result<Response<pb::AuthorizeResponse>, Status> {
+        let request = request.into_inner();
+        if !valid_document_id(&request.document_id) {
+            return Err(Status::invalid_argument("invalid document id"));
+        }
+        self.check_owner(&request.document_id)?;
+        self.check_otp(&request.document_id, request.otp.as_deref())
+            .await?;
+        Ok(Response::new(pb::AuthorizeResponse {}))
     }
 
     async fn get_stats(

@@ -245,6 +245,7 @@ fn check_raw(raw: &[RawPart], doc: &str, valid: &Operation) {
                 assert_normalised(&x);
                 assert_normalised(&y);
                 let (op2, valid2) = if swapped { (y, x) } else { (x, y) };
+                if op.components().iter().any(|c| matches!(c, Component::Delete(_))) && op.components().iter().any(|c| matches!(c, Component::Insert(_))) { panic!("REACHED raw transform"); }
                 assert_eq!(
                     apply_valid(&valid2, &apply_valid(&op, doc)),
                     apply_valid(&op2, &apply_valid(valid, doc)),

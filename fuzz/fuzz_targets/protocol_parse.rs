@@ -2,8 +2,8 @@
 //!
 //! Invariants checked:
 //! - `codraft_gateway::protocol::parse_client` never panics, and every frame it accepts keeps
-//!   the limits it promises (revision and seq below 2^53, name and language lengths, hue,
-//!   cursor count).
+//!   the limits it promises (revision and seq below 2^53, name, language and password
+//!   lengths, hue, cursor count).
 //! - An accepted edit's operation, normalised as the docnode normalises it, is accepted again
 //!   when a client sends its `to_json` form, normalises to the same operation, and the
 //!   gateway's `render` shows it to other clients exactly as `to_json` writes it.
@@ -15,7 +15,8 @@
 
 use codraft_fuzz::assert_normalised;
 use codraft_gateway::protocol::{
-    parse_client, render, MAX_CURSORS, MAX_LANGUAGE_CHARS, MAX_NAME_CHARS, MAX_SAFE,
+    parse_client, render, MAX_CURSORS, MAX_LANGUAGE_CHARS, MAX_NAME_CHARS, MAX_OTP_CHARS,
+    MAX_SAFE,
 };
 use codraft_ot::{Component, Operation, OtError};
 use codraft_proto as pb;
@@ -54,6 +55,13 @@ fn check_client_message(text: &str) {
         In::CursorData(data) => {
             assert!(data.cursors.len() + data.selections.len() <= MAX_CURSORS);
         }
+        In::SetOtp(set) => {
+            if let Some(otp) = set.otp {
+                assert!((1..=MAX_OTP_CHARS).contains(&otp.chars().count()));
+            }
+        }
+        // Listed, not matched by `_`, so that a new client message fails to compile here
+        // until someone decides what its fuzz invariants are.
         In::Open(open) => panic!("a client message parsed as the stream's Open frame: {open:?}"),
     }
 }
@@ -95,8 +103,7 @@ fn check_edit_round_trip(operation: &pb::Operation) {
             entries: vec![pb::HistoryEntry {
                 user_id: 1,
                 operation: Some(operation_to_proto(&op)),
-                client_id: None,
-                seq: None,
+                ..Default::default()
             }],
         })),
     };

@@ -33,6 +33,10 @@ pub struct GatewayConfig {
     #[arg(long, env = "MESSAGES_PER_SECOND", default_value_t = 400)]
     pub messages_per_second: u32,
 
+    /// Wrong one-time passwords a client address may try per minute.
+    #[arg(long, env = "OTP_FAILURES_PER_MINUTE", default_value_t = 10)]
+    pub otp_failures_per_minute: u32,
+
     /// Most WebSocket connections this gateway holds at once.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 100_000)]
     pub max_connections: usize,

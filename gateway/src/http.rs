@@ -1,15 +1,20 @@
-//! The gateway's HTTP routes: the web client, the WebSocket, the small JSON API and health.
+//! The gateway's HTTP routes: the web client, the WebSocket, the small JSON API, health and
+//! Prometheus metrics.
 
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    num::NonZeroU32,
     sync::{
         atomic::{AtomicUsize, Ordering},
-        Arc,
+        Arc, Mutex, PoisonError,
     },
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use axum::{
-    extract::{Path, Query, State, WebSocketUpgrade},
+    extract::{ConnectInfo, Path, Query, State, WebSocketUpgrade},
     http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
@@ -23,6 +28,7 @@ use crate::{
     assets,
     auth::{Auth, AuthError},
     config::GatewayConfig,
+    metrics::{GatewayMetrics, LIMIT_OTP},
     ring::Ring,
     routes::Routes,
     socket::{self, SocketRequest},
@@ -41,22 +47,48 @@ pub struct AppState {
     pub auth: Auth,
     /// Open WebSockets, against MAX_CONNECTIONS.
     pub connections: Arc<AtomicUsize>,
+    /// Turns true when the gateway starts shutting down: sockets close with 4503.
+    pub stopping: watch::Receiver<bool>,
+    /// Wrong-password budget per client address.
+    pub otp_failures: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+    /// Addresses that spent their budget, and until when they are refused.
+    pub otp_blocked: Arc<Mutex<HashMap<IpAddr, Instant>>>,
+    /// Prometheus series (`/metrics` renders their whole registry).
+    pub metrics: Arc<GatewayMetrics>,
 }
 
 impl AppState {
-    /// State over a ring that membership updates.
-    pub fn new(ring: watch::Receiver<Ring>, config: GatewayConfig, auth: Auth) -> Self {
+    /// State over a ring that membership updates, with the gateway's series registered in
+    /// `registry`. Fails only if that registry already holds a gateway's series.
+    pub fn new(
+        ring: watch::Receiver<Ring>,
+        config: GatewayConfig,
+        auth: Auth,
+        stopping: watch::Receiver<bool>,
+        registry: &prometheus::Registry,
+    ) -> prometheus::Result<Self> {
+        let routes = Arc::new(Routes::new(ring));
+        let connections: Arc<AtomicUsize> = Arc::default();
+        let metrics =
+            GatewayMetrics::register(registry, Arc::clone(&connections), Arc::clone(&routes))?;
+        let config_otp_failures = config.otp_failures_per_minute.max(1);
         let start_time = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        Self {
-            routes: Arc::new(Routes::new(ring)),
+        Ok(Self {
+            routes,
             config: Arc::new(config),
             start_time,
             auth,
-            connections: Arc::default(),
-        }
+            connections,
+            stopping,
+            otp_failures: Arc::new(RateLimiter::keyed(Quota::per_minute(
+                NonZeroU32::new(config_otp_failures).unwrap_or(NonZeroU32::MIN),
+            ))),
+            otp_blocked: Arc::default(),
+            metrics,
+        })
     }
 }
 
@@ -71,6 +103,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/stats", get(stats_route))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_route))
         .with_state(state)
 }
 
@@ -115,17 +148,19 @@ fn bearer(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
         .or_else(|| query.map(str::to_owned))
 }
 
-fn refuse(error: &AuthError) -> Response {
-    let status = match error {
-        AuthError::Forbidden(_) => StatusCode::FORBIDDEN,
-        _ => StatusCode::UNAUTHORIZED,
+fn refuse(metrics: &GatewayMetrics, error: &AuthError) -> Response {
+    let (status, reason) = match error {
+        AuthError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+        _ => (StatusCode::UNAUTHORIZED, "unauthorized"),
     };
+    metrics.auth_refusals.with_label_values(&[reason]).inc();
     (status, error.to_string()).into_response()
 }
 
 async fn socket_route(
     Path(id): Path<String>,
     query: Result<Query<SocketQuery>, axum::extract::rejection::QueryRejection>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     State(state): State<AppState>,
     upgrade: WebSocketUpgrade,
@@ -144,10 +179,26 @@ async fn socket_route(
         .authorize(bearer(&headers, query.token.as_deref()).as_deref(), &id)
     {
         Ok(grant) => grant,
-        Err(error) => return refuse(&error),
+        Err(error) => return refuse(&state.metrics, &error),
     };
+    if let Err(response) = authorize_otp(&state, &id, query.otp.as_deref(), peer.ip()).await {
+        match response.status() {
+            StatusCode::TOO_MANY_REQUESTS => state
+                .metrics
+                .rate_limited
+                .with_label_values(&[LIMIT_OTP])
+                .inc(),
+            _ => state
+                .metrics
+                .auth_refusals
+                .with_label_values(&["otp"])
+                .inc(),
+        }
+        return response;
+    }
     let slot = ConnectionSlot::take(&state.connections, state.config.max_connections);
     let Some(slot) = slot else {
+        state.metrics.connections_refused.inc();
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "this gateway is at its connection limit; retry shortly",
@@ -163,10 +214,12 @@ async fn socket_route(
     };
     let routes = Arc::clone(&state.routes);
     let config = (*state.config).clone();
+    let stopping = state.stopping.clone();
+    let metrics = Arc::clone(&state.metrics);
     upgrade
         .max_message_size(config.max_message_bytes())
         .on_upgrade(move |ws| async move {
-            socket::relay(ws, request, routes, config).await;
+            socket::relay(ws, request, routes, config, stopping, metrics).await;
             drop(slot);
         })
 }
@@ -190,7 +243,7 @@ async fn text_route(
         .auth
         .authorize(bearer(&headers, query.token.as_deref()).as_deref(), &id)
     {
-        return refuse(&error);
+        return refuse(&state.metrics, &error);
     }
     let answer = state
         .routes
@@ -213,6 +266,66 @@ async fn text_route(
         Err(status) => {
             (StatusCode::SERVICE_UNAVAILABLE, status.message().to_owned()).into_response()
         }
+    }
+}
+
+/// Checks a protected document's password with its owner before the upgrade, so a refusal
+/// is a plain HTTP 401; an address that keeps guessing gets 429.
+async fn authorize_otp(
+    state: &AppState,
+    id: &str,
+    otp: Option<&str>,
+    peer: IpAddr,
+) -> Result<(), Response> {
+    let too_many = || {
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many wrong passwords from this address; wait a minute",
+        )
+            .into_response()
+    };
+    {
+        let mut blocked = state
+            .otp_blocked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(until) = blocked.get(&peer) {
+            if *until > Instant::now() {
+                return Err(too_many());
+            }
+            blocked.remove(&peer);
+        }
+    }
+    let answer = state
+        .routes
+        .call(id, |mut client| {
+            let request = pb::AuthorizeRequest {
+                document_id: id.to_owned(),
+                otp: otp.map(str::to_owned),
+            };
+            async move { client.authorize(request).await }
+        })
+        .await;
+    match answer {
+        Ok(_) => Ok(()),
+        Err(status) if status.code() == tonic::Code::PermissionDenied => {
+            // Only failures spend the budget, so busy offices behind one address are fine.
+            if state.otp_failures.check_key(&peer).is_err() {
+                let mut blocked = state
+                    .otp_blocked
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if blocked.len() > 100_000 {
+                    let now = Instant::now();
+                    blocked.retain(|_, until| *until > now);
+                }
+                blocked.insert(peer, Instant::now() + Duration::from_secs(60));
+                return Err(too_many());
+            }
+            Err((StatusCode::UNAUTHORIZED, status.message().to_owned()).into_response())
+        }
+        // The owner is unavailable: let the socket open; the session will say so (4503).
+        Err(_) => Ok(()),
     }
 }
 
@@ -277,4 +390,14 @@ async fn readyz(State(state): State<AppState>) -> Response {
         0 => (StatusCode::SERVICE_UNAVAILABLE, "no docnode known").into_response(),
         n => format!("ready: {n} docnodes").into_response(),
     }
+}
+
+/// `GET /metrics`: every series of the process's registry (in standalone mode the
+/// docnode's too), in the Prometheus text format.
+async fn metrics_route(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, codraft_common::metrics::CONTENT_TYPE)],
+        codraft_common::metrics::render(state.metrics.registry()),
+    )
+        .into_response()
 }

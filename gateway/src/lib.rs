@@ -10,12 +10,16 @@
 //! 3. [`socket`] opens one `DocNode.Session` gRPC stream to the owner and relays frames both
 //!    ways, translating with [`protocol`] between Rustpad's JSON and the typed gRPC frames.
 //!
-//! [`config`] holds the settings and [`server`] runs the HTTP server.
+//! [`config`] holds the settings and [`server`] runs the HTTP server; [`metrics`] holds the
+//! Prometheus series and [`pending`] times each edit's round trip (docs/operations.md lists
+//! the series and spans).
 
 pub mod assets;
 pub mod auth;
 pub mod config;
 pub mod http;
+pub mod metrics;
+pub mod pending;
 pub mod protocol;
 pub mod ring;
 pub mod routes;

@@ -18,6 +18,8 @@ pub const MAX_SAFE: u64 = (1 << 53) - 1;
 pub const MAX_NAME_CHARS: usize = 64;
 /// Longest language name, in characters.
 pub const MAX_LANGUAGE_CHARS: usize = 32;
+/// Longest one-time password, in characters.
+pub const MAX_OTP_CHARS: usize = 128;
 /// Most cursors plus selections in one CursorData.
 pub const MAX_CURSORS: usize = 128;
 
@@ -41,6 +43,7 @@ enum ClientMsg {
     SetLanguage(String),
     ClientInfo(InfoMsg),
     CursorData(CursorMsg),
+    SetOtp(Option<String>),
 }
 
 #[derive(Deserialize)]
@@ -140,6 +143,8 @@ pub fn parse_client(text: &str) -> Result<pb::ClientFrame, ProtocolError> {
                     components: edit.operation.0,
                 }),
                 seq: edit.seq,
+                // The relay fills this in once it has opened the edit's span.
+                trace_context: Default::default(),
             })
         }
         ClientMsg::SetLanguage(language) => {
@@ -180,6 +185,17 @@ pub fn parse_client(text: &str) -> Result<pb::ClientFrame, ProtocolError> {
                     .map(|(start, end)| pb::Selection { start, end })
                     .collect(),
             })
+        }
+        ClientMsg::SetOtp(otp) => {
+            if otp
+                .as_deref()
+                .is_some_and(|o| o.is_empty() || o.chars().count() > MAX_OTP_CHARS)
+            {
+                return Err(ProtocolError::OutOfRange(format!(
+                    "a password has 1 to {MAX_OTP_CHARS} characters"
+                )));
+            }
+            In::SetOtp(pb::SetOtp { otp })
         }
     };
     Ok(pb::ClientFrame { kind: Some(kind) })
@@ -263,6 +279,8 @@ enum ServerMsg<'a> {
     UserInfo(UserInfoJson<'a>),
     UserCursor(UserCursorJson<'a>),
     Error(ErrorJson<'a>),
+    #[serde(rename = "OTP")]
+    Otp(Option<&'a str>),
 }
 
 /// A docnode frame rendered for one client, and whether the socket must close after it.
@@ -326,6 +344,7 @@ pub fn render(frame: &pb::ServerFrame, client_id: Option<&str>) -> Option<Render
             code: error.code,
             message: &error.message,
         }),
+        Out::Otp(otp) => ServerMsg::Otp(otp.otp.as_deref()),
     };
     let text = serde_json::to_string(&message).ok()?;
     let close = match frame.kind.as_ref()? {
@@ -390,6 +409,14 @@ mod tests {
         assert!(matches!(
             parse_ok(r#"{"CursorData":{"cursors":[4,6],"selections":[[5,10]]}}"#),
             In::CursorData(_)
+        ));
+        assert!(matches!(
+            parse_ok(r#"{"SetOtp":"pw"}"#),
+            In::SetOtp(pb::SetOtp { otp: Some(_) })
+        ));
+        assert!(matches!(
+            parse_ok(r#"{"SetOtp":null}"#),
+            In::SetOtp(pb::SetOtp { otp: None })
         ));
     }
 

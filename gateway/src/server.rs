@@ -30,6 +30,9 @@ pub enum GatewayError {
     /// The HTTP server failed.
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
+    /// The metrics registry already holds a gateway's series.
+    #[error("cannot register the gateway's metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 /// A gateway: settings and its view of the docnodes.
@@ -40,6 +43,8 @@ pub struct Gateway {
     _ring_tx: Option<watch::Sender<Ring>>,
     extra: Option<axum::Router>,
     auth: Auth,
+    /// Where the gateway's series go; `/metrics` renders all of it.
+    metrics: prometheus::Registry,
 }
 
 /// A shared gRPC client for a docnode channel.
@@ -103,6 +108,7 @@ impl Gateway {
             _ring_tx: Some(tx),
             extra: None,
             auth: Auth::open(),
+            metrics: prometheus::Registry::new(),
         }
     }
 
@@ -113,10 +119,16 @@ impl Gateway {
         Ok(self)
     }
 
-    /// Adds routes served beside the gateway's own (standalone mode adds the docnode's
-    /// `/metrics`).
+    /// Adds routes served beside the gateway's own.
     pub fn with_routes(mut self, routes: axum::Router) -> Self {
         self.extra = Some(routes);
+        self
+    }
+
+    /// Registers the gateway's series in `registry` instead of a registry of its own:
+    /// standalone mode passes the docnode's, so one `/metrics` shows both.
+    pub fn with_metrics_registry(mut self, registry: prometheus::Registry) -> Self {
+        self.metrics = registry;
         self
     }
 
@@ -128,6 +140,7 @@ impl Gateway {
             _ring_tx: None,
             extra: None,
             auth: Auth::open(),
+            metrics: prometheus::Registry::new(),
         }
     }
 
@@ -142,11 +155,14 @@ impl Gateway {
             .map_err(|e| GatewayError::Bind(addr, e))?;
         let local = listener.local_addr().unwrap_or(addr);
         info!(addr = %local, docnodes = self.ring.borrow().nodes().len(), "gateway serving");
+        let (stop_tx, stopping) = watch::channel(false);
         let mut app = http::router(AppState::new(
             self.ring.clone(),
             self.config.clone(),
             self.auth.clone(),
-        ));
+            stopping,
+            &self.metrics,
+        )?);
         if let Some(extra) = self.extra {
             app = app.merge(extra);
         }
@@ -154,7 +170,10 @@ impl Gateway {
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        })
         .await
         .map_err(GatewayError::Serve)
     }

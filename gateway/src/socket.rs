@@ -6,28 +6,36 @@
 //! to the socket one at a time (a slow client stops the gateway reading its stream, and
 //! HTTP/2 flow control pushes that back to the docnode, which drops the client if it stays
 //! behind). Nothing here knows about documents beyond their id.
+//!
+//! Observability: each Edit gets a `gateway.edit` span, the root of that edit's trace; its
+//! W3C context rides to the docnode inside the frame. [`PendingEdits`] keeps the span open
+//! until the History entry acknowledging the edit returns, and times that round trip.
 
 use std::{
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc,
+        Arc, Mutex, PoisonError,
     },
     time::Duration,
 };
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use codraft_common::telemetry;
 use codraft_proto as pb;
 use futures::{SinkExt, StreamExt};
 use governor::{Quota, RateLimiter};
 use pb::client_frame::Kind as In;
+use pb::server_frame::Kind as Out;
 use std::num::NonZeroU32;
 use tokio::{sync::mpsc, time::Instant};
 use tonic::Code;
-use tracing::debug;
+use tracing::{debug, info_span, Instrument};
 
 use crate::{
     auth::{Access, Grant},
     config::GatewayConfig,
+    metrics::{GatewayMetrics, LIMIT_EDITS, LIMIT_MESSAGES},
+    pending::PendingEdits,
     protocol::{self, INVALID_MESSAGE},
     routes::{Routes, Session},
 };
@@ -66,23 +74,32 @@ pub async fn relay(
     request: SocketRequest,
     routes: Arc<Routes>,
     config: GatewayConfig,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+    metrics: Arc<GatewayMetrics>,
 ) {
     let (mut sink, mut stream) = socket.split();
+    let open_span = info_span!(
+        parent: None,
+        "gateway.open",
+        otel.kind = "client",
+        document = %request.document_id,
+    );
     let open = pb::Open {
         document_id: request.document_id.clone(),
         client_id: request.client_id.clone(),
         resume_revision: request.resume,
         otp: request.otp.clone(),
+        trace_context: telemetry::trace_context(&open_span),
     };
     let Session {
         mut inbound,
         outbound: frames,
         node,
-    } = match routes.open(open).await {
+    } = match routes.open(open).instrument(open_span).await {
         Ok(session) => session,
         Err(status) => {
             let (code, reason) = close_for(&status);
-            let _ = close(&mut sink, code, &reason).await;
+            let _ = close(&mut sink, &metrics, code, &reason).await;
             return;
         }
     };
@@ -105,6 +122,10 @@ pub async fn relay(
     let started = Instant::now();
     let heard = Arc::new(AtomicU64::new(0));
     let heard_by_reader = Arc::clone(&heard);
+    let pending = Arc::new(Mutex::new(PendingEdits::default()));
+    let pending_by_reader = Arc::clone(&pending);
+    let metrics_by_reader = Arc::clone(&metrics);
+    let document = request.document_id.clone();
     let upstream = async move {
         while let Some(message) = stream.next().await {
             let now = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -131,12 +152,18 @@ pub async fn relay(
                 }
             };
             if messages.check().is_err() {
+                metrics_by_reader
+                    .rate_limited
+                    .with_label_values(&[LIMIT_MESSAGES])
+                    .inc();
                 return Upstream::Limited("too many messages per second");
             }
             match protocol::parse_client(text.as_str()) {
                 Ok(mut frame) => {
                     match &mut frame.kind {
-                        Some(In::Edit(_) | In::SetLanguage(_)) if grant.access == Access::Read => {
+                        Some(In::Edit(_) | In::SetLanguage(_) | In::SetOtp(_))
+                            if grant.access == Access::Read =>
+                        {
                             let _ = notices
                                 .send(protocol::error_message(
                                     READ_ONLY,
@@ -146,7 +173,28 @@ pub async fn relay(
                             continue;
                         }
                         Some(In::Edit(_)) if edits.check().is_err() => {
+                            metrics_by_reader
+                                .rate_limited
+                                .with_label_values(&[LIMIT_EDITS])
+                                .inc();
                             return Upstream::Limited("too many edits per second");
+                        }
+                        Some(In::Edit(edit)) => {
+                            metrics_by_reader.edits.inc();
+                            // The root of this edit's trace; it ends when the edit comes back.
+                            let span = info_span!(
+                                parent: None,
+                                "gateway.edit",
+                                otel.kind = "client",
+                                document = %document,
+                                revision = edit.revision,
+                                seq = edit.seq,
+                            );
+                            edit.trace_context = telemetry::trace_context(&span);
+                            pending_by_reader
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .sent(Instant::now(), edit.seq, span);
                         }
                         Some(In::ClientInfo(info)) => {
                             if let Some(name) = &grant.name {
@@ -179,12 +227,12 @@ pub async fn relay(
                 Upstream::TooLarge(limit) => {
                     let reason = format!("message larger than {} KiB", limit / 1024);
                     let _ = sink.send(Message::Text(Utf8Bytes::from(protocol::error_message(TOO_LARGE, &reason)))).await;
-                    let _ = close(&mut sink, TOO_LARGE, &reason).await;
+                    let _ = close(&mut sink, &metrics, TOO_LARGE, &reason).await;
                     return;
                 }
                 Upstream::Limited(reason) => {
                     let _ = sink.send(Message::Text(Utf8Bytes::from(protocol::error_message(RATE_LIMITED, reason)))).await;
-                    let _ = close(&mut sink, RATE_LIMITED, reason).await;
+                    let _ = close(&mut sink, &metrics, RATE_LIMITED, reason).await;
                     return;
                 }
                 Upstream::Closed => return,
@@ -196,29 +244,50 @@ pub async fn relay(
             }
             frame = inbound.message() => match frame {
                 Ok(Some(frame)) => {
+                    match &frame.kind {
+                        Some(Out::Identity(identity)) => pending
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .identity(identity.user_id),
+                        Some(Out::History(history)) => {
+                            let acknowledged = pending
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .acknowledged(history, Instant::now());
+                            for round_trip in acknowledged {
+                                metrics.edit_round_trip.observe(round_trip.as_secs_f64());
+                            }
+                        }
+                        _ => {}
+                    }
                     let Some(rendered) = protocol::render(&frame, client_id) else { continue };
                     if sink.send(Message::Text(Utf8Bytes::from(rendered.text))).await.is_err() {
                         return;
                     }
                     if let Some((code, reason)) = rendered.close {
-                        let _ = close(&mut sink, code, &reason).await;
+                        let _ = close(&mut sink, &metrics, code, &reason).await;
                         return;
                     }
                 }
                 Ok(None) => {
-                    let _ = close(&mut sink, UNAVAILABLE, "document closed; reconnect").await;
+                    let _ = close(&mut sink, &metrics, UNAVAILABLE, "document closed; reconnect").await;
                     return;
                 }
                 Err(status) => {
                     let (code, reason) = close_for(&status);
-                    let _ = close(&mut sink, code, &reason).await;
+                    let _ = close(&mut sink, &metrics, code, &reason).await;
                     return;
                 }
             },
+            _ = stopping.changed() => {
+                // Clients reconnect (through another gateway) and resume.
+                let _ = close(&mut sink, &metrics, UNAVAILABLE, "gateway restarting; reconnect").await;
+                return;
+            }
             _ = ping.tick() => {
                 let silent_since = started + Duration::from_millis(heard.load(Ordering::Relaxed));
                 if silent_since.elapsed() > config.pong_wait() {
-                    let _ = close(&mut sink, UNAVAILABLE, "no response to pings").await;
+                    let _ = close(&mut sink, &metrics, UNAVAILABLE, "no response to pings").await;
                     return;
                 }
                 if sink.send(Message::Ping(Default::default())).await.is_err() {
@@ -248,10 +317,17 @@ fn close_for(status: &tonic::Status) -> (u16, String) {
     }
 }
 
-async fn close<S>(sink: &mut S, code: u16, reason: &str) -> Result<(), axum::Error>
+/// Closes the socket with `code` (counted in `codraft_closes_total`) and `reason`.
+async fn close<S>(
+    sink: &mut S,
+    metrics: &GatewayMetrics,
+    code: u16,
+    reason: &str,
+) -> Result<(), axum::Error>
 where
     S: futures::Sink<Message, Error = axum::Error> + Unpin,
 {
+    metrics.closed(code);
     // A close reason may be at most 123 bytes; cut on a character boundary.
     let mut end = reason.len().min(123);
     while !reason.is_char_boundary(end) {

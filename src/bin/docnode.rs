@@ -23,7 +23,8 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    codraft_common::telemetry::init(&cli.telemetry);
+    // Kept to the end: dropping it exports the spans still queued.
+    let telemetry = codraft_common::telemetry::init(&cli.telemetry, "codraft-docnode")?;
     // The view decides which documents this docnode owns: DOCNODES if given, else the live
     // set in Redis, else (neither) every document.
     let (_keep_view, view) =
@@ -33,5 +34,6 @@ async fn main() -> anyhow::Result<()> {
         .context("cannot open the document store")?;
     let register = cli.membership.redis_url.is_some().then_some(cli.membership);
     docnode.serve(register, codraft::shutdown::signal()).await?;
+    telemetry.shutdown().await;
     Ok(())
 }

@@ -21,7 +21,8 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    codraft_common::telemetry::init(&cli.telemetry);
+    // Kept to the end: dropping it exports the spans still queued.
+    let telemetry = codraft_common::telemetry::init(&cli.telemetry, "codraft-gateway")?;
     if cli.membership.docnodes.is_empty() && cli.membership.redis_url.is_none() {
         anyhow::bail!(
             "no docnodes: set REDIS_URL for discovery, or DOCNODES (e.g. DOCNODES=a=http://127.0.0.1:50051)"
@@ -31,5 +32,6 @@ async fn main() -> anyhow::Result<()> {
         membership::watch_view(&cli.membership).context("bad membership configuration")?;
     let gateway = Gateway::with_view(cli.gateway, view).with_auth_from_config()?;
     gateway.serve(codraft::shutdown::signal()).await?;
+    telemetry.shutdown().await;
     Ok(())
 }

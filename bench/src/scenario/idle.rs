@@ -97,6 +97,14 @@ impl Outcome for IdleOutcome {
         "idle"
     }
 
+    fn headline(&self) -> String {
+        format!(
+            "idle: {} connections over {} documents",
+            thousands(self.requested as u64),
+            self.docs
+        )
+    }
+
     fn rows(&self) -> Vec<(String, String)> {
         let mut rows = vec![
             (

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde::Serialize;
 
-use super::{document_name, group_errors, run_id, RunOptions, ScenarioError};
+use super::{connect, document_name, group_errors, run_id, RunOptions, ScenarioError};
 use crate::{
-    client::{Client, ClientError, Options},
+    client::{Client, ClientError},
     latency::{Latency, LatencySummary},
     process,
     progress::Progress,
@@ -59,6 +59,13 @@ pub struct JoinStormOutcome {
 impl Outcome for JoinStormOutcome {
     fn scenario(&self) -> &'static str {
         "join-storm"
+    }
+
+    fn headline(&self) -> String {
+        format!(
+            "join-storm: {} clients joining one document",
+            thousands(self.clients as u64)
+        )
     }
 
     fn rows(&self) -> Vec<(String, String)> {
@@ -127,7 +134,7 @@ pub async fn run(
     process::raise_open_files_limit();
     let document = document_name(run_id(), "storm");
     let text = seed_text(config.text_chars);
-    let mut author = Client::connect(&run.url, &document, Options::default()).await?;
+    let mut author = connect(run, &document).await?;
     if !text.is_empty() {
         author.insert(0, &text).await?;
         author.settle(Duration::from_secs(20)).await?;

@@ -6,6 +6,9 @@
 //! document is shorter than `--max-chars`, then a one-character replacement, so the history
 //! grows to `--ops` revisions while the document stays a realistic size. What matters is the
 //! number of revisions: a server that replays history to joiners (Rustpad) sends all of them.
+//! One connection sending thousands of edits a second exceeds codraft's per-connection edit
+//! rate limit, so the server under test must be started with that limit raised
+//! (`EDITS_PER_SECOND=1000000 EDIT_BURST=1000000`); the scenario says so if it is not.
 //!
 //! Joining: a raw WebSocket client (so that every byte is counted) connects `--joins` times
 //! while the document is loaded, and records the time to the first History, the time until
@@ -33,6 +36,9 @@ use crate::{
 
 /// Characters a builder keystroke types (one code point each, several scripts).
 const KEYS: &[char] = &['a', 'e', ' ', 'é', 'ж', '中', '🎉', '\n', 'x'];
+
+/// The close code of a connection that sent too many edits per second.
+const RATE_LIMITED: u64 = 4429;
 
 /// Longest wait for any one message.
 const MESSAGE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -109,6 +115,13 @@ pub struct LateJoinOutcome {
 impl Outcome for LateJoinOutcome {
     fn scenario(&self) -> &'static str {
         "late-join"
+    }
+
+    fn headline(&self) -> String {
+        format!(
+            "late-join: a document with {} revisions of history",
+            thousands(self.revisions_built)
+        )
     }
 
     fn rows(&self) -> Vec<(String, String)> {
@@ -228,6 +241,9 @@ async fn build(
     // The builder speaks the plain protocol: it keeps many edits in flight, which the
     // exactly-once extension's one-outstanding-edit rule does not allow.
     let mut builder = Client::connect(&run.url, document, Options::default()).await?;
+    builder
+        .set_nodelay(true)
+        .map_err(|e| ClientError::Socket(e.into()))?;
     let me = builder.user_id;
     let mut revision = builder.revision;
     let mut len = builder.len();
@@ -246,8 +262,14 @@ async fn build(
         }
         let message = builder.next_message(MESSAGE_TIMEOUT).await?;
         if let Some(error) = message.get("Error") {
+            let hint = if error["code"].as_u64() == Some(RATE_LIMITED) {
+                "; the server limits edits per connection: start codraft with \
+                 EDITS_PER_SECOND=1000000 EDIT_BURST=1000000 for this scenario"
+            } else {
+                ""
+            };
             return Err(ScenarioError::Setup(format!(
-                "the server refused a history edit after {built} revisions: {error}"
+                "the server refused a history edit after {built} revisions: {error}{hint}"
             )));
         }
         let Some(history) = message.get("History") else {
@@ -287,7 +309,8 @@ async fn time_join(
         url.push_str(&format!("?client={id}"));
     }
     let started = Instant::now();
-    let (mut socket, _) = tokio_tungstenite::connect_async(url)
+    // Nagle off, as a browser's WebSocket has it.
+    let (mut socket, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
         .await
         .map_err(ClientError::from)?;
     let handshake = started.elapsed();

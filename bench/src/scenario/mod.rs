@@ -86,6 +86,16 @@ pub fn run_id() -> u64 {
     rand::random::<u64>() & 0xffff_ffff_ffff
 }
 
+/// Joins `document` as a new client and turns Nagle's algorithm off, as a browser does:
+/// every scenario's clients behave like the web client.
+pub async fn connect(run: &RunOptions, document: &str) -> Result<Client, ClientError> {
+    let client = Client::connect(&run.url, document, run.client_options()).await?;
+    client
+        .set_nodelay(true)
+        .map_err(|e| ClientError::Socket(tokio_tungstenite::tungstenite::Error::Io(e)))?;
+    Ok(client)
+}
+
 /// One attempt to connect a client.
 pub struct Connected {
     /// Which of the requested connections this is (its index in the request list).
@@ -109,14 +119,12 @@ pub async fn connect_many(
     stream::iter(documents.iter().enumerate())
         .map(|(index, document)| async move {
             let started = Instant::now();
-            let joined = tokio::time::timeout(
-                timeout,
-                Client::connect(&run.url, document, run.client_options()),
-            )
-            .await;
+            let joined = tokio::time::timeout(timeout, connect(run, document))
+                .await
+                .unwrap_or(Err(ClientError::Timeout));
             Connected {
                 index,
-                client: joined.unwrap_or(Err(ClientError::Timeout)),
+                client: joined,
                 took: started.elapsed(),
             }
         })

@@ -161,6 +161,18 @@ impl Outcome for TypingOutcome {
         "typing"
     }
 
+    fn headline(&self) -> String {
+        let load = if self.rate > 0.0 {
+            format!("{} keystrokes/s each", self.rate)
+        } else {
+            "closed loop".to_owned()
+        };
+        format!(
+            "typing: {} docs × {} clients, {load}",
+            self.docs, self.clients_per_doc
+        )
+    }
+
     fn rows(&self) -> Vec<(String, String)> {
         let load = if self.rate > 0.0 {
             format!("open loop, {} keystrokes/s per client", self.rate)

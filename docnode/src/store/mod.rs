@@ -2,13 +2,15 @@
 //!
 //! The document actor and the group committer talk only to [`Store`]; whether that is the
 //! embedded file store of standalone mode ([`sqlite::SqliteStore`]) or Postgres in a cluster
-//! ([`postgres::PgStore`]) is decided once, at start-up.
+//! ([`postgres::PgStore`]) is decided once, at start-up; either is wrapped in a
+//! [`metered::MeteredStore`] that traces every call and counts failures.
 //!
 //! The model: an op log with one row per (document, revision), a snapshot per document (text
 //! at some revision), and per (document, client id) the highest committed edit sequence
 //! number, kept even after the log rows are compacted so exactly-once resubmission still
 //! recognises an old edit.
 
+pub mod metered;
 pub mod postgres;
 pub mod sqlite;
 
@@ -29,6 +31,8 @@ pub struct StoredDocument {
     pub revision: u64,
     /// Language for syntax highlighting, if one was set.
     pub language: Option<String>,
+    /// The document's one-time password, if it is protected.
+    pub otp: Option<String>,
     /// The ownership epoch this docnode took when loading: its commits carry it, and a store
     /// that fences writers refuses them once another docnode has taken a newer epoch.
     pub epoch: u64,
@@ -148,6 +152,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes documents not accessed for `unused_for`, with all their rows. Returns how many.
     async fn delete_expired(&self, unused_for: std::time::Duration) -> Result<u64, StoreError>;
+
+    /// The one-time password of a document, read without loading or leasing it (the check a
+    /// cold document gets before an unauthorised client could make it load).
+    async fn document_otp(&self, document: &str) -> Result<Option<String>, StoreError>;
+
+    /// Sets (or with `None` clears) a document's one-time password, as the owner holding
+    /// `epoch`; refused with a conflict if a newer owner took the document.
+    async fn set_otp(
+        &self,
+        document: &str,
+        epoch: u64,
+        otp: Option<String>,
+    ) -> Result<(), StoreError>;
 
     /// The current lease holder of a document, as `NODE_ID=URL`, if the store fences writers
     /// with leases (the embedded store has one writer and answers `None`).

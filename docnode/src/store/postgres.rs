@@ -83,7 +83,7 @@ const TAKE_LEASE: &str = "\
 
 /// Marks a document as used and reads its metadata.
 const TOUCH_DOCUMENT: &str = "\
-    UPDATE documents SET accessed_at = now() WHERE id = $1 RETURNING revision, language";
+    UPDATE documents SET accessed_at = now() WHERE id = $1 RETURNING revision, language, otp";
 
 /// The newest snapshot (kind 0) and the log rows from its revision on (kind 1), in one
 /// statement so both come from the same MVCC snapshot: a snapshot written between two
@@ -204,7 +204,7 @@ impl PgStore {
             counters: StoreCounters::default(),
         };
         let applied = store.migrate().await?;
-        info!(target = %store.target, applied, pool_size, "Postgres store ready");
+        info!(database = %store.target, applied, pool_size, "Postgres store ready");
         Ok(store)
     }
 
@@ -366,12 +366,13 @@ impl PgStore {
             at += 1;
         }
         StoreCounters::add(&self.counters.log_rows_read, read_rows);
-        let (revision, language) = match meta {
+        let (revision, language, otp) = match meta {
             Some(row) => (
                 from_sql(row.try_get(0).map_err(corrupt)?)?,
                 row.try_get(1).map_err(corrupt)?,
+                row.try_get(2).map_err(corrupt)?,
             ),
-            None => (0, None),
+            None => (0, None, None),
         };
         if at != revision {
             return Err(StoreError::Corrupt(format!(
@@ -382,6 +383,7 @@ impl PgStore {
             text: rope.to_string(),
             revision,
             language,
+            otp,
             epoch,
         })
     }
@@ -390,13 +392,9 @@ impl PgStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let t0 = std::time::Instant::now();
         let arrays = BatchArrays::build(batch)?;
-        let t1 = t0.elapsed();
         let mut client = self.client().await?;
-        let t2 = t0.elapsed();
         let tx = client.transaction().await.map_err(|e| self.failed(e))?;
-        let t3 = t0.elapsed();
         let (lock, advance, insert, seqs) = futures::try_join!(
             tx.prepare_cached(LOCK_LEASES),
             tx.prepare_cached(ADVANCE_DOCUMENTS),
@@ -435,7 +433,6 @@ impl PgStore {
         )
         .map_err(|e| self.commit_failed(e, batch))?;
 
-        let t4 = t0.elapsed();
         let mut leases = HashMap::with_capacity(locked.len());
         for row in &locked {
             let document: &str = row.try_get(0).map_err(corrupt)?;
@@ -475,10 +472,6 @@ impl PgStore {
         tx.commit()
             .await
             .map_err(|e| self.commit_failed(e, batch))?;
-        let t5 = t0.elapsed();
-        if batch.len() > 50 {
-            eprintln!("build {t1:?} get {t2:?} begin {t3:?} pipeline {t4:?} commit {t5:?}");
-        }
         StoreCounters::add(&self.counters.commits, 1);
         StoreCounters::add(
             &self.counters.ops_committed,
@@ -650,6 +643,78 @@ impl Store for PgStore {
 
     async fn commit(&self, batch: Arc<[DocumentCommit]>) -> Result<(), StoreError> {
         self.bounded(self.commit_inner(&batch)).await
+    }
+
+    async fn document_otp(&self, document: &str) -> Result<Option<String>, StoreError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let statement = client
+                .prepare_cached("SELECT otp FROM documents WHERE id = $1")
+                .await
+                .map_err(|e| self.failed(e))?;
+            let row = client
+                .query_opt(&statement, &[&document])
+                .await
+                .map_err(|e| self.failed(e))?;
+            match row {
+                Some(row) => row.try_get(0).map_err(corrupt),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn set_otp(
+        &self,
+        document: &str,
+        epoch: u64,
+        otp: Option<String>,
+    ) -> Result<(), StoreError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            // One statement: the lease row is locked and its epoch checked in the same
+            // transaction that writes, so a stale owner cannot change the password.
+            let statement = client
+                .prepare_cached(
+                    "WITH lease AS (SELECT epoch FROM leases WHERE document = $1 FOR UPDATE) \
+                     INSERT INTO documents (id, revision, otp, accessed_at) \
+                     SELECT $1, 0, $2, now() WHERE EXISTS (SELECT 1 FROM lease WHERE epoch = $3) \
+                     ON CONFLICT (id) DO UPDATE SET otp = excluded.otp",
+                )
+                .await
+                .map_err(|e| self.failed(e))?;
+            let changed = client
+                .execute(&statement, &[&document, &otp, &to_sql(epoch)])
+                .await
+                .map_err(|e| self.failed(e))?;
+            if changed == 0 {
+                return Err(StoreError::Conflict {
+                    document: document.to_owned(),
+                    expected: 0,
+                });
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn lease_owner(&self, document: &str) -> Result<Option<String>, StoreError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let statement = client
+                .prepare_cached("SELECT owner FROM leases WHERE document = $1")
+                .await
+                .map_err(|e| self.failed(e))?;
+            let row = client
+                .query_opt(&statement, &[&document])
+                .await
+                .map_err(|e| self.failed(e))?;
+            match row {
+                Some(row) => row.try_get(0).map_err(corrupt),
+                None => Ok(None),
+            }
+        })
+        .await
     }
 
     async fn write_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {

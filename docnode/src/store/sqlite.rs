@@ -158,20 +158,21 @@ fn load_document(
     document: &str,
 ) -> Result<StoredDocument, StoreError> {
     let tx = conn.transaction().map_err(unavailable)?;
-    let row: Option<(i64, Option<String>)> = tx
+    let row: Option<(i64, Option<String>, Option<String>)> = tx
         .query_row(
-            "SELECT revision, language FROM documents WHERE id = ?1",
+            "SELECT revision, language, otp FROM documents WHERE id = ?1",
             params![document],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()
         .map_err(unavailable)?;
     // One process owns the file, so there is no other writer to fence: the epoch stays 0.
-    let Some((revision, language)) = row else {
+    let Some((revision, language, otp)) = row else {
         return Ok(StoredDocument {
             text: String::new(),
             revision: 0,
             language: None,
+            otp: None,
             epoch: 0,
         });
     };
@@ -231,6 +232,7 @@ fn load_document(
         text: rope.to_string(),
         revision,
         language,
+        otp,
         epoch: 0,
     })
 }
@@ -408,6 +410,41 @@ impl Store for SqliteStore {
                 .query_row("SELECT COUNT(*) FROM documents", [], |r| r.get(0))
                 .map_err(unavailable)?;
             from_sql(n)
+        })
+        .await
+    }
+
+    async fn document_otp(&self, document: &str) -> Result<Option<String>, StoreError> {
+        let document = document.to_owned();
+        self.with_conn(move |conn, _| {
+            let otp: Option<Option<String>> = conn
+                .query_row(
+                    "SELECT otp FROM documents WHERE id = ?1",
+                    params![document],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(unavailable)?;
+            Ok(otp.flatten())
+        })
+        .await
+    }
+
+    async fn set_otp(
+        &self,
+        document: &str,
+        _epoch: u64,
+        otp: Option<String>,
+    ) -> Result<(), StoreError> {
+        let document = document.to_owned();
+        self.with_conn(move |conn, _| {
+            conn.execute(
+                "INSERT INTO documents (id, revision, otp, accessed_at) VALUES (?1, 0, ?2, ?3) \
+                 ON CONFLICT (id) DO UPDATE SET otp = excluded.otp",
+                params![document, otp, now_secs()],
+            )
+            .map_err(unavailable)?;
+            Ok(())
         })
         .await
     }

@@ -1,0 +1,222 @@
+//! The docnode's Prometheus series, registered once per docnode in the process's registry.
+//!
+//! Every series is listed, with its meaning and the alerts worth setting on it, in
+//! docs/operations.md. Counters and histograms are updated where things happen (the document
+//! actor, the group committer, the metered store); gauges that mirror state elsewhere (loaded
+//! documents, membership) are read at scrape time, so they can never drift from the truth.
+
+use std::sync::Arc;
+
+use codraft_common::metrics::AtomicCounter;
+use prometheus::{
+    exponential_buckets, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
+    PullingGauge, Registry,
+};
+
+use crate::store::Store;
+
+/// The docnode's series. Cheap to share: every field is a handle to shared state.
+pub struct DocnodeMetrics {
+    registry: Registry,
+    /// Documents loaded in memory (actors running, loading ones included).
+    pub documents_loaded: IntGauge,
+    /// Edits received from gateways.
+    pub edits_received: IntCounter,
+    /// Edits committed and sent to clients.
+    pub edits_committed: IntCounter,
+    /// Edits refused, by the close code sent (`reason`).
+    pub edits_rejected: IntCounterVec,
+    /// Re-sent edits recognised as already assigned (exactly-once) and dropped.
+    pub edits_duplicate: IntCounter,
+    /// Ops per group-commit transaction.
+    pub commit_batch_ops: Histogram,
+    /// Documents per group-commit transaction.
+    pub commit_batch_documents: Histogram,
+    /// Time from a flush's start to its answer, retries while the store is down included.
+    pub commit_duration: Histogram,
+    /// Time a document takes to load from the store.
+    pub document_load_duration: Histogram,
+    /// Clients closed with 4508 because their send queue was full.
+    pub slow_client_closes: IntCounter,
+    /// Documents that left this docnode for another owner, by `reason`.
+    pub ownership_moves: IntCounterVec,
+    /// Failed store calls, by `operation` and `kind` (unavailable, conflict, corrupt).
+    pub store_errors: IntCounterVec,
+}
+
+/// `reason` of [`DocnodeMetrics::ownership_moves`]: the membership view moved the document
+/// and this docnode released it in order.
+pub const MOVE_RELEASED: &str = "released";
+/// `reason` of [`DocnodeMetrics::ownership_moves`]: another docnode took the lease and this
+/// docnode's commit was fenced.
+pub const MOVE_FENCED: &str = "fenced";
+
+impl DocnodeMetrics {
+    /// Registers the docnode's series in `registry`. Fails only if they are already there
+    /// (two docnodes sharing one registry).
+    pub fn register(registry: &Registry) -> prometheus::Result<Arc<Self>> {
+        // Commit latency spans 0.25 ms (SQLite on a fast disk) to seconds (a store outage).
+        let latency = exponential_buckets(0.000_25, 2.0, 16)?;
+        let metrics = Self {
+            registry: registry.clone(),
+            documents_loaded: IntGauge::new(
+                "codraft_documents_loaded",
+                "Documents loaded in memory on this docnode.",
+            )?,
+            edits_received: IntCounter::new(
+                "codraft_edits_received_total",
+                "Edits received from gateways.",
+            )?,
+            edits_committed: IntCounter::new(
+                "codraft_edits_committed_total",
+                "Edits committed and sent to every client of their document.",
+            )?,
+            edits_rejected: IntCounterVec::new(
+                Opts::new(
+                    "codraft_edits_rejected_total",
+                    "Edits refused, by the close code sent to the client.",
+                ),
+                &["reason"],
+            )?,
+            edits_duplicate: IntCounter::new(
+                "codraft_edits_duplicate_total",
+                "Re-sent edits recognised as already applied (exactly-once) and dropped.",
+            )?,
+            commit_batch_ops: Histogram::with_opts(
+                HistogramOpts::new(
+                    "codraft_commit_batch_ops",
+                    "Ops carried by one group-commit transaction.",
+                )
+                .buckets(exponential_buckets(1.0, 2.0, 13)?),
+            )?,
+            commit_batch_documents: Histogram::with_opts(
+                HistogramOpts::new(
+                    "codraft_commit_batch_documents",
+                    "Documents carried by one group-commit transaction.",
+                )
+                .buckets(exponential_buckets(1.0, 2.0, 11)?),
+            )?,
+            commit_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "codraft_commit_duration_seconds",
+                    "Time from the start of a group commit to its answer, retries included.",
+                )
+                .buckets(latency.clone()),
+            )?,
+            document_load_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "codraft_document_load_duration_seconds",
+                    "Time to load a document from the store (snapshot plus log).",
+                )
+                .buckets(latency),
+            )?,
+            slow_client_closes: IntCounter::new(
+                "codraft_slow_client_closes_total",
+                "Clients closed with 4508 because their send queue was full.",
+            )?,
+            ownership_moves: IntCounterVec::new(
+                Opts::new(
+                    "codraft_ownership_moves_total",
+                    "Documents that left this docnode: released on a membership change, or \
+                     fenced by another docnode's lease.",
+                ),
+                &["reason"],
+            )?,
+            store_errors: IntCounterVec::new(
+                Opts::new(
+                    "codraft_store_errors_total",
+                    "Failed store (Postgres or SQLite) calls, by operation and kind.",
+                ),
+                &["operation", "kind"],
+            )?,
+        };
+        registry.register(Box::new(metrics.documents_loaded.clone()))?;
+        registry.register(Box::new(metrics.edits_received.clone()))?;
+        registry.register(Box::new(metrics.edits_committed.clone()))?;
+        registry.register(Box::new(metrics.edits_rejected.clone()))?;
+        registry.register(Box::new(metrics.edits_duplicate.clone()))?;
+        registry.register(Box::new(metrics.commit_batch_ops.clone()))?;
+        registry.register(Box::new(metrics.commit_batch_documents.clone()))?;
+        registry.register(Box::new(metrics.commit_duration.clone()))?;
+        registry.register(Box::new(metrics.document_load_duration.clone()))?;
+        registry.register(Box::new(metrics.slow_client_closes.clone()))?;
+        registry.register(Box::new(metrics.ownership_moves.clone()))?;
+        registry.register(Box::new(metrics.store_errors.clone()))?;
+        // Pre-create the label sets alerts look at, so a quiet docnode shows 0, not nothing.
+        for reason in [MOVE_RELEASED, MOVE_FENCED] {
+            metrics.ownership_moves.with_label_values(&[reason]);
+        }
+        Ok(Arc::new(metrics))
+    }
+
+    /// The registry holding these series (and whatever else shares it).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Adds the store's own counters, read at scrape time.
+    pub fn register_store(&self, store: &Arc<dyn Store>) -> prometheus::Result<()> {
+        type Read = fn(&dyn Store) -> u64;
+        let counters: [(&str, &str, Read); 3] = [
+            (
+                "codraft_commits_total",
+                "Group-commit transactions committed.",
+                |s| {
+                    s.counters()
+                        .commits
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                },
+            ),
+            (
+                "codraft_ops_committed_total",
+                "Ops committed to the store.",
+                |s| {
+                    s.counters()
+                        .ops_committed
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                },
+            ),
+            (
+                "codraft_log_rows_read_total",
+                "Op-log rows read while loading documents and catching clients up.",
+                |s| {
+                    s.counters()
+                        .log_rows_read
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                },
+            ),
+        ];
+        for (name, help, read) in counters {
+            let store = Arc::clone(store);
+            let counter = AtomicCounter::from_fn(name, help, move || read(&*store))?;
+            self.registry.register(Box::new(counter))?;
+        }
+        Ok(())
+    }
+
+    /// Adds a gauge of the docnodes in this docnode's membership view, read at scrape time.
+    pub fn register_membership(
+        &self,
+        view: tokio::sync::watch::Receiver<codraft_common::membership::View>,
+    ) -> prometheus::Result<()> {
+        let gauge = PullingGauge::new(
+            "codraft_membership_size",
+            "Docnodes in this docnode's membership view (0: no membership, owns everything).",
+            Box::new(move || view.borrow().len() as f64),
+        )?;
+        self.registry.register(Box::new(gauge))
+    }
+
+    /// Adds the counter of membership heartbeats that did not reach Redis.
+    pub fn register_heartbeat_failures(
+        &self,
+        failures: Arc<std::sync::atomic::AtomicU64>,
+    ) -> prometheus::Result<()> {
+        let counter = AtomicCounter::new(
+            "codraft_membership_heartbeat_failures_total",
+            "Membership heartbeats that did not reach Redis.",
+            failures,
+        )?;
+        self.registry.register(Box::new(counter))
+    }
+}

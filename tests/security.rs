@@ -1,0 +1,458 @@
+//! Hostile input against a real server: each bad input gets its documented error or close
+//! code, changes nothing, leaves other clients unaffected and panics nothing. Also: OTP
+//! protection (a wrong password never loads a cold document), JWT (expired, forged, wrong
+//! audience, read-only) and a slow reader that is dropped without slowing anyone else.
+
+mod cluster;
+
+use std::time::Duration;
+
+use cluster::Standalone;
+use codraft_bench::client::{Client, ClientError, Event, Options};
+use futures::{SinkExt, StreamExt};
+use jsonwebtoken::{encode, EncodingKey, Header};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::{self, Message};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn doc(name: &str) -> String {
+    format!("{name}-{}", rand::random::<u32>())
+}
+
+/// Reads until the server closes, returning the close code.
+async fn expect_close(client: &mut Client) -> u16 {
+    loop {
+        match client.next_event(WAIT).await {
+            Ok(_) => continue,
+            Err(ClientError::Closed { code, .. }) => return code,
+            Err(e) => panic!("expected a close, got {e}"),
+        }
+    }
+}
+
+/// The HTTP status a refused WebSocket upgrade got.
+fn http_status(result: Result<Client, ClientError>) -> u16 {
+    match result {
+        Err(ClientError::Socket(tungstenite::Error::Http(response))) => response.status().as_u16(),
+        Err(other) => panic!("expected an HTTP refusal, got {other}"),
+        Ok(_) => panic!("expected an HTTP refusal, but the socket opened"),
+    }
+}
+
+async fn loaded_documents(server: &Standalone) -> u64 {
+    let (status, body) = server.get("/api/stats").await;
+    assert_eq!(status, 200);
+    let stats: Value = serde_json::from_str(&body).expect("stats JSON");
+    stats["num_documents"].as_u64().expect("num_documents")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_answer_with_their_codes_and_change_nothing() {
+    let server = Standalone::start_with(&[
+        ("MAX_MESSAGE_SIZE_KB", "16"),
+        ("EDITS_PER_SECOND", "5"),
+        ("EDIT_BURST", "40"),
+        ("HISTORY_WINDOW", "8"),
+        ("MAX_DOCUMENT_SIZE_KB", "1"),
+    ])
+    .await;
+    let document = doc("limits");
+    let mut good = Client::connect(&server.ws(), &document, Options::default())
+        .await
+        .expect("join");
+    good.insert(0, "base").await.expect("edit");
+    good.settle(WAIT).await.expect("ack");
+
+    // A frame over the message limit: 4413.
+    let mut big = Client::connect(&server.ws(), &document, Options::default())
+        .await
+        .expect("join");
+    let huge = format!(
+        r#"{{"Edit":{{"revision":1,"operation":["{}",4]}}}}"#,
+        "x".repeat(20_000)
+    );
+    big.send_raw(&huge).await.expect("send");
+    assert_eq!(expect_close(&mut big).await, 4413);
+
+    // An edit that would pass the document size limit (1 Ki code points): 4413.
+    let mut grow = Client::connect(&server.ws(), &document, Options::default())
+        .await
+        .expect("join");
+    grow.insert(0, &"é".repeat(1100)).await.expect("send");
+    assert_eq!(expect_close(&mut grow).await, 4413);
+
+    // A flood of edits: 4429 once the bucket is empty.
+    let mut flood = Client::connect(&server.ws(), &document, Options::default())
+        .await
+        .expect("join");
+    for _ in 0..100 {
+        let _ = flood
+            .send_raw(r#"{"Edit":{"revision":1,"operation":[4]}}"#)
+            .await;
+    }
+    assert_eq!(expect_close(&mut flood).await, 4429);
+
+    // A revision older than the history kept: 4410.
+    let mut stale = Client::connect(&server.ws(), &document, Options::default())
+        .await
+        .expect("join");
+    for i in 0..12 {
+        good.insert(0, &i.to_string()).await.expect("edit");
+        good.settle(WAIT).await.expect("ack");
+    }
+    stale
+        .drain(Duration::from_millis(200))
+        .await
+        .expect("drain");
+    stale
+        .send_raw(r#"{"Edit":{"revision":1,"operation":[4,"!"]}}"#)
+        .await
+        .expect("send");
+    assert_eq!(expect_close(&mut stale).await, 4410);
+
+    // Negative counts where they make no sense, and a cursor far out of range.
+    let mut odd = Client::connect(&server.ws(), &document, Options::default())
+        .await
+        .expect("join");
+    odd.set_cursor(&[1_000_000], &[(5, 9_000_000)])
+        .await
+        .expect("cursor");
+    let odd_id = odd.user_id;
+    let len = good.len();
+    good.wait_until(WAIT, |c| c.cursors.contains_key(&odd_id))
+        .await
+        .expect("cursor arrives");
+    let cursor = good.cursors[&odd_id].clone();
+    assert!(
+        cursor["cursors"][0].as_u64().expect("cursor") <= len,
+        "{cursor}"
+    );
+    assert!(
+        cursor["selections"][0][1].as_u64().expect("selection") <= len,
+        "{cursor}"
+    );
+    odd.send_raw(r#"{"Edit":{"revision":1,"operation":[-3,"x"]}}"#)
+        .await
+        .expect("send");
+    assert_eq!(expect_close(&mut odd).await, 4409);
+
+    // Through all of it the good client kept working and nothing else changed.
+    let before = server.text(&document).await;
+    good.insert(good.len(), "!").await.expect("edit");
+    good.settle(WAIT).await.expect("ack");
+    assert_eq!(server.text(&document).await, format!("{before}!"));
+    server.assert_no_panic();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_joins_and_leaves_leaves_the_document_working() {
+    let server = Standalone::start().await;
+    let document = doc("churn");
+    let mut steady = Client::connect(&server.ws(), &document, Options::default())
+        .await
+        .expect("join");
+    let churn: Vec<_> = (0..8)
+        .map(|_| {
+            let (ws, document) = (server.ws(), document.clone());
+            tokio::spawn(async move {
+                for _ in 0..25 {
+                    if let Ok(c) = Client::connect(&ws, &document, Options::default()).await {
+                        c.close().await;
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in churn {
+        task.await.expect("churn task");
+    }
+    steady.insert(0, "still here").await.expect("edit");
+    steady.settle(WAIT).await.expect("ack");
+    assert_eq!(server.text(&document).await, "still here");
+    server.assert_no_panic();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_refused_before_the_document_loads() {
+    let server = Standalone::start_with(&[("IDLE_UNLOAD_SECS", "1")]).await;
+    let document = doc("secret");
+    let mut owner = Client::connect(&server.ws(), &document, Options::default())
+        .await
+        .expect("join");
+    owner.insert(0, "classified").await.expect("edit");
+    owner.settle(WAIT).await.expect("ack");
+    owner
+        .send_json(&json!({"SetOtp": "hunter2"}))
+        .await
+        .expect("protect");
+    loop {
+        match owner.next_event(WAIT).await.expect("OTP announcement") {
+            Event::Other(v) if v.get("OTP").is_some() => {
+                assert_eq!(v["OTP"], "hunter2");
+                break;
+            }
+            _ => continue,
+        }
+    }
+    // While loaded: a wrong or missing password is refused with 401 before the upgrade.
+    let url = |otp: &str| format!("{}/api/socket/{document}?otp={otp}", server.ws());
+    for bad in ["", "wrong"] {
+        let refused = tokio_tungstenite::connect_async(url(bad)).await;
+        match refused {
+            Err(tungstenite::Error::Http(response)) => assert_eq!(response.status().as_u16(), 401),
+            other => panic!("wrong password accepted: {:?}", other.map(|_| ())),
+        }
+    }
+    assert_eq!(
+        http_status(Client::connect(&server.ws(), &document, Options::default()).await),
+        401
+    );
+    owner.close().await;
+
+    // Cold: wait for the unload, then a wrong password must not load it again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while loaded_documents(&server).await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "document never unloaded"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let refused = tokio_tungstenite::connect_async(url("nope")).await;
+    assert!(matches!(refused, Err(tungstenite::Error::Http(r)) if r.status().as_u16() == 401));
+    assert_eq!(
+        loaded_documents(&server).await,
+        0,
+        "a refused client loaded the document"
+    );
+
+    // The right password opens it, with its text.
+    let (mut socket, _) = tokio_tungstenite::connect_async(url("hunter2"))
+        .await
+        .expect("right password opens the document");
+    let mut text = None;
+    while text.is_none() {
+        let message = tokio::time::timeout(WAIT, socket.next())
+            .await
+            .expect("a message in time")
+            .expect("socket open")
+            .expect("message");
+        if let Message::Text(t) = message {
+            let v: Value = serde_json::from_str(t.as_str()).expect("JSON");
+            if let Some(history) = v.get("History") {
+                text = history["operations"][0]["operation"][0]
+                    .as_str()
+                    .map(str::to_owned);
+            }
+        }
+    }
+    assert_eq!(text.as_deref(), Some("classified"));
+
+    // Guessing is rate-limited per address: after the budget, 429.
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        if let Err(tungstenite::Error::Http(r)) =
+            tokio_tungstenite::connect_async(url("guess")).await
+        {
+            statuses.push(r.status().as_u16());
+        }
+    }
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    server.assert_no_panic();
+}
+
+fn token(claims: Value, secret: &str) -> String {
+    encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("token encodes")
+}
+
+fn in_an_hour() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        + 3600
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_refuses_bad_tokens_and_keeps_readers_read_only() {
+    let server =
+        Standalone::start_with(&[("JWT_SECRET", "s3cret"), ("JWT_AUDIENCE", "codraft")]).await;
+    let document = doc("jwt");
+    let url = |t: &str| format!("{}/api/socket/{document}?token={t}", server.ws());
+    let status = |r: Result<_, tungstenite::Error>| match r {
+        Err(tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => 101,
+    };
+    let writer = token(
+        json!({"name": "Ada", "exp": in_an_hour(), "aud": "codraft", "write": ["jwt-*"]}),
+        "s3cret",
+    );
+    let reader = token(
+        json!({"name": "Bob", "exp": in_an_hour(), "aud": "codraft", "read": ["*"]}),
+        "s3cret",
+    );
+    let expired = token(
+        json!({"exp": 1_000_000, "aud": "codraft", "write": ["*"]}),
+        "s3cret",
+    );
+    let forged = token(
+        json!({"exp": in_an_hour(), "aud": "codraft", "write": ["*"]}),
+        "other",
+    );
+    let audience = token(
+        json!({"exp": in_an_hour(), "aud": "elsewhere", "write": ["*"]}),
+        "s3cret",
+    );
+    let narrow = token(
+        json!({"exp": in_an_hour(), "aud": "codraft", "write": ["nothing-here"]}),
+        "s3cret",
+    );
+    assert_eq!(
+        status(
+            tokio_tungstenite::connect_async(format!("{}/api/socket/{document}", server.ws()))
+                .await
+        ),
+        401
+    );
+    assert_eq!(
+        status(tokio_tungstenite::connect_async(url(&expired)).await),
+        401
+    );
+    assert_eq!(
+        status(tokio_tungstenite::connect_async(url(&forged)).await),
+        401
+    );
+    assert_eq!(
+        status(tokio_tungstenite::connect_async(url(&audience)).await),
+        401
+    );
+    assert_eq!(
+        status(tokio_tungstenite::connect_async(url(&narrow)).await),
+        403
+    );
+    let (status_code, _) = server.get(&format!("/api/text/{document}")).await;
+    assert_eq!(status_code, 401, "the text API is protected too");
+
+    // The writer edits; its token's name replaces the name it claims.
+    let (mut w, _) = tokio_tungstenite::connect_async(url(&writer))
+        .await
+        .expect("writer joins");
+    let (mut r, _) = tokio_tungstenite::connect_async(url(&reader))
+        .await
+        .expect("reader joins");
+    w.send(Message::text(
+        r#"{"ClientInfo":{"name":"Mallory","hue":1}}"#,
+    ))
+    .await
+    .expect("send");
+    w.send(Message::text(
+        r#"{"Edit":{"revision":1,"operation":["hi"]}}"#,
+    ))
+    .await
+    .expect("send");
+    // The reader sees the edit and the name from the token, and its own edit is refused.
+    let mut saw_edit = false;
+    let mut saw_name = false;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !(saw_edit && saw_name) {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let message = tokio::time::timeout(left, r.next())
+            .await
+            .expect("reader gets messages in time");
+        if let Some(Ok(Message::Text(t))) = message {
+            let v: Value = serde_json::from_str(t.as_str()).expect("JSON");
+            if v["History"]["operations"]
+                .as_array()
+                .is_some_and(|ops| ops.iter().any(|o| o["operation"][0] == "hi"))
+            {
+                saw_edit = true;
+            }
+            if v["UserInfo"]["info"]["name"] == "Ada" {
+                saw_name = true;
+            }
+            assert_ne!(
+                v["UserInfo"]["info"]["name"], "Mallory",
+                "a token's name must win"
+            );
+        }
+    }
+    r.send(Message::text(
+        r#"{"Edit":{"revision":2,"operation":[2,"!"]}}"#,
+    ))
+    .await
+    .expect("send");
+    loop {
+        let message = tokio::time::timeout(WAIT, r.next())
+            .await
+            .expect("an answer in time");
+        if let Some(Ok(Message::Text(t))) = message {
+            let v: Value = serde_json::from_str(t.as_str()).expect("JSON");
+            if let Some(error) = v.get("Error") {
+                assert_eq!(error["code"], 4403);
+                break;
+            }
+        }
+    }
+    let (code, text) = server
+        .get(&format!("/api/text/{document}?token={writer}"))
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(text, "hi", "the reader's edit must not apply");
+    server.assert_no_panic();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reader_that_stops_reading_is_dropped_and_nobody_waits_for_it() {
+    let server = Standalone::start_with(&[("CLIENT_QUEUE", "16")]).await;
+    let document = doc("slow");
+    // The slow client joins and then never reads again.
+    let (mut slow, _) =
+        tokio_tungstenite::connect_async(format!("{}/api/socket/{document}", server.ws()))
+            .await
+            .expect("slow client joins");
+    let mut writer = Client::connect(&server.ws(), &document, Options::default())
+        .await
+        .expect("writer joins");
+    // Big edits (insert 100,000 characters, then delete them) fill every buffer on the way
+    // to the slow client (loopback TCP buffers grow to megabytes) while the document stays
+    // small. Bounded: at most 400 rounds, and it stops as soon as the slow client is dropped.
+    let chunk = "z".repeat(100_000);
+    for round in 0..400 {
+        writer.insert(0, &chunk).await.expect("insert");
+        writer
+            .settle(WAIT)
+            .await
+            .expect("the writer is never held up");
+        writer.delete(0, 100_000).await.expect("delete");
+        writer
+            .settle(WAIT)
+            .await
+            .expect("the writer is never held up");
+        if round % 20 == 19 && server.log().contains("too far behind") {
+            break;
+        }
+    }
+    // Now read what the slow client was sent: it ends with 4508.
+    let mut code = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while code.is_none() {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, slow.next())
+            .await
+            .expect("the close arrives in time")
+        {
+            Some(Ok(Message::Close(Some(frame)))) => code = Some(u16::from(frame.code)),
+            Some(Ok(_)) => continue,
+            other => panic!("slow client ended without a close frame: {other:?}"),
+        }
+    }
+    assert_eq!(code, Some(4508));
+    server.assert_no_panic();
+}
