@@ -68,8 +68,12 @@ for target in "${targets[@]}"; do
     echo "fuzz: $target ok: ${runs:-?} runs, ${speed:-?} exec/s, cov ${cov:-?}, ft ${features:-?}, corpus ${corp:-?}"
   else
     failed=$((failed + 1))
-    echo "fuzz: $target FAILED; the end of its log:" >&2
-    tail -n 40 "$log" >&2
+    echo "fuzz: $target FAILED (whole log: ${log#"$root"/}); what went wrong:" >&2
+    # The panic message (or libFuzzer's report), then the input as the target decoded it.
+    awk '/panicked at|==[0-9]+== ?ERROR/ {on = 1}
+         on && (/^note: / || /^stack backtrace:/ || /^==[0-9]+==.*(deadly|Shadow|Register)/ || ++n > 30) {exit}
+         on' "$log" >&2
+    sed -n '/^Output of `std::fmt::Debug`:/,/^Reproduce with:/p' "$log" | head -n 60 >&2
     artifact=$(find "$artifacts" -type f -newer "$started" | head -n 1)
     if [[ -n $artifact ]]; then
       rel=${artifact#"$root"/}

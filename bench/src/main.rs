@@ -113,7 +113,13 @@ fn finish(
         println!("{}", report::table(&outcome, environment));
     }
     if let Some(path) = &cli.svg {
-        let title = format!("codraft {} — {}", outcome.scenario(), environment.url);
+        let load = match (environment.load_before, environment.load_after) {
+            (Some([before, ..]), Some([after, ..])) => {
+                format!(" (load average {before:.1} → {after:.1})")
+            }
+            _ => String::new(),
+        };
+        let title = format!("codraft {}{load}", outcome.headline());
         plot::latency_svg(path, &title, &outcome.latencies()).map_err(|e| e.to_string())?;
         if !cli.json {
             println!("latency plot written to {}", path.display());

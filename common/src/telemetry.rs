@@ -18,7 +18,10 @@
 //! one stream carries many edits, each the root of its own trace. [`trace_context`] writes a
 //! span's W3C `traceparent` into a frame's map and [`set_remote_parent`] reads it back.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    sync::atomic::{AtomicBool, Ordering},
+};
 
 use clap::{Args, ValueEnum};
 use opentelemetry::{
@@ -53,6 +56,16 @@ pub struct TelemetryConfig {
     pub log_format: LogFormat,
 }
 
+/// Whether [`init`] turned trace export on (see [`traces_enabled`]).
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Whether spans are exported. Hot paths (a span per edit) check this and use
+/// `Span::none()` otherwise: the log layer would still build and format every span, which
+/// costs more than the edit itself when nobody looks at the spans.
+pub fn traces_enabled() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
 /// Why telemetry could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
@@ -69,11 +82,6 @@ pub struct TelemetryGuard {
 }
 
 impl TelemetryGuard {
-    /// Whether spans are being exported.
-    pub fn exporting(&self) -> bool {
-        self.provider.is_some()
-    }
-
     /// Exports what is queued and stops the exporter, off the async worker threads (the
     /// exporter's own thread needs the runtime to send its last batch).
     pub async fn shutdown(mut self) {
@@ -175,6 +183,7 @@ pub fn init(
         .with(logs.with_filter(filter))
         .with(traces)
         .init();
+    EXPORTING.store(provider.is_some(), Ordering::Relaxed);
     Ok(TelemetryGuard { provider })
 }
 

@@ -125,6 +125,7 @@ async fn run(
 /// lost meets a revision conflict, which makes the document reload what was committed.
 async fn flush(store: &dyn Store, mut batch: Vec<Request>, ops: usize) {
     let mut backoff = Duration::from_millis(50);
+    let mut retried = false;
     loop {
         let commits: Arc<[DocumentCommit]> = batch.iter().map(|r| r.commit.clone()).collect();
         let result = store.commit(commits).await;
@@ -132,6 +133,7 @@ async fn flush(store: &dyn Store, mut batch: Vec<Request>, ops: usize) {
             Ok(()) => debug!(documents = batch.len(), ops, "group commit"),
             Err(StoreError::Unavailable(error)) => {
                 warn!(documents = batch.len(), ops, %error, retry_in = ?backoff, "store unavailable; retrying the flush");
+                retried = true;
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
                 // Waiters that gave up (their document stopped) need no commit.
@@ -141,22 +143,33 @@ async fn flush(store: &dyn Store, mut batch: Vec<Request>, ops: usize) {
                 }
                 continue;
             }
-            Err(StoreError::Conflict { document, .. }) if batch.len() > 1 => {
-                warn!(%document, "commit refused for a stale copy; committing the rest");
-                let (stale, rest): (Vec<_>, Vec<_>) = batch
+            Err(StoreError::Conflict { document, .. }) if retried || batch.len() > 1 => {
+                let (named, rest): (Vec<_>, Vec<_>) = batch
                     .into_iter()
                     .partition(|r| &*r.commit.document == document.as_str());
-                if stale.is_empty() {
+                if named.is_empty() {
                     // The store named a document that is not in the batch: fail them all.
                     for request in rest {
                         let _ = request.done.send(result.clone());
                     }
                     return;
                 }
-                for request in stale {
-                    let _ = request.done.send(result.clone());
+                for request in named {
+                    // After a lost answer the "conflict" may be our own earlier attempt: if
+                    // the log holds exactly these ops, they are committed.
+                    let ours = retried && already_committed(store, &request.commit).await;
+                    if ours {
+                        debug!(%document, "a retried flush found its ops committed");
+                        let _ = request.done.send(Ok(()));
+                    } else {
+                        warn!(%document, "commit refused for a stale copy");
+                        let _ = request.done.send(result.clone());
+                    }
                 }
                 batch = rest;
+                if batch.is_empty() {
+                    return;
+                }
                 continue;
             }
             Err(error) => warn!(documents = batch.len(), ops, %error, "group commit failed"),
@@ -165,5 +178,22 @@ async fn flush(store: &dyn Store, mut batch: Vec<Request>, ops: usize) {
             let _ = request.done.send(result.clone());
         }
         return;
+    }
+}
+
+/// Whether the log already holds exactly `commit`'s ops (same revisions, authors, sequence
+/// numbers and operations): then an earlier attempt committed them and only its answer was
+/// lost.
+async fn already_committed(store: &dyn Store, commit: &DocumentCommit) -> bool {
+    if commit.ops.is_empty() {
+        return false;
+    }
+    let to = commit.base_revision + commit.ops.len() as u64;
+    match store
+        .read_log(&commit.document, commit.base_revision, to)
+        .await
+    {
+        Ok(logged) => logged == commit.ops,
+        Err(_) => false,
     }
 }

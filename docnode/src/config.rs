@@ -89,6 +89,16 @@ pub struct DocnodeConfig {
     /// (clients retry) until idle ones unload.
     #[arg(long, env = "MAX_LOADED_DOCUMENTS", default_value_t = 100_000)]
     pub max_loaded_documents: usize,
+
+    /// Seconds a user's presence (name, colour, cursor) lives in Redis without a heartbeat;
+    /// heartbeats come every third of it. Users of a crashed docnode vanish after this.
+    #[arg(long, env = "PRESENCE_TTL_SECS", default_value_t = 30)]
+    pub presence_ttl_secs: u64,
+
+    /// Least milliseconds between two cursor updates of one user sent to others (bursts are
+    /// coalesced to the newest position).
+    #[arg(long, env = "CURSOR_INTERVAL_MS", default_value_t = 33)]
+    pub cursor_interval_ms: u64,
 }
 
 impl DocnodeConfig {
@@ -105,6 +115,16 @@ impl DocnodeConfig {
     /// How long a document may go unused before it is deleted, if it ever is.
     pub fn expiry(&self) -> Option<Duration> {
         (self.expiry_days > 0).then(|| Duration::from_secs(self.expiry_days.saturating_mul(86_400)))
+    }
+
+    /// How long presence lives without a heartbeat.
+    pub fn presence_ttl(&self) -> Duration {
+        Duration::from_secs(self.presence_ttl_secs.max(1))
+    }
+
+    /// Least time between two cursor updates of one user.
+    pub fn cursor_interval(&self) -> Duration {
+        Duration::from_millis(self.cursor_interval_ms)
     }
 
     /// The group-commit gathering window.

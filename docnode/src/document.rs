@@ -38,6 +38,8 @@ use ropey::Rope;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, info_span, warn, Instrument, Span};
 
+mod presence;
+
 use crate::{
     commit::{CommitResult, Committer},
     config::DocnodeConfig,
@@ -220,6 +222,8 @@ pub struct Deps {
     pub ownership: Arc<Ownership>,
     /// Prometheus series.
     pub metrics: Arc<DocnodeMetrics>,
+    /// Where presence changes are published (Redis), or nowhere in standalone mode.
+    pub presence: crate::presence::Presence,
 }
 
 /// Starts the actor of document `id`; it loads itself, so this returns at once.
@@ -338,6 +342,8 @@ struct Document {
     /// This actor's own mailbox (weak, so it does not keep the actor alive), for results of
     /// work it hands to other tasks.
     own: mpsc::WeakSender<Command>,
+    /// Restored users, cursor coalescing and heartbeats (see `document/presence.rs`).
+    presence: presence::PresenceState,
 }
 
 async fn run(
@@ -359,7 +365,10 @@ async fn run(
         .observe(started.elapsed().as_secs_f64());
     let exit = match loaded {
         Ok(stored) => {
+            // Users the previous owner had (failover, drain), before any join is served.
+            let restored = deps.presence.restore(&id).await;
             let mut document = Document::new(Arc::clone(&id), deps, stored, own);
+            document.restore_presence(restored);
             debug!(document = %id, revision = document.committed, "loaded");
             let exit = document.serve(&mut rx).await;
             let unload = info_span!(parent: None, "unload", document = %id, reason = exit.reason());
@@ -401,6 +410,7 @@ impl Document {
     ) -> Self {
         let text = Rope::from_str(&stored.text);
         let head_len = text.len_chars() as u64;
+        let deps_presence_ttl = deps.presence.ttl();
         Self {
             id,
             deps,
@@ -421,6 +431,7 @@ impl Document {
             moving: false,
             otp: stored.otp,
             own,
+            presence: presence::PresenceState::new(deps_presence_ttl),
         }
     }
 
@@ -458,6 +469,7 @@ impl Document {
                     None => return Exit::Shutdown,
                 },
                 _ = tokio::time::sleep(idle_timeout), if idle => return Exit::Idle,
+                _ = tokio::time::sleep_until(self.presence_deadline()) => self.presence_tick(),
             }
         }
     }
@@ -530,22 +542,10 @@ impl Document {
                         info: Some(info.clone()),
                     })
                 });
+                self.presence_info_changed(conn);
             }
-            Command::CursorData { conn, data } => {
-                let len = self.text.len_chars() as u64;
-                let Some(c) = self.connections.get_mut(&conn) else {
-                    return;
-                };
-                let data = clamp_cursor(data, len);
-                c.cursor = Some(data.clone());
-                let user_id = c.user_id;
-                self.broadcast(|_| {
-                    Kind::UserCursor(pb::UserCursor {
-                        user_id,
-                        data: Some(data.clone()),
-                    })
-                });
-            }
+            // Coalesced per user: see `document/presence.rs`.
+            Command::CursorData { conn, data } => self.cursor_moved(conn, data),
             Command::SetOtp { conn, otp } => self.set_otp(conn, otp),
             Command::OtpStored { otp, result } => match result {
                 Ok(()) => {
@@ -610,7 +610,11 @@ impl Document {
             let _ = join.reply.send(Ok(inbox));
             return;
         }
-        let user_id = rand::rng().random_range(1..(1u64 << 53));
+        // A client coming back to a restored entry keeps its user id: others see no change.
+        let takeover = self.take_restored(join.client_id.as_deref());
+        let user_id = takeover
+            .as_ref()
+            .map_or_else(|| rand::rng().random_range(1..(1u64 << 53)), |r| r.user_id);
         let last_seq = match &join.client_id {
             Some(client) => {
                 let committed = self.committed_seqs.entry(client.clone()).or_default();
@@ -657,7 +661,10 @@ impl Document {
         };
         // Room for the whole join burst (one UserInfo and one UserCursor per user) on top of
         // the steady-state allowance, so a join into a crowded document is never "too slow".
-        let capacity = self.deps.config.client_queue + 2 * self.connections.len() + 8;
+        let capacity = self.deps.config.client_queue
+            + 2 * self.connections.len()
+            + self.restored_frames_len()
+            + 8;
         let (outbox, inbox) = Outbox::new(capacity);
         let mut frames = vec![Kind::Identity(pb::Identity { user_id })];
         if join.client_id.is_some() {
@@ -693,6 +700,7 @@ impl Document {
                 }));
             }
         }
+        self.restored_frames(&mut frames);
         for frame in frames {
             if outbox.send(frame).is_err() {
                 let _ = join.reply.send(Err(JoinRefused::Retry));
@@ -714,6 +722,7 @@ impl Document {
                 cursor: None,
             },
         );
+        self.presence_joined(join.conn, takeover);
     }
 
     /// Writes a password change to the store off the actor; it takes effect (and clients
@@ -782,16 +791,21 @@ impl Document {
 
     fn edit(&mut self, conn: ConnId, edit: pb::Edit) {
         self.deps.metrics.edits_received.inc();
-        // A child of the gateway's span for this edit, whose context the frame carries.
-        let span = info_span!(
-            parent: None,
-            "docnode.edit",
-            otel.kind = "server",
-            document = %self.id,
-            conn,
-            seq = edit.seq,
-            revision = tracing::field::Empty,
-        );
+        // A child of the gateway's span for this edit, whose context the frame carries. Only
+        // built when traces are exported: per edit, a span costs more than the transform.
+        let span = if telemetry::traces_enabled() {
+            info_span!(
+                parent: None,
+                "docnode.edit",
+                otel.kind = "server",
+                document = %self.id,
+                conn,
+                seq = edit.seq,
+                revision = tracing::field::Empty,
+            )
+        } else {
+            Span::none()
+        };
         telemetry::set_remote_parent(&span, &edit.trace_context);
         let _entered = span.enter();
         if self.stopping {
@@ -808,7 +822,11 @@ impl Document {
                 return;
             }
         }
-        let transformed = info_span!("transform").in_scope(|| self.transform_edit(c, &edit));
+        let transformed = if span.is_none() {
+            self.transform_edit(c, &edit)
+        } else {
+            info_span!("transform").in_scope(|| self.transform_edit(c, &edit))
+        };
         match transformed {
             Ok(operation) => {
                 let (author, client_id) = (c.user_id, c.client_id.clone());
@@ -823,7 +841,7 @@ impl Document {
                     operation,
                     client_id,
                     seq: edit.seq,
-                    span: Some(span.clone()),
+                    span: (!span.is_none()).then(|| span.clone()),
                 });
             }
             Err((code, message)) => {
@@ -923,6 +941,11 @@ impl Document {
                     transform_cursor(cursor, &entry.operation);
                 }
             }
+            for r in self.presence.restored.values_mut() {
+                if let Some(cursor) = &mut r.cursor {
+                    transform_cursor(cursor, &entry.operation);
+                }
+            }
             if let (Some(client), Some(seq)) = (&entry.client_id, entry.seq) {
                 let mark = self.committed_seqs.entry(client.clone()).or_default();
                 *mark = (*mark).max(seq);
@@ -930,6 +953,9 @@ impl Document {
             entries.push(entry.to_proto());
         }
         self.committed = upto;
+        if count > 0 {
+            self.cursors_moved_by_edits();
+        }
         self.deps.metrics.edits_committed.inc_by(count as u64);
         // Every edit of the commit gets its own `fanout` child, so each edit's trace ends
         // with the moment it reached the clients' queues.
@@ -1005,6 +1031,7 @@ impl Document {
 
     fn leave(&mut self, conn: ConnId) {
         if let Some(c) = self.connections.remove(&conn) {
+            self.presence_gone(conn, &c);
             self.announce_departure(c.user_id);
         }
     }
@@ -1026,6 +1053,7 @@ impl Document {
         if let Some(c) = self.connections.remove(&conn) {
             let message = message.into();
             debug!(document = %self.id, code, reason = %message, "closing a connection");
+            self.presence_gone(conn, &c);
             c.outbox.close(code, message);
             self.announce_departure(c.user_id);
         }

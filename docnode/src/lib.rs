@@ -15,7 +15,8 @@
 //!
 //! [`wire`] converts between the gRPC contract and OT types; [`config`] holds the settings;
 //! [`server`] wires everything together and serves gRPC and the admin endpoints ([`admin`]);
-//! [`sweeper`] compacts the op log and deletes expired documents in the background;
+//! [`presence`] publishes who is in each document (names, cursors) to Redis and restores it
+//! when a document moves here; [`sweeper`] compacts the op log and deletes expired documents in the background;
 //! [`metrics`] holds the Prometheus series (docs/operations.md lists them and the spans).
 
 pub mod admin;
@@ -25,6 +26,7 @@ pub mod connection;
 pub mod document;
 pub mod metrics;
 pub mod ownership;
+pub mod presence;
 pub mod registry;
 pub mod server;
 pub mod service;

@@ -16,6 +16,7 @@ use crate::{
     config::DocnodeConfig,
     document::Deps,
     metrics::DocnodeMetrics,
+    presence::Presence,
     registry::Registry,
     service::DocNodeService,
     store::{metered::MeteredStore, postgres::PgStore, sqlite::SqliteStore, Store, StoreError},
@@ -57,6 +58,8 @@ pub struct Docnode {
     registry: Arc<Registry>,
     metrics: Arc<DocnodeMetrics>,
     committer_task: tokio::task::JoinHandle<()>,
+    /// Presence publishing, connected to Redis by [`Docnode::serve`] when REDIS_URL is set.
+    presence: Presence,
     /// The compaction and expiry task, if sweeping is on.
     sweeper_task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -127,12 +130,17 @@ impl Docnode {
             Committer::start(Arc::clone(&store), policy, Arc::clone(&metrics));
         let sweeper_task = SweepPolicy::from_config(&config)
             .map(|policy| sweeper::start(Arc::clone(&store), policy));
+        let presence = Presence::in_process(config.presence_ttl());
+        if let Err(error) = presence.register(metrics.registry()) {
+            tracing::warn!(%error, "presence series are not exported");
+        }
         let registry = Registry::new(Deps {
             store: Arc::clone(&store),
             committer,
             config: Arc::clone(&config),
             ownership,
             metrics: Arc::clone(&metrics),
+            presence: presence.clone(),
         });
         Self {
             config,
@@ -140,6 +148,7 @@ impl Docnode {
             registry,
             metrics,
             committer_task,
+            presence,
             sweeper_task,
         }
     }
@@ -248,6 +257,14 @@ impl Docnode {
                     source,
                 })?;
         let me = self.registry.ownership().me().clone();
+        if let Some(url) = membership.as_ref().and_then(|m| m.redis_url.as_deref()) {
+            let prefix = membership
+                .as_ref()
+                .map_or("codraft", |m| m.redis_prefix.as_str());
+            self.presence
+                .connect(url, prefix, &me.id)
+                .map_err(ServeError::Membership)?;
+        }
         let registration = match &membership {
             Some(config) => Registration::start(config, me)
                 .map_err(|e| ServeError::Membership(e.to_string()))?,

@@ -15,8 +15,7 @@
 
 use codraft_fuzz::assert_normalised;
 use codraft_gateway::protocol::{
-    parse_client, render, MAX_CURSORS, MAX_LANGUAGE_CHARS, MAX_NAME_CHARS, MAX_OTP_CHARS,
-    MAX_SAFE,
+    parse_client, render, MAX_CURSORS, MAX_LANGUAGE_CHARS, MAX_NAME_CHARS, MAX_OTP_CHARS, MAX_SAFE,
 };
 use codraft_ot::{Component, Operation, OtError};
 use codraft_proto as pb;
@@ -40,7 +39,11 @@ fn check_client_message(text: &str) {
     match frame.kind.expect("an accepted message has a kind") {
         In::Edit(edit) => {
             assert!(edit.revision <= MAX_SAFE, "revision {}", edit.revision);
-            assert!(edit.seq.is_none_or(|seq| seq <= MAX_SAFE), "seq {:?}", edit.seq);
+            assert!(
+                edit.seq.is_none_or(|seq| seq <= MAX_SAFE),
+                "seq {:?}",
+                edit.seq
+            );
             let operation = edit.operation.expect("an accepted edit has an operation");
             check_edit_round_trip(&operation);
         }
@@ -108,7 +111,8 @@ fn check_edit_round_trip(operation: &pb::Operation) {
         })),
     };
     let rendered = render(&history, None).expect("a history frame renders");
-    let expected = format!(r#"{{"History":{{"start":0,"operations":[{{"id":1,"operation":{json}}}]}}}}"#);
+    let expected =
+        format!(r#"{{"History":{{"start":0,"operations":[{{"id":1,"operation":{json}}}]}}}}"#);
     assert_eq!(rendered.text, expected, "render and to_json disagree");
     assert!(rendered.close.is_none());
 }

@@ -32,7 +32,10 @@ pub fn assert_normalised(op: &Operation) {
                 "two neighbouring components of one kind in {op:?}"
             );
             assert!(
-                !matches!((previous, part), (Component::Delete(_), Component::Insert(_))),
+                !matches!(
+                    (previous, part),
+                    (Component::Delete(_), Component::Insert(_))
+                ),
                 "insert after a delete in {op:?}"
             );
         }
@@ -40,5 +43,8 @@ pub fn assert_normalised(op: &Operation) {
     }
     assert_eq!(op.base_len(), base, "base_len disagrees with {op:?}");
     assert_eq!(op.target_len(), target, "target_len disagrees with {op:?}");
-    assert!(base <= MAX_LENGTH && target <= MAX_LENGTH, "too long: {op:?}");
+    assert!(
+        base <= MAX_LENGTH && target <= MAX_LENGTH,
+        "too long: {op:?}"
+    );
 }

@@ -12,7 +12,7 @@
 //!
 //! [`config`] holds the settings and [`server`] runs the HTTP server; [`metrics`] holds the
 //! Prometheus series and [`pending`] times each edit's round trip (docs/operations.md lists
-//! the series and spans).
+//! the series and spans). [`presence`] answers `GET /api/documents/{id}/presence` from Redis.
 
 pub mod assets;
 pub mod auth;
@@ -20,6 +20,7 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod pending;
+pub mod presence;
 pub mod protocol;
 pub mod ring;
 pub mod routes;

@@ -182,14 +182,18 @@ pub async fn relay(
                         Some(In::Edit(edit)) => {
                             metrics_by_reader.edits.inc();
                             // The root of this edit's trace; it ends when the edit comes back.
-                            let span = info_span!(
-                                parent: None,
-                                "gateway.edit",
-                                otel.kind = "client",
-                                document = %document,
-                                revision = edit.revision,
-                                seq = edit.seq,
-                            );
+                            let span = if telemetry::traces_enabled() {
+                                info_span!(
+                                    parent: None,
+                                    "gateway.edit",
+                                    otel.kind = "client",
+                                    document = %document,
+                                    revision = edit.revision,
+                                    seq = edit.seq,
+                                )
+                            } else {
+                                tracing::Span::none()
+                            };
                             edit.trace_context = telemetry::trace_context(&span);
                             pending_by_reader
                                 .lock()

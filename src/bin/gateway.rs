@@ -30,7 +30,10 @@ async fn main() -> anyhow::Result<()> {
     }
     let (_keep_view, view) =
         membership::watch_view(&cli.membership).context("bad membership configuration")?;
-    let gateway = Gateway::with_view(cli.gateway, view).with_auth_from_config()?;
+    let mut gateway = Gateway::with_view(cli.gateway, view).with_auth_from_config()?;
+    if let Some(presence) = codraft_gateway::presence::routes(&cli.membership) {
+        gateway = gateway.with_routes(presence);
+    }
     gateway.serve(codraft::shutdown::signal()).await?;
     telemetry.shutdown().await;
     Ok(())
