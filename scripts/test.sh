@@ -80,6 +80,10 @@ kill "$server"; wait "$server" || true
 trap - EXIT
 rm -rf "$data"
 
+# ---------------------------------------------------------------- fuzzing (bounded)
+step "fuzzing: protocol parser and OT algebra (FUZZ_SECONDS=${FUZZ_SECONDS:-15} per target)"
+FUZZ_SECONDS=${FUZZ_SECONDS:-15} scripts/fuzz.sh
+
 # ---------------------------------------------------------------- deployment files
 if [[ -x deploy/check.sh ]]; then
   step "deployment checks (hadolint, docker-compose config, helm lint/template, kubernetes-validate)"

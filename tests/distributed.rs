@@ -8,27 +8,10 @@ mod cluster;
 use std::time::{Duration, Instant};
 
 use cluster::{
-    editing::{assert_each_token_once, Typist},
+    editing::{assert_each_token_once, type_tokens, unique_document, Typist},
     Cluster,
 };
 use rand::{rngs::StdRng, Rng, SeedableRng};
-
-fn doc(name: &str) -> String {
-    format!("{name}-{}", rand::random::<u32>())
-}
-
-/// Types `tokens` tokens with short random pauses, reading in between.
-async fn type_tokens(mut typist: Typist, tokens: usize, seed: u64) -> Typist {
-    let mut rng = StdRng::seed_from_u64(seed);
-    for _ in 0..tokens {
-        typist.type_token().await;
-        typist
-            .read_for(Duration::from_millis(rng.random_range(2..25)))
-            .await;
-    }
-    typist.settle().await;
-    typist
-}
 
 /// Runs typists on documents to the end, then checks convergence and exactly-once.
 async fn finish(
@@ -53,7 +36,7 @@ async fn finish(
 async fn clients_on_different_gateways_converge() {
     let cluster = Cluster::start(3, 2).await;
     let bases = [cluster.ws(0), cluster.ws(1)];
-    let documents: Vec<String> = (0..4).map(|i| doc(&format!("gw{i}"))).collect();
+    let documents: Vec<String> = (0..4).map(|i| unique_document(&format!("gw{i}"))).collect();
     let mut tasks = Vec::new();
     for (d, document) in documents.iter().enumerate() {
         for i in 0..4 {
@@ -82,7 +65,9 @@ async fn clients_on_different_gateways_converge() {
 async fn killing_and_restarting_nodes_loses_no_acknowledged_edit() {
     let mut cluster = Cluster::start(3, 2).await;
     let bases = [cluster.ws(0), cluster.ws(1)];
-    let documents: Vec<String> = (0..6).map(|i| doc(&format!("chaos{i}"))).collect();
+    let documents: Vec<String> = (0..6)
+        .map(|i| unique_document(&format!("chaos{i}")))
+        .collect();
     let mut tasks = Vec::new();
     for (d, document) in documents.iter().enumerate() {
         for i in 0..2 {
@@ -186,7 +171,9 @@ async fn two_docnodes_that_both_claim_a_document_cannot_both_commit() {
 async fn a_rolling_restart_under_load_loses_nothing() {
     let mut cluster = Cluster::start(3, 1).await;
     let bases = vec![cluster.ws(0)];
-    let documents: Vec<String> = (0..6).map(|i| doc(&format!("roll{i}"))).collect();
+    let documents: Vec<String> = (0..6)
+        .map(|i| unique_document(&format!("roll{i}")))
+        .collect();
     let mut tasks = Vec::new();
     for (d, document) in documents.iter().enumerate() {
         for i in 0..2 {

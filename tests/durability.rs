@@ -6,32 +6,18 @@ mod cluster;
 use std::time::Duration;
 
 use cluster::{
-    editing::{assert_each_token_once, Typist},
+    editing::{assert_each_token_once, type_tokens, unique_document, Typist},
     proxy::Proxy,
     Cluster, Standalone,
 };
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-fn doc(name: &str) -> String {
-    format!("{name}-{}", rand::random::<u32>())
-}
-
-async fn type_tokens(mut typist: Typist, tokens: usize, seed: u64) -> Typist {
-    let mut rng = StdRng::seed_from_u64(seed);
-    for _ in 0..tokens {
-        typist.type_token().await;
-        typist
-            .read_for(Duration::from_millis(rng.random_range(2..25)))
-            .await;
-    }
-    typist.settle().await;
-    typist
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn standalone_killed_at_random_moments_keeps_every_acknowledged_edit() {
     let mut server = Standalone::start().await;
-    let documents: Vec<String> = (0..4).map(|i| doc(&format!("crash{i}"))).collect();
+    let documents: Vec<String> = (0..4)
+        .map(|i| unique_document(&format!("crash{i}")))
+        .collect();
     let mut tasks = Vec::new();
     for (d, document) in documents.iter().enumerate() {
         for i in 0..2 {
@@ -87,7 +73,9 @@ async fn a_postgres_outage_pauses_edits_and_loses_nothing() {
         |_, _| Vec::new(),
     )
     .await;
-    let documents: Vec<String> = (0..3).map(|i| doc(&format!("outage{i}"))).collect();
+    let documents: Vec<String> = (0..3)
+        .map(|i| unique_document(&format!("outage{i}")))
+        .collect();
     let mut tasks = Vec::new();
     for (d, document) in documents.iter().enumerate() {
         for i in 0..2 {

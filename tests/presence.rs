@@ -54,7 +54,7 @@ async fn presence_until(
     }
 }
 
-fn user<'a>(body: &'a Value, user_id: u64) -> Option<&'a Value> {
+fn user(body: &Value, user_id: u64) -> Option<&Value> {
     body["users"]
         .as_array()?
         .iter()

@@ -7,7 +7,10 @@ mod cluster;
 
 use std::time::Duration;
 
-use cluster::Standalone;
+use cluster::{
+    editing::{expect_close, unique_document},
+    Standalone,
+};
 use codraft_bench::client::{Client, ClientError, Event, Options};
 use futures::{SinkExt, StreamExt};
 use jsonwebtoken::{encode, EncodingKey, Header};
@@ -15,21 +18,6 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::{self, Message};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn doc(name: &str) -> String {
-    format!("{name}-{}", rand::random::<u32>())
-}
-
-/// Reads until the server closes, returning the close code.
-async fn expect_close(client: &mut Client) -> u16 {
-    loop {
-        match client.next_event(WAIT).await {
-            Ok(_) => continue,
-            Err(ClientError::Closed { code, .. }) => return code,
-            Err(e) => panic!("expected a close, got {e}"),
-        }
-    }
-}
 
 /// The HTTP status a refused WebSocket upgrade got.
 fn http_status(result: Result<Client, ClientError>) -> u16 {
@@ -57,7 +45,7 @@ async fn limits_answer_with_their_codes_and_change_nothing() {
         ("MAX_DOCUMENT_SIZE_KB", "1"),
     ])
     .await;
-    let document = doc("limits");
+    let document = unique_document("limits");
     let mut good = Client::connect(&server.ws(), &document, Options::default())
         .await
         .expect("join");
@@ -148,7 +136,7 @@ async fn limits_answer_with_their_codes_and_change_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_joins_and_leaves_leaves_the_document_working() {
     let server = Standalone::start().await;
-    let document = doc("churn");
+    let document = unique_document("churn");
     let mut steady = Client::connect(&server.ws(), &document, Options::default())
         .await
         .expect("join");
@@ -176,7 +164,7 @@ async fn a_flood_of_joins_and_leaves_leaves_the_document_working() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_is_refused_before_the_document_loads() {
     let server = Standalone::start_with(&[("IDLE_UNLOAD_SECS", "1")]).await;
-    let document = doc("secret");
+    let document = unique_document("secret");
     let mut owner = Client::connect(&server.ws(), &document, Options::default())
         .await
         .expect("join");
@@ -283,7 +271,7 @@ fn in_an_hour() -> u64 {
 async fn jwt_refuses_bad_tokens_and_keeps_readers_read_only() {
     let server =
         Standalone::start_with(&[("JWT_SECRET", "s3cret"), ("JWT_AUDIENCE", "codraft")]).await;
-    let document = doc("jwt");
+    let document = unique_document("jwt");
     let url = |t: &str| format!("{}/api/socket/{document}?token={t}", server.ws());
     let status = |r: Result<_, tungstenite::Error>| match r {
         Err(tungstenite::Error::Http(response)) => response.status().as_u16(),
@@ -411,7 +399,7 @@ async fn jwt_refuses_bad_tokens_and_keeps_readers_read_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reader_that_stops_reading_is_dropped_and_nobody_waits_for_it() {
     let server = Standalone::start_with(&[("CLIENT_QUEUE", "16")]).await;
-    let document = doc("slow");
+    let document = unique_document("slow");
     // The slow client joins and then never reads again.
     let (mut slow, _) =
         tokio_tungstenite::connect_async(format!("{}/api/socket/{document}", server.ws()))

@@ -5,21 +5,20 @@ mod cluster;
 
 use std::time::Duration;
 
-use cluster::{editing, Standalone};
-use codraft_bench::client::{Client, ClientError, Event, Options};
+use cluster::{
+    editing::{self, expect_close, expect_error, unique_document},
+    Standalone,
+};
+use codraft_bench::client::{Client, Options};
 use codraft_ot::Operation;
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn doc(name: &str) -> String {
-    format!("{name}-{}", rand::random::<u32>())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn eight_clients_on_one_document_converge() {
     let server = Standalone::start().await;
-    let document = doc("eight");
+    let document = unique_document("eight");
     let clients = editing::connect_all(&server.ws(), &document, 8).await;
     let tasks: Vec<_> = clients
         .into_iter()
@@ -47,7 +46,9 @@ async fn eight_clients_on_one_document_converge() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_documents_with_four_clients_each_converge() {
     let server = Standalone::start().await;
-    let documents: Vec<String> = (0..50).map(|i| doc(&format!("many{i}"))).collect();
+    let documents: Vec<String> = (0..50)
+        .map(|i| unique_document(&format!("many{i}")))
+        .collect();
     let mut tasks = Vec::new();
     for (d, document) in documents.iter().enumerate() {
         for (i, client) in editing::connect_all(&server.ws(), document, 4)
@@ -89,7 +90,7 @@ async fn fifty_documents_with_four_clients_each_converge() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_joiner_gets_the_current_text_in_one_entry() {
     let server = Standalone::start().await;
-    let document = doc("late");
+    let document = unique_document("late");
     let mut first = Client::connect(&server.ws(), &document, Options::default())
         .await
         .expect("join");
@@ -111,7 +112,7 @@ async fn a_late_joiner_gets_the_current_text_in_one_entry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_see_each_others_info_cursors_and_departures() {
     let server = Standalone::start().await;
-    let document = doc("presence");
+    let document = unique_document("presence");
     let mut alice = Client::connect(&server.ws(), &document, Options::default())
         .await
         .expect("join");
@@ -163,7 +164,7 @@ async fn users_see_each_others_info_cursors_and_departures() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_keeps_text_language_and_revision() {
     let mut server = Standalone::start().await;
-    let document = doc("restart");
+    let document = unique_document("restart");
     let options = Options {
         client_id: Some("restart-test".into()),
     };
@@ -203,32 +204,10 @@ async fn restart_keeps_text_language_and_revision() {
     server.assert_no_panic();
 }
 
-/// Reads until an Error message arrives, returning its code.
-async fn expect_error(client: &mut Client) -> u64 {
-    loop {
-        match client.next_event(WAIT).await {
-            Ok(Event::Error(code, _)) => return code,
-            Ok(_) => continue,
-            Err(e) => panic!("expected an Error message, got {e}"),
-        }
-    }
-}
-
-/// Reads until the server closes, returning the close code.
-async fn expect_close(client: &mut Client) -> u16 {
-    loop {
-        match client.next_event(WAIT).await {
-            Ok(_) => continue,
-            Err(ClientError::Closed { code, .. }) => return code,
-            Err(e) => panic!("expected a close, got {e}"),
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     let server = Standalone::start().await;
-    let document = doc("bad");
+    let document = unique_document("bad");
     let mut good = Client::connect(&server.ws(), &document, Options::default())
         .await
         .expect("join");
@@ -289,7 +268,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resent_edit_is_applied_once() {
     let server = Standalone::start().await;
-    let document = doc("once");
+    let document = unique_document("once");
     let options = Options {
         client_id: Some("exactly-once".into()),
     };

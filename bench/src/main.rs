@@ -16,7 +16,7 @@ use codraft_bench::{
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
-    /// WebSocket base URL of the server (only 127.0.0.1 is ever measured here).
+    /// WebSocket base URL of the server under test.
     #[arg(long, global = true, default_value = "ws://127.0.0.1:3030")]
     url: String,
     /// Use codraft's exactly-once extension (client ids and sequence numbers); by default

@@ -3,6 +3,7 @@
 //! docnodes are ([`membership`]), who is in a document ([`presence`], kept in Redis), and which of them owns a document ([`ring`]). Each module
 //! owns one concept; nothing else belongs here.
 
+pub mod ids;
 pub mod membership;
 pub mod metrics;
 pub mod presence;

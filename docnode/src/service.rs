@@ -14,6 +14,7 @@ use std::{
     time::Duration,
 };
 
+use codraft_common::ids::{valid_client_id, valid_document_id};
 use codraft_common::telemetry;
 use codraft_proto as pb;
 use futures::{Stream, StreamExt};
@@ -35,27 +36,6 @@ use crate::{
 pub const OWNER_HEADER: &str = "codraft-owner";
 /// Status metadata with the owner's gRPC URL.
 pub const OWNER_URL_HEADER: &str = "codraft-owner-url";
-
-/// Longest document id accepted.
-pub const MAX_DOCUMENT_ID_LEN: usize = 256;
-
-/// Whether `id` is a valid document id: 1–256 of `A-Z a-z 0-9 - _ .`.
-pub fn valid_document_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_DOCUMENT_ID_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
-/// Whether `id` is a valid exactly-once client id: 1–64 of `A-Z a-z 0-9 - _`.
-pub fn valid_client_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
-}
 
 /// The service behind the generated `DocNodeServer`.
 pub struct DocNodeService {
@@ -310,28 +290,5 @@ impl pb::doc_node_server::DocNode for DocNodeService {
             num_documents: self.registry.loaded() as u64,
             database_size,
         }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn document_ids_are_checked() {
-        assert!(valid_document_id("abc-DEF_1.2"));
-        assert!(!valid_document_id(""));
-        assert!(!valid_document_id("a/b"));
-        assert!(!valid_document_id("héllo"));
-        assert!(!valid_document_id(&"a".repeat(257)));
-        assert!(valid_document_id(&"a".repeat(256)));
-    }
-
-    #[test]
-    fn client_ids_are_checked() {
-        assert!(valid_client_id("tab-1_x"));
-        assert!(!valid_client_id(""));
-        assert!(!valid_client_id("a.b"));
-        assert!(!valid_client_id(&"a".repeat(65)));
     }
 }

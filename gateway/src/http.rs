@@ -20,6 +20,7 @@ use axum::{
     routing::get,
     Json, Router,
 };
+pub use codraft_common::ids::{valid_client_id, valid_document_id};
 use codraft_proto as pb;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -105,24 +106,6 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_route))
         .with_state(state)
-}
-
-/// Whether `id` is a valid document id: 1–256 of `A-Z a-z 0-9 - _ .`.
-pub fn valid_document_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 256
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
-/// Whether `id` is a valid exactly-once client id: 1–64 of `A-Z a-z 0-9 - _`.
-pub fn valid_client_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
 }
 
 fn bad_request(message: &str) -> Response {

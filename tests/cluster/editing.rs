@@ -210,3 +210,44 @@ pub fn assert_each_token_once(typists: &[Typist], text: &str) {
         }
     }
 }
+
+/// A document id no other test uses.
+pub fn unique_document(name: &str) -> String {
+    format!("{name}-{}", rand::random::<u32>())
+}
+
+/// Types `tokens` tokens with short random pauses, reading in between, then waits until
+/// they are all acknowledged.
+pub async fn type_tokens(mut typist: Typist, tokens: usize, seed: u64) -> Typist {
+    let mut rng = StdRng::seed_from_u64(seed);
+    for _ in 0..tokens {
+        typist.type_token().await;
+        typist
+            .read_for(Duration::from_millis(rng.random_range(2..25)))
+            .await;
+    }
+    typist.settle().await;
+    typist
+}
+
+/// Reads until an Error message arrives, returning its code.
+pub async fn expect_error(client: &mut Client) -> u64 {
+    loop {
+        match client.next_event(Duration::from_secs(20)).await {
+            Ok(codraft_bench::client::Event::Error(code, _)) => return code,
+            Ok(_) => continue,
+            Err(e) => panic!("expected an Error message, got {e}"),
+        }
+    }
+}
+
+/// Reads until the server closes, returning the close code.
+pub async fn expect_close(client: &mut Client) -> u16 {
+    loop {
+        match client.next_event(Duration::from_secs(20)).await {
+            Ok(_) => continue,
+            Err(ClientError::Closed { code, .. }) => return code,
+            Err(e) => panic!("expected a close, got {e}"),
+        }
+    }
+}
