@@ -50,16 +50,12 @@ enum Scenario {
     JoinStorm(join_storm::JoinStormConfig),
     /// A document with a long history; how fast a newcomer gets its text.
     LateJoin(late_join::LateJoinConfig),
-    /// Kill a docnode under load (needs a cluster; not available yet).
-    Failover,
+    /// Start a cluster, kill document owners under load, time the failover.
+    Failover(failover::FailoverConfig),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if matches!(cli.scenario, Scenario::Failover) {
-        eprintln!("failover: {}", failover::UNAVAILABLE);
-        return ExitCode::from(failover::EXIT_STATUS as u8);
-    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -86,7 +82,17 @@ fn main() -> ExitCode {
             Scenario::LateJoin(config) => {
                 finish(&cli, &mut environment, late_join::run(&run, config).await)
             }
-            Scenario::Failover => Ok(false),
+            Scenario::Failover(config) => match failover::run(config).await {
+                Ok(outcome) => {
+                    if cli.json {
+                        println!("{:#}", outcome.json());
+                    } else {
+                        println!("{}", outcome.table(config));
+                    }
+                    Ok(outcome.converged)
+                }
+                Err(e) => Err(e.to_string()),
+            },
         }
     });
     match result {

@@ -7,7 +7,7 @@
 //! - [`idle`]: many idle connections; connect rate and server memory per connection;
 //! - [`join_storm`]: many clients joining one document at once;
 //! - [`late_join`]: a document with a long history, and how fast a newcomer gets its text;
-//! - [`failover`]: placeholder until a cluster can be started.
+//! - [`failover`]: starts a cluster, kills document owners, times the failover.
 //!
 //! What they share lives here: where the server is ([`RunOptions`]), the error type,
 //! document naming and connecting many clients at once.
