@@ -18,7 +18,7 @@ async fn finish(
     cluster: &Cluster,
     documents: &[String],
     tasks: Vec<(usize, tokio::task::JoinHandle<Typist>)>,
-) {
+) -> u32 {
     let mut by_document: Vec<Vec<Typist>> = documents.iter().map(|_| Vec::new()).collect();
     for (d, task) in tasks {
         by_document[d].push(task.await.expect("typist panicked"));
@@ -30,6 +30,7 @@ async fn finish(
         }
         assert_each_token_once(typists, &text);
     }
+    by_document.iter().flatten().map(|t| t.reconnects).sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -74,7 +75,10 @@ async fn killing_and_restarting_nodes_loses_no_acknowledged_edit() {
             let mine = vec![bases[i % 2].clone(), bases[(i + 1) % 2].clone()];
             let typist =
                 Typist::join(mine, document, &format!("k{d}c{i}"), (d * 2 + i) as u64).await;
-            tasks.push((d, tokio::spawn(type_tokens(typist, 40, (d * 7 + i) as u64))));
+            tasks.push((
+                d,
+                tokio::spawn(type_tokens(typist, 100, (d * 7 + i) as u64)),
+            ));
         }
     }
     // Chaos, bounded: six rounds of SIGKILL and restart while the typists type.
@@ -93,7 +97,11 @@ async fn killing_and_restarting_nodes_loses_no_acknowledged_edit() {
             cluster.docnodes[n].start().await;
         }
     }
-    finish(&cluster, &documents, tasks).await;
+    let reconnects = finish(&cluster, &documents, tasks).await;
+    assert!(
+        reconnects > 0,
+        "no client was interrupted; the test proved nothing"
+    );
     cluster.assert_no_panic();
 }
 
@@ -184,7 +192,10 @@ async fn a_rolling_restart_under_load_loses_nothing() {
                 (d * 2 + i) as u64,
             )
             .await;
-            tasks.push((d, tokio::spawn(type_tokens(typist, 40, (d * 3 + i) as u64))));
+            tasks.push((
+                d,
+                tokio::spawn(type_tokens(typist, 100, (d * 3 + i) as u64)),
+            ));
         }
     }
     for n in 0..cluster.docnodes.len() {
@@ -199,7 +210,11 @@ async fn a_rolling_restart_under_load_loses_nothing() {
         );
         cluster.wait_gateway_sees(0, 3).await;
     }
-    finish(&cluster, &documents, tasks).await;
+    let reconnects = finish(&cluster, &documents, tasks).await;
+    assert!(
+        reconnects > 0,
+        "no client was interrupted; the test proved nothing"
+    );
     cluster.assert_no_panic();
 }
 

@@ -28,12 +28,15 @@ async fn standalone_killed_at_random_moments_keeps_every_acknowledged_edit() {
                 (d * 2 + i) as u64,
             )
             .await;
-            tasks.push((d, tokio::spawn(type_tokens(typist, 40, (d * 5 + i) as u64))));
+            tasks.push((
+                d,
+                tokio::spawn(type_tokens(typist, 150, (d * 5 + i) as u64)),
+            ));
         }
     }
     let mut rng = StdRng::seed_from_u64(11);
     for _ in 0..4 {
-        tokio::time::sleep(Duration::from_millis(rng.random_range(100..400))).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(50..250))).await;
         server.kill();
         tokio::time::sleep(Duration::from_millis(rng.random_range(20..200))).await;
         server.restart().await;

@@ -383,13 +383,15 @@ impl Client {
     pub async fn reconnect(&mut self) -> Result<(), ClientError> {
         let resume = self.log_revision();
         self.socket = open(&self.base, &self.document, &self.options, resume).await?;
-        self.revision = 0;
-        self.log_base = None;
+        // The resume point (log base and revision) stays as it is until the new connection's
+        // Joined replaces it: a reconnect that dies half-way must not lose it.
         self.users.clear();
         self.cursors.clear();
         self.pending_send = false;
         if self.options.client_id.is_none() {
             // Plain Rustpad mode cannot resume: start over from the server's text.
+            self.revision = 0;
+            self.log_base = None;
             self.text.clear();
             self.lost += u64::from(self.outstanding.take().is_some());
             self.lost += u64::from(self.buffer.take().is_some());
@@ -412,6 +414,7 @@ impl Client {
                 let was_resumed = joined["resumed"].as_bool().unwrap_or(false);
                 let last_seq = joined["last_seq"].as_u64().unwrap_or(0);
                 self.log_base = Some((revision, !was_resumed));
+                self.revision = 0;
                 resumed = Some((was_resumed, last_seq));
                 continue;
             }

@@ -17,6 +17,8 @@
 //! - [`http`]: the tiny HTTP GET that fetches a document's committed text;
 //! - [`process`]: what /proc says about the server (RSS, CPU time) and the machine.
 
+#![warn(missing_docs)]
+
 pub mod client;
 pub mod http;
 pub mod latency;

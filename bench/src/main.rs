@@ -1,13 +1,13 @@
 //! `codraft-bench`: the load generator's command line. Parses the arguments, runs one
 //! scenario from the library (bench/src/scenario/), prints its table or JSON and, with
 //! `--svg`, writes its latency plot. Exit status: 0 when the run's checks passed, 1 when
-//! they failed or the run could not finish, 2 for a scenario that cannot run here.
+//! they failed or the run could not finish, 2 for bad arguments (clap's).
 
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use codraft_bench::{
-    plot,
+    plot, process,
     report::{self, Environment, Outcome},
     scenario::{failover, idle, join_storm, late_join, typing, RunOptions, ScenarioError},
 };
@@ -56,6 +56,8 @@ enum Scenario {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Every client is an open file; the soft limit is often far below the hard one.
+    process::raise_open_files_limit();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -202,6 +202,11 @@ async fn group(
         CommitPolicy {
             window: Duration::ZERO,
             max_batch: 2048,
+            // As the docnode's COMMIT_PARALLELISM (default 2).
+            parallelism: std::env::var("COMMIT_PARALLELISM")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(2),
         },
         codraft_docnode::metrics::DocnodeMetrics::register(&prometheus::Registry::new())?,
     );

@@ -4,8 +4,9 @@
 //! has at most one request in flight, so its ops reach the store in revision order. The
 //! committer task takes every request waiting, waits up to the configured window for more
 //! (zero by default: whatever queued while the previous flush ran is the batch), commits
-//! them in one transaction and answers every request with the same result. One flush runs at
-//! a time, so under load the batch grows by itself and the per-op cost of a commit falls.
+//! them in one transaction and answers every request with the same result. At most
+//! COMMIT_PARALLELISM flushes run at once (2 by default: one builds while another waits for
+//! its fsync), so under load the batch grows by itself and the per-op cost of a commit falls.
 //!
 //! Each flush is one `group_commit` span. It belongs to no single edit's trace, so it links to
 //! the span of every edit it carries instead (each edit's trace shows its own wait for it).
@@ -42,6 +43,10 @@ pub struct CommitPolicy {
     pub window: Duration,
     /// Most ops in one transaction.
     pub max_batch: usize,
+    /// Flushes in flight at once. Each document has at most one request in flight, so
+    /// concurrent flushes never share a document; a second flush builds its batch while the
+    /// first waits for its fsync.
+    pub parallelism: usize,
 }
 
 /// What a document's actor waits on after submitting: its transaction's result.
@@ -86,7 +91,16 @@ async fn run(
     mut rx: mpsc::Receiver<Request>,
 ) {
     let max_batch = policy.max_batch.max(1);
-    while let Some(first) = rx.recv().await {
+    let slots = Arc::new(tokio::sync::Semaphore::new(policy.parallelism.max(1)));
+    loop {
+        // Wait for a free slot first: requests keep queuing meanwhile, so the next batch is
+        // whatever arrived while every slot was busy.
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        let Some(first) = rx.recv().await else {
+            return;
+        };
         let mut ops = first.commit.ops.len();
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + policy.window;
@@ -110,11 +124,15 @@ async fn run(
             &span,
             batch.iter_mut().flat_map(|r| std::mem::take(&mut r.links)),
         );
-        let started = tokio::time::Instant::now();
-        flush(&*store, batch, ops).instrument(span).await;
-        metrics
-            .commit_duration
-            .observe(started.elapsed().as_secs_f64());
+        let (store, metrics) = (Arc::clone(&store), Arc::clone(&metrics));
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            flush(&*store, batch, ops).instrument(span).await;
+            metrics
+                .commit_duration
+                .observe(started.elapsed().as_secs_f64());
+            drop(slot);
+        });
     }
 }
 

@@ -69,6 +69,10 @@ pub struct DocnodeConfig {
     #[arg(long, env = "COMMIT_MAX_BATCH", default_value_t = 2048)]
     pub commit_max_batch: usize,
 
+    /// Group-commit flushes in flight at once.
+    #[arg(long, env = "COMMIT_PARALLELISM", default_value_t = 2)]
+    pub commit_parallelism: usize,
+
     /// A snapshot of a document is written every this many committed ops.
     #[arg(long, env = "SNAPSHOT_EVERY", default_value_t = 500)]
     pub snapshot_every: u64,

@@ -768,23 +768,33 @@ impl Document {
 
     /// Puts ops read from the log in front of the history window, if they still join up with
     /// it, and lets the waiting client join.
-    fn backfill(&mut self, from: u64, ops: Vec<LoggedOp>, mut join: Join) {
-        let contiguous = ops.iter().zip(from..).all(|(op, rev)| op.revision == rev)
-            && from + ops.len() as u64 == self.history_start;
-        if contiguous && !ops.is_empty() {
-            for op in ops.into_iter().rev() {
-                self.history.push_front(Entry {
-                    author: op.author,
-                    operation: op.operation,
-                    client_id: op.client_id,
-                    seq: op.seq,
-                    span: None,
-                });
+    fn backfill(&mut self, from: u64, mut ops: Vec<LoggedOp>, mut join: Join) {
+        if from < self.history_start {
+            // Another resuming client's backfill may have extended the window meanwhile:
+            // only the part below the current start is needed.
+            let needed = (self.history_start - from) as usize;
+            let usable = ops.len() >= needed
+                && ops[..needed]
+                    .iter()
+                    .zip(from..)
+                    .all(|(op, rev)| op.revision == rev);
+            debug!(document = %self.id, from, read = ops.len(), needed, usable, "backfill for a resuming client");
+            if usable {
+                ops.truncate(needed);
+                for op in ops.into_iter().rev() {
+                    self.history.push_front(Entry {
+                        author: op.author,
+                        operation: op.operation,
+                        client_id: op.client_id,
+                        seq: op.seq,
+                        span: None,
+                    });
+                }
+                self.history_start = from;
+            } else {
+                // The log no longer has it (compacted): a fresh join.
+                join.resume = None;
             }
-            self.history_start = from;
-        } else if from < self.history_start {
-            // The log no longer has it (compacted), or the window moved meanwhile.
-            join.resume = None;
         }
         self.join(join);
     }

@@ -125,6 +125,7 @@ impl Docnode {
         let policy = CommitPolicy {
             window: config.commit_window(),
             max_batch: config.commit_max_batch,
+            parallelism: config.commit_parallelism,
         };
         let (committer, committer_task) =
             Committer::start(Arc::clone(&store), policy, Arc::clone(&metrics));
@@ -301,10 +302,19 @@ impl Docnode {
         info!(grpc = %grpc_addr, admin = %admin_addr, node = %self.config.node_id(), "docnode serving");
         let grpc = Server::builder()
             .add_service(self.grpc_service())
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                shutdown.await;
-                let _ = stop_tx.send(true);
-            });
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener).map(|accepted| {
+                    // Small frames must not wait for Nagle's algorithm (40 ms with delayed ACKs).
+                    if let Ok(stream) = &accepted {
+                        let _ = stream.set_nodelay(true);
+                    }
+                    accepted
+                }),
+                async {
+                    shutdown.await;
+                    let _ = stop_tx.send(true);
+                },
+            );
         // The gRPC server stops taking new streams on shutdown but waits for open ones, and
         // open ones end only when their documents close: so close the documents first.
         let registry = Arc::clone(&self.registry);

@@ -2,6 +2,7 @@
 
 use std::{future::Future, net::SocketAddr};
 
+use axum::serve::ListenerExt;
 use codraft_common::membership::View;
 use codraft_proto::doc_node_client::DocNodeClient;
 use tokio::{net::TcpListener, sync::watch};
@@ -52,6 +53,20 @@ pub fn docnode_client(channel: Channel) -> DocNodeClient<Channel> {
     DocNodeClient::new(channel)
         .max_decoding_message_size(MAX_GRPC_MESSAGE)
         .max_encoding_message_size(MAX_GRPC_MESSAGE)
+}
+
+/// Binds the HTTP port with a listen backlog that absorbs a join storm: tokio's default
+/// (128) overflows when a thousand clients connect at once, and each overflow costs the
+/// client a one-second SYN retry.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 /// Keeps a ring equal to the membership view, reusing the gRPC channel of every docnode
@@ -150,9 +165,7 @@ impl Gateway {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), GatewayError> {
         let addr = SocketAddr::new(self.config.bind, self.config.port);
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|e| GatewayError::Bind(addr, e))?;
+        let listener = listen(addr).map_err(|e| GatewayError::Bind(addr, e))?;
         let local = listener.local_addr().unwrap_or(addr);
         info!(addr = %local, docnodes = self.ring.borrow().nodes().len(), "gateway serving");
         let (stop_tx, stopping) = watch::channel(false);
@@ -166,6 +179,11 @@ impl Gateway {
         if let Some(extra) = self.extra {
             app = app.merge(extra);
         }
+        // Nagle's algorithm with delayed ACKs stalls every small frame ~40 ms; browsers turn
+        // it off on their side, and so must we (axum 0.8's serve no longer does).
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
