@@ -59,7 +59,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo build --release (binaries for the process tests)"
 cargo build --release --workspace
 step "cargo test"
-cargo test --workspace --release
+cargo test --workspace --release --no-fail-fast
 
 # ---------------------------------------------------------------- web client
 step "web client unit tests"

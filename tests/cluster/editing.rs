@@ -222,9 +222,14 @@ pub async fn type_tokens(mut typist: Typist, tokens: usize, seed: u64) -> Typist
     let mut rng = StdRng::seed_from_u64(seed);
     for _ in 0..tokens {
         typist.type_token().await;
-        typist
-            .read_for(Duration::from_millis(rng.random_range(2..25)))
-            .await;
+        // A person's pace: read what arrives until the next keystroke is due (reading returns
+        // at each message, so keep going until the deadline).
+        let next = tokio::time::Instant::now() + Duration::from_millis(rng.random_range(5..25));
+        while tokio::time::Instant::now() < next {
+            typist
+                .read_for(next.saturating_duration_since(tokio::time::Instant::now()))
+                .await;
+        }
     }
     typist.settle().await;
     typist
