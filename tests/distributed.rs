@@ -8,31 +8,12 @@ mod cluster;
 use std::time::{Duration, Instant};
 
 use cluster::{
-    editing::{assert_each_token_once, type_tokens, unique_document, Typist},
+    editing::{assert_each_token_once, finish_typists, type_tokens, unique_document, Typist},
     Cluster,
 };
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 /// Runs typists on documents to the end, then checks convergence and exactly-once.
-async fn finish(
-    cluster: &Cluster,
-    documents: &[String],
-    tasks: Vec<(usize, tokio::task::JoinHandle<Typist>)>,
-) -> u32 {
-    let mut by_document: Vec<Vec<Typist>> = documents.iter().map(|_| Vec::new()).collect();
-    for (d, task) in tasks {
-        by_document[d].push(task.await.expect("typist panicked"));
-    }
-    for (document, typists) in documents.iter().zip(by_document.iter_mut()) {
-        let text = cluster.text(0, document).await;
-        for typist in typists.iter_mut() {
-            typist.converge(&text).await;
-        }
-        assert_each_token_once(typists, &text);
-    }
-    by_document.iter().flatten().map(|t| t.reconnects).sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn clients_on_different_gateways_converge() {
     let cluster = Cluster::start(3, 2).await;
@@ -51,7 +32,7 @@ async fn clients_on_different_gateways_converge() {
             ));
         }
     }
-    finish(&cluster, &documents, tasks).await;
+    finish_typists(cluster.gateways[0].ready_port, &documents, tasks).await;
     // Both gateways serve the same committed text.
     for document in &documents {
         assert_eq!(
@@ -97,7 +78,7 @@ async fn killing_and_restarting_nodes_loses_no_acknowledged_edit() {
             cluster.docnodes[n].start().await;
         }
     }
-    let reconnects = finish(&cluster, &documents, tasks).await;
+    let reconnects = finish_typists(cluster.gateways[0].ready_port, &documents, tasks).await;
     assert!(
         reconnects > 0,
         "no client was interrupted; the test proved nothing"
@@ -210,7 +191,7 @@ async fn a_rolling_restart_under_load_loses_nothing() {
         );
         cluster.wait_gateway_sees(0, 3).await;
     }
-    let reconnects = finish(&cluster, &documents, tasks).await;
+    let reconnects = finish_typists(cluster.gateways[0].ready_port, &documents, tasks).await;
     assert!(
         reconnects > 0,
         "no client was interrupted; the test proved nothing"

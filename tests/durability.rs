@@ -6,7 +6,7 @@ mod cluster;
 use std::time::Duration;
 
 use cluster::{
-    editing::{assert_each_token_once, type_tokens, unique_document, Typist},
+    editing::{finish_typists, type_tokens, unique_document, Typist},
     proxy::Proxy,
     Cluster, Standalone,
 };
@@ -41,18 +41,7 @@ async fn standalone_killed_at_random_moments_keeps_every_acknowledged_edit() {
         tokio::time::sleep(Duration::from_millis(rng.random_range(20..200))).await;
         server.restart().await;
     }
-    let mut by_document: Vec<Vec<Typist>> = documents.iter().map(|_| Vec::new()).collect();
-    for (d, task) in tasks {
-        by_document[d].push(task.await.expect("typist panicked"));
-    }
-    for (document, typists) in documents.iter().zip(by_document.iter_mut()) {
-        let text = server.text(document).await;
-        for typist in typists.iter_mut() {
-            typist.converge(&text).await;
-        }
-        assert_each_token_once(typists, &text);
-    }
-    let reconnects: u32 = by_document.iter().flatten().map(|t| t.reconnects).sum();
+    let reconnects = finish_typists(server.port, &documents, tasks).await;
     assert!(
         reconnects > 0,
         "the kills never interrupted a client; the test proved nothing"
@@ -100,19 +89,8 @@ async fn a_postgres_outage_pauses_edits_and_loses_nothing() {
         "docnode must survive the outage"
     );
     proxy.restore();
-    let mut by_document: Vec<Vec<Typist>> = documents.iter().map(|_| Vec::new()).collect();
-    for (d, task) in tasks {
-        by_document[d].push(task.await.expect("typist panicked"));
-    }
-    for (document, typists) in documents.iter().zip(by_document.iter_mut()) {
-        let text = cluster.text(0, document).await;
-        for typist in typists.iter_mut() {
-            typist.converge(&text).await;
-        }
-        assert_each_token_once(typists, &text);
-    }
+    let reconnects = finish_typists(cluster.gateways[0].ready_port, &documents, tasks).await;
     // A pause, not an error storm: nobody was disconnected.
-    let reconnects: u32 = by_document.iter().flatten().map(|t| t.reconnects).sum();
     assert_eq!(reconnects, 0, "clients were disconnected during the outage");
     assert!(
         cluster.docnodes[0].log().contains("retrying the flush"),

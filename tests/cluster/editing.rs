@@ -256,3 +256,25 @@ pub async fn expect_close(client: &mut Client) -> u16 {
         }
     }
 }
+
+/// Waits for every typist task, makes each converge with the committed text that the HTTP
+/// port `port` serves, checks every token is there exactly once, and returns how many
+/// reconnects the typists needed. `tasks` pairs each typist with its document's index.
+pub async fn finish_typists(
+    port: u16,
+    documents: &[String],
+    tasks: Vec<(usize, tokio::task::JoinHandle<Typist>)>,
+) -> u32 {
+    let mut by_document: Vec<Vec<Typist>> = documents.iter().map(|_| Vec::new()).collect();
+    for (d, task) in tasks {
+        by_document[d].push(task.await.expect("typist panicked"));
+    }
+    for (document, typists) in documents.iter().zip(by_document.iter_mut()) {
+        let text = super::text(port, document).await;
+        for typist in typists.iter_mut() {
+            typist.converge(&text).await;
+        }
+        assert_each_token_once(typists, &text);
+    }
+    by_document.iter().flatten().map(|t| t.reconnects).sum()
+}

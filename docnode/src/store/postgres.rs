@@ -311,6 +311,24 @@ impl PgStore {
         StoreError::Unavailable(format!("Postgres at {}: {}", self.target, describe(&e)))
     }
 
+    /// One nullable text column of at most one row keyed by `document` (a missing row reads
+    /// as `None`).
+    async fn optional_text(&self, sql: &str, document: &str) -> Result<Option<String>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(sql)
+            .await
+            .map_err(|e| self.failed(e))?;
+        let row = client
+            .query_opt(&statement, &[&document])
+            .await
+            .map_err(|e| self.failed(e))?;
+        match row {
+            Some(row) => row.try_get(0).map_err(corrupt),
+            None => Ok(None),
+        }
+    }
+
     async fn load_inner(&self, document: &str) -> Result<StoredDocument, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| self.failed(e))?;
@@ -646,22 +664,8 @@ impl Store for PgStore {
     }
 
     async fn document_otp(&self, document: &str) -> Result<Option<String>, StoreError> {
-        self.bounded(async {
-            let client = self.client().await?;
-            let statement = client
-                .prepare_cached("SELECT otp FROM documents WHERE id = $1")
-                .await
-                .map_err(|e| self.failed(e))?;
-            let row = client
-                .query_opt(&statement, &[&document])
-                .await
-                .map_err(|e| self.failed(e))?;
-            match row {
-                Some(row) => row.try_get(0).map_err(corrupt),
-                None => Ok(None),
-            }
-        })
-        .await
+        self.bounded(self.optional_text("SELECT otp FROM documents WHERE id = $1", document))
+            .await
     }
 
     async fn set_otp(
@@ -699,22 +703,8 @@ impl Store for PgStore {
     }
 
     async fn lease_owner(&self, document: &str) -> Result<Option<String>, StoreError> {
-        self.bounded(async {
-            let client = self.client().await?;
-            let statement = client
-                .prepare_cached("SELECT owner FROM leases WHERE document = $1")
-                .await
-                .map_err(|e| self.failed(e))?;
-            let row = client
-                .query_opt(&statement, &[&document])
-                .await
-                .map_err(|e| self.failed(e))?;
-            match row {
-                Some(row) => row.try_get(0).map_err(corrupt),
-                None => Ok(None),
-            }
-        })
-        .await
+        self.bounded(self.optional_text("SELECT owner FROM leases WHERE document = $1", document))
+            .await
     }
 
     async fn write_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
