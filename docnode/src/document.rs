@@ -163,6 +163,8 @@ pub struct Join {
     pub last_seq: u64,
     /// The one-time password the client gave, if any.
     pub otp: Option<String>,
+    /// The user id the client had on the docnode it is moving from, if any.
+    pub user_id: Option<u64>,
     /// Where the actor answers: the connection's frame queue, or why it cannot join.
     pub reply: oneshot::Sender<Result<Inbox, JoinRefused>>,
 }
@@ -612,9 +614,13 @@ impl Document {
         }
         // A client coming back to a restored entry keeps its user id: others see no change.
         let takeover = self.take_restored(join.client_id.as_deref());
-        let user_id = takeover
-            .as_ref()
-            .map_or_else(|| rand::rng().random_range(1..(1u64 << 53)), |r| r.user_id);
+        // A connection a gateway moves here keeps the user id it had, unless it is taken.
+        let kept = join
+            .user_id
+            .filter(|&id| id > 0 && self.connections.values().all(|c| c.user_id != id));
+        let user_id = kept
+            .or(takeover.as_ref().map(|r| r.user_id))
+            .unwrap_or_else(|| rand::rng().random_range(1..(1u64 << 53)));
         let last_seq = match &join.client_id {
             Some(client) => {
                 let committed = self.committed_seqs.entry(client.clone()).or_default();
@@ -678,7 +684,11 @@ impl Document {
             }));
         }
         let sent = entries.len() as u64;
-        frames.push(Kind::History(pb::History { start: 0, entries }));
+        frames.push(Kind::History(pb::History {
+            start: 0,
+            entries,
+            compacted: false,
+        }));
         if let Some(language) = &self.language {
             frames.push(Kind::Language(pb::Language {
                 language: language.clone(),
@@ -980,6 +990,7 @@ impl Document {
                 let frame = Kind::History(pb::History {
                     start: c.sent,
                     entries: entries.clone(),
+                    compacted: false,
                 });
                 match c.outbox.send(frame) {
                     Ok(()) => c.sent += entries.len() as u64,
@@ -1137,10 +1148,17 @@ impl Document {
             }
             _ => debug!(document = %self.id, "document unloaded"),
         }
+        // Clients of a document that moves (or of a draining docnode) can be carried over to
+        // the new owner by their gateway without closing their sockets.
+        let reroute = matches!(exit, Exit::Shutdown | Exit::Moved | Exit::Stale);
         let ids: Vec<ConnId> = self.connections.keys().copied().collect();
         for id in ids {
             if let Some(c) = self.connections.remove(&id) {
-                c.outbox.close(code, message.clone());
+                if reroute {
+                    c.outbox.reroute(code, message.clone());
+                } else {
+                    c.outbox.close(code, message.clone());
+                }
             }
         }
         if matches!(exit, Exit::Idle | Exit::Shutdown | Exit::Moved)

@@ -123,6 +123,7 @@ impl DocNodeService {
     /// Joins the document's actor, looking it up again if it was stopping.
     async fn join(&self, open: &pb::Open, conn: ConnId) -> Result<(DocumentHandle, Inbox), Status> {
         let last_seq = match &open.client_id {
+            Some(_) if open.new_client => 0,
             Some(client) => self
                 .store
                 .last_seq(&open.document_id, client)
@@ -139,6 +140,7 @@ impl DocNodeService {
                 resume: open.resume_revision,
                 last_seq,
                 otp: open.otp.clone(),
+                user_id: open.user_id,
                 reply,
             });
             let outcome = match handle.send(join).await {

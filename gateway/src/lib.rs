@@ -17,6 +17,7 @@
 pub mod assets;
 pub mod auth;
 pub mod config;
+pub mod handoff;
 pub mod http;
 pub mod metrics;
 pub mod pending;

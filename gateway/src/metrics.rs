@@ -39,7 +39,18 @@ pub struct GatewayMetrics {
     pub auth_refusals: IntCounterVec,
     /// WebSocket upgrades refused because MAX_CONNECTIONS was reached.
     pub connections_refused: IntCounter,
+    /// Live connections carried to a document's new owner, by `outcome`.
+    pub moves: IntCounterVec,
+    /// Time from the old owner letting a connection go to the new owner confirming it.
+    pub move_duration: Histogram,
 }
+
+/// `outcome` of a move: the connection now talks to the new owner.
+pub const MOVE_DONE: &str = "moved";
+/// `outcome` of a move: it could not be done and the socket was closed (4503).
+pub const MOVE_FAILED: &str = "failed";
+/// `outcome` of a move: the connection could not be moved at all (translation unknown).
+pub const MOVE_REFUSED: &str = "not_movable";
 
 impl GatewayMetrics {
     /// Registers the gateway's series in `registry`, with gauges reading the open connection
@@ -90,6 +101,22 @@ impl GatewayMetrics {
                 "codraft_connections_refused_total",
                 "WebSocket upgrades refused because the gateway was at MAX_CONNECTIONS.",
             )?,
+            moves: IntCounterVec::new(
+                Opts::new(
+                    "codraft_gateway_moves_total",
+                    "Live client connections carried to a document's new owner without closing \
+                     the WebSocket, by outcome (moved, failed, not_movable).",
+                ),
+                &["outcome"],
+            )?,
+            move_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "codraft_gateway_move_seconds",
+                    "Time from the old owner letting a connection go to the new owner \
+                     confirming it (the client's pause).",
+                )
+                .buckets(exponential_buckets(0.001, 2.0, 14)?),
+            )?,
         };
         let open = PullingGauge::new(
             "codraft_connections",
@@ -109,9 +136,14 @@ impl GatewayMetrics {
         registry.register(Box::new(metrics.rate_limited.clone()))?;
         registry.register(Box::new(metrics.auth_refusals.clone()))?;
         registry.register(Box::new(metrics.connections_refused.clone()))?;
+        registry.register(Box::new(metrics.moves.clone()))?;
+        registry.register(Box::new(metrics.move_duration.clone()))?;
         // Pre-create the label sets alerts look at, so a quiet gateway shows 0, not nothing.
         for limit in [LIMIT_EDITS, LIMIT_MESSAGES, LIMIT_OTP] {
             metrics.rate_limited.with_label_values(&[limit]);
+        }
+        for outcome in [MOVE_DONE, MOVE_FAILED, MOVE_REFUSED] {
+            metrics.moves.with_label_values(&[outcome]);
         }
         Ok(Arc::new(metrics))
     }

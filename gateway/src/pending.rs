@@ -106,7 +106,11 @@ mod tests {
     }
 
     fn history(entries: Vec<pb::HistoryEntry>) -> pb::History {
-        pb::History { start: 0, entries }
+        pb::History {
+            start: 0,
+            entries,
+            compacted: false,
+        }
     }
 
     #[test]

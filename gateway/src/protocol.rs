@@ -471,6 +471,7 @@ mod tests {
                     client_id: Some("tab1".into()),
                     seq: Some(3),
                 }],
+                compacted: false,
             })),
         };
         let other = render(&frame, Some("tab2")).expect("renders").text;
@@ -506,6 +507,7 @@ mod tests {
                 code: 4409,
                 message: "bad op".into(),
                 close: true,
+                reroute: false,
             })),
         };
         let rendered = render(&frame, None).expect("renders");

@@ -14,7 +14,7 @@
 use std::{
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, Mutex, PoisonError,
+        Arc,
     },
     time::Duration,
 };
@@ -34,7 +34,8 @@ use tracing::{debug, info_span, Instrument};
 use crate::{
     auth::{Access, Grant},
     config::GatewayConfig,
-    metrics::{GatewayMetrics, LIMIT_EDITS, LIMIT_MESSAGES},
+    handoff::{Handoff, Incoming},
+    metrics::{GatewayMetrics, LIMIT_EDITS, LIMIT_MESSAGES, MOVE_DONE, MOVE_FAILED, MOVE_REFUSED},
     pending::PendingEdits,
     protocol::{self, INVALID_MESSAGE},
     routes::{Routes, Session},
@@ -78,6 +79,7 @@ pub async fn relay(
     metrics: Arc<GatewayMetrics>,
 ) {
     let (mut sink, mut stream) = socket.split();
+    let mut handoff = Handoff::new(request.client_id.clone());
     let open_span = info_span!(
         parent: None,
         "gateway.open",
@@ -86,14 +88,17 @@ pub async fn relay(
     );
     let open = pb::Open {
         document_id: request.document_id.clone(),
-        client_id: request.client_id.clone(),
-        resume_revision: request.resume,
+        client_id: Some(handoff.client_id().to_owned()),
+        // Resuming needs the client's own id: a made-up one has nothing to resume.
+        resume_revision: request.resume.filter(|_| !handoff.made_up()),
         otp: request.otp.clone(),
         trace_context: telemetry::trace_context(&open_span),
+        user_id: None,
+        new_client: handoff.made_up(),
     };
     let Session {
         mut inbound,
-        outbound: frames,
+        mut outbound,
         node,
     } = match routes.open(open).instrument(open_span).await {
         Ok(session) => session,
@@ -107,6 +112,8 @@ pub async fn relay(
 
     // Errors the gateway itself reports (bad JSON) go out through the one writer below.
     let (notices, mut notices_rx) = mpsc::channel::<String>(8);
+    // Parsed client frames, sent on by the loop below to whichever docnode owns the document.
+    let (client_frames, mut client_rx) = mpsc::channel::<pb::ClientFrame>(16);
     let max_message = config.max_message_bytes();
     let grant = request.grant.clone();
     let edits = RateLimiter::direct(
@@ -122,10 +129,7 @@ pub async fn relay(
     let started = Instant::now();
     let heard = Arc::new(AtomicU64::new(0));
     let heard_by_reader = Arc::clone(&heard);
-    let pending = Arc::new(Mutex::new(PendingEdits::default()));
-    let pending_by_reader = Arc::clone(&pending);
     let metrics_by_reader = Arc::clone(&metrics);
-    let document = request.document_id.clone();
     let upstream = async move {
         while let Some(message) = stream.next().await {
             let now = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -179,27 +183,6 @@ pub async fn relay(
                                 .inc();
                             return Upstream::Limited("too many edits per second");
                         }
-                        Some(In::Edit(edit)) => {
-                            metrics_by_reader.edits.inc();
-                            // The root of this edit's trace; it ends when the edit comes back.
-                            let span = if telemetry::traces_enabled() {
-                                info_span!(
-                                    parent: None,
-                                    "gateway.edit",
-                                    otel.kind = "client",
-                                    document = %document,
-                                    revision = edit.revision,
-                                    seq = edit.seq,
-                                )
-                            } else {
-                                tracing::Span::none()
-                            };
-                            edit.trace_context = telemetry::trace_context(&span);
-                            pending_by_reader
-                                .lock()
-                                .unwrap_or_else(PoisonError::into_inner)
-                                .sent(Instant::now(), edit.seq, span);
-                        }
                         Some(In::ClientInfo(info)) => {
                             if let Some(name) = &grant.name {
                                 name.clone_into(&mut info.name);
@@ -207,7 +190,8 @@ pub async fn relay(
                         }
                         _ => {}
                     }
-                    if frames.send(frame).await.is_err() {
+                    // Full: the loop is waiting on the docnode, so stop reading the socket.
+                    if client_frames.send(frame).await.is_err() {
                         return Upstream::Closed;
                     }
                 }
@@ -222,10 +206,17 @@ pub async fn relay(
     };
     tokio::pin!(upstream);
 
-    let client_id = request.client_id.as_deref();
+    let document = request.document_id.as_str();
+    let mut pending = PendingEdits::default();
+    // A client frame waiting for room in the docnode's queue.
+    let mut held: Option<pb::ClientFrame> = None;
+    let mut client_done = false;
+    let mut session_open = true;
     let mut ping = tokio::time::interval(config.ping_period());
     ping.reset();
     loop {
+        // Set when the current session ends in a way that lets the connection move on.
+        let mut move_now = false;
         tokio::select! {
             ended = &mut upstream => match ended {
                 Upstream::TooLarge(limit) => {
@@ -246,33 +237,69 @@ pub async fn relay(
                     return;
                 }
             }
-            frame = inbound.message() => match frame {
-                Ok(Some(frame)) => {
-                    match &frame.kind {
-                        Some(Out::Identity(identity)) => pending
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .identity(identity.user_id),
-                        Some(Out::History(history)) => {
-                            let acknowledged = pending
-                                .lock()
-                                .unwrap_or_else(PoisonError::into_inner)
-                                .acknowledged(history, Instant::now());
-                            for round_trip in acknowledged {
-                                metrics.edit_round_trip.observe(round_trip.as_secs_f64());
-                            }
+            frame = client_rx.recv(), if held.is_none() && !client_done => match frame {
+                Some(frame) => held = Some(frame),
+                // The reader ended; its branch above says why.
+                None => client_done = true,
+            },
+            permit = outbound.reserve(), if held.is_some() && session_open => match (permit, held.take()) {
+                (Ok(permit), Some(frame)) => match handoff.outgoing(frame) {
+                    Ok(mut frame) => {
+                        if let Some(In::Edit(edit)) = &mut frame.kind {
+                            metrics.edits.inc();
+                            let span = edit_span(document, edit);
+                            edit.trace_context = telemetry::trace_context(&span);
+                            pending.sent(Instant::now(), edit.seq, span);
                         }
-                        _ => {}
+                        permit.send(frame);
                     }
-                    let Some(rendered) = protocol::render(&frame, client_id) else { continue };
-                    if sink.send(Message::Text(Utf8Bytes::from(rendered.text))).await.is_err() {
+                    Err(reason) => {
+                        metrics.moves.with_label_values(&[MOVE_FAILED]).inc();
+                        let reason = format!("{reason}; reconnect");
+                        let _ = close(&mut sink, &metrics, UNAVAILABLE, &reason).await;
                         return;
                     }
-                    if let Some((code, reason)) = rendered.close {
-                        let _ = close(&mut sink, &metrics, code, &reason).await;
-                        return;
-                    }
+                },
+                // The session ended; the inbound side says how. The frame goes to the next one.
+                (Err(_), frame) => {
+                    held = frame;
+                    session_open = false;
                 }
+                (Ok(_), None) => {}
+            },
+            frame = inbound.message() => match frame {
+                Ok(Some(frame)) => match handoff.incoming(frame) {
+                    Incoming::Forward(frame) => {
+                        match &frame.kind {
+                            Some(Out::Identity(identity)) => pending.identity(identity.user_id),
+                            Some(Out::History(history)) => {
+                                for round_trip in pending.acknowledged(history, Instant::now()) {
+                                    metrics.edit_round_trip.observe(round_trip.as_secs_f64());
+                                }
+                            }
+                            _ => {}
+                        }
+                        let Some(rendered) = protocol::render(&frame, handoff.visible_client_id()) else { continue };
+                        if sink.send(Message::Text(Utf8Bytes::from(rendered.text))).await.is_err() {
+                            return;
+                        }
+                        if let Some((code, reason)) = rendered.close {
+                            let _ = close(&mut sink, &metrics, code, &reason).await;
+                            return;
+                        }
+                    }
+                    Incoming::Drop => {}
+                    Incoming::Move => move_now = true,
+                    Incoming::Fail(reason) => {
+                        metrics.moves.with_label_values(&[MOVE_FAILED]).inc();
+                        let reason = format!("{reason}; reconnect");
+                        let _ = close(&mut sink, &metrics, UNAVAILABLE, &reason).await;
+                        return;
+                    }
+                },
+                // The docnode went away without a word (it crashed): its documents move.
+                Ok(None) if handoff.resume_point().is_some() => move_now = true,
+                Err(status) if handoff.resume_point().is_some() && may_move(&status) => move_now = true,
                 Ok(None) => {
                     let _ = close(&mut sink, &metrics, UNAVAILABLE, "document closed; reconnect").await;
                     return;
@@ -299,7 +326,93 @@ pub async fn relay(
                 }
             }
         }
+        if !move_now {
+            continue;
+        }
+        // Carry the connection to the document's new owner; the socket stays open.
+        let Some(point) = handoff.resume_point() else {
+            metrics.moves.with_label_values(&[MOVE_REFUSED]).inc();
+            let _ = close(
+                &mut sink,
+                &metrics,
+                UNAVAILABLE,
+                "document moved; reconnect",
+            )
+            .await;
+            return;
+        };
+        let began = Instant::now();
+        let replay = handoff.begin_move(point);
+        let open_span = info_span!(
+            parent: None,
+            "gateway.move",
+            otel.kind = "client",
+            document = %document,
+            resume = point.log,
+        );
+        let open = pb::Open {
+            document_id: request.document_id.clone(),
+            client_id: Some(handoff.client_id().to_owned()),
+            resume_revision: Some(point.log),
+            otp: request.otp.clone(),
+            trace_context: telemetry::trace_context(&open_span),
+            user_id: handoff.user_id(),
+            new_client: false,
+        };
+        let opened = tokio::select! {
+            opened = routes.open(open).instrument(open_span) => opened,
+            _ = &mut upstream => return,
+            _ = stopping.changed() => {
+                let _ = close(&mut sink, &metrics, UNAVAILABLE, "gateway restarting; reconnect").await;
+                return;
+            }
+        };
+        match opened {
+            Ok(session) => {
+                inbound = session.inbound;
+                outbound = session.outbound;
+                session_open = true;
+                for frame in replay {
+                    if outbound.send(frame).await.is_err() {
+                        break;
+                    }
+                }
+                metrics.moves.with_label_values(&[MOVE_DONE]).inc();
+                metrics.move_duration.observe(began.elapsed().as_secs_f64());
+                debug!(%document, node = %session.node, moves = handoff.moves(), "moved a live connection");
+            }
+            Err(status) => {
+                metrics.moves.with_label_values(&[MOVE_FAILED]).inc();
+                let (code, reason) = close_for(&status);
+                let _ = close(&mut sink, &metrics, code, &reason).await;
+                return;
+            }
+        }
     }
+}
+
+/// The root of an edit's trace; it ends when the edit comes back acknowledged.
+fn edit_span(document: &str, edit: &pb::Edit) -> tracing::Span {
+    if telemetry::traces_enabled() {
+        info_span!(
+            parent: None,
+            "gateway.edit",
+            otel.kind = "client",
+            document = %document,
+            revision = edit.revision,
+            seq = edit.seq,
+        )
+    } else {
+        tracing::Span::none()
+    }
+}
+
+/// Whether a session that failed with `status` lost its docnode (so the document moves).
+fn may_move(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Aborted
+    )
 }
 
 /// How the client-to-server direction ended.

@@ -91,11 +91,28 @@ pub struct Typist {
 }
 
 impl Typist {
-    /// Joins `document` through `bases[0]`.
+    /// Joins `document` through `bases[0]` with an exactly-once client id.
     pub async fn join(bases: Vec<String>, document: &str, name: &str, seed: u64) -> Self {
         let options = Options {
             client_id: Some(format!("{name}-{}", rand::random::<u32>())),
         };
+        Self::join_with(bases, document, name, seed, options).await
+    }
+
+    /// Joins like a plain Rustpad client: no client id, so it cannot resume by itself after a
+    /// reconnect (a test with such typists asserts they never had to).
+    pub async fn join_plain(bases: Vec<String>, document: &str, name: &str, seed: u64) -> Self {
+        let options = Options { client_id: None };
+        Self::join_with(bases, document, name, seed, options).await
+    }
+
+    async fn join_with(
+        bases: Vec<String>,
+        document: &str,
+        name: &str,
+        seed: u64,
+        options: Options,
+    ) -> Self {
         let mut client = None;
         for attempt in 0..100 {
             let base = &bases[attempt % bases.len()];

@@ -564,3 +564,11 @@ async fn try_http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
         .ok_or_else(|| std::io::Error::other("no status"))?;
     Ok((status, body.to_owned()))
 }
+
+/// The value of one series in a Prometheus text exposition (0 if absent).
+pub fn metric(exposition: &str, series: &str) -> f64 {
+    exposition
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}

@@ -69,6 +69,9 @@ pub struct FailoverOutcome {
     pub converged: bool,
     /// Edits acknowledged over the run.
     pub acknowledged: u64,
+    /// Times a typist's socket was closed and it had to reconnect (a gateway that carries
+    /// connections over to the new owner keeps this at 0 on a drain).
+    pub reconnects: u64,
 }
 
 impl FailoverOutcome {
@@ -79,7 +82,7 @@ impl FailoverOutcome {
             "failover ({} of {} docnodes × {} kills, {})\n\
              pause from {} to first acknowledged edit on the new owner:\n  \
              p50 {:.0} ms   p90 {:.0} ms   p99 {:.0} ms   max {:.0} ms   (n = {})\n\
-             edits acknowledged: {}   converged: {}",
+             edits acknowledged: {}   client reconnects: {}   converged: {}",
             if config.drain { "SIGTERM" } else { "SIGKILL" },
             config.docnodes,
             config.kills,
@@ -95,6 +98,7 @@ impl FailoverOutcome {
             q(1.0),
             self.pauses.count(),
             self.acknowledged,
+            self.reconnects,
             if self.converged { "yes" } else { "NO" },
         )
     }
@@ -108,6 +112,7 @@ impl FailoverOutcome {
             "max_ms": self.pauses.quantile_ms(1.0),
             "samples_ms": self.samples_ms,
             "acknowledged": self.acknowledged,
+            "reconnects": self.reconnects,
             "converged": self.converged,
         })
     }
@@ -189,6 +194,7 @@ async fn typist(
     index: usize,
     acks: Acks,
     stop: Arc<std::sync::atomic::AtomicBool>,
+    reconnects: Arc<std::sync::atomic::AtomicU64>,
 ) -> Option<Client> {
     let options = Options {
         client_id: Some(format!("failover-{index}-{:08x}", rand::random::<u32>())),
@@ -222,6 +228,7 @@ async fn typist(
                 while client.reconnect().await.is_err() {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
+                reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }
     }
@@ -300,6 +307,7 @@ pub async fn run(config: &FailoverConfig) -> Result<FailoverOutcome, ScenarioErr
         .collect();
     let acks: Acks = Arc::new(Mutex::new(vec![Vec::new(); documents.len()]));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reconnects = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let typists: Vec<_> = documents
         .iter()
         .enumerate()
@@ -310,6 +318,7 @@ pub async fn run(config: &FailoverConfig) -> Result<FailoverOutcome, ScenarioErr
                 i,
                 Arc::clone(&acks),
                 Arc::clone(&stop),
+                Arc::clone(&reconnects),
             ))
         })
         .collect();
@@ -362,6 +371,7 @@ pub async fn run(config: &FailoverConfig) -> Result<FailoverOutcome, ScenarioErr
         samples_ms,
         converged,
         acknowledged,
+        reconnects: reconnects.load(std::sync::atomic::Ordering::Relaxed),
     })
 }
 
