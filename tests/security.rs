@@ -550,7 +550,7 @@ async fn a_paused_reader(reader_options: Options) -> (Standalone, String, Client
 async fn a_reader_that_pauses_gets_a_compacted_catch_up_with_its_acknowledgement() {
     // A plain Rustpad client: it counts one revision per History entry, so the entries it
     // receives show whether the catch-up was compacted.
-    let (server, _, mut writer, mut reader) = a_paused_reader(Options::default()).await;
+    let (server, document, mut writer, mut reader) = a_paused_reader(Options::default()).await;
     assert_eq!(reader.acked_plain, 1);
     // Both hold one entry for the text before the reader joined; the writer got one entry per
     // log revision since, the reader fewer.
@@ -567,6 +567,18 @@ async fn a_reader_that_pauses_gets_a_compacted_catch_up_with_its_acknowledgement
         .wait_until(WAIT, |r| r.text == "?!seed mine")
         .await
         .expect("the reader follows again");
+    // Its next edit is based on a revision past the compacted entry: the server must map it
+    // to the right log revision (a breakpoint), or the edit would not fit.
+    reader.insert(11, " again").await.expect("insert");
+    reader
+        .settle(WAIT)
+        .await
+        .expect("the reader's edit is acknowledged");
+    writer
+        .wait_until(WAIT, |w| w.text == "?!seed mine again")
+        .await
+        .expect("the writer sees it");
+    assert_eq!(server.text(&document).await, "?!seed mine again");
     server.assert_no_panic();
 }
 
