@@ -11,7 +11,8 @@
 //!    committed; the actor keeps accepting edits meanwhile, with one commit in flight.
 //! 3. Only then is it applied to the committed text (a rope), moved through every cursor, and
 //!    sent to every client, its author included. Joiners always get committed text, so no
-//!    client ever sees an op that is not durable.
+//!    client ever sees an op that is not durable. A client whose queue is full is skipped
+//!    and caught up later in one compacted frame (see `document/catch_up.rs`).
 //!
 //! If a commit fails the actor ends: its clients are told to reconnect (code 4503), the next
 //! join reloads the document from the store, and clients re-send what was not acknowledged.
