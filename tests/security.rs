@@ -480,6 +480,19 @@ async fn big_round(writer: &mut Client, chunk: &str) {
         .expect("the writer is never held up");
 }
 
+/// Big edits from `writer` fill every buffer on the way to a client that stopped reading,
+/// until the docnode reports a lagging connection. Bounded: at most 200 rounds.
+async fn until_lagging(server: &Standalone, writer: &mut Client) {
+    let chunk = "z".repeat(100_000);
+    for _ in 0..200 {
+        big_round(writer, &chunk).await;
+        if metric(server, "codraft_lagging_clients").await >= 1.0 {
+            return;
+        }
+    }
+    panic!("the paused reader never lagged");
+}
+
 /// A reader that edits, pauses until the docnode reports it lagging, and reads again once
 /// more edits went by. Returns the server, document, writer and reader, with the reader
 /// caught up on the text `"!seed mine"` (its own edit is " mine").
@@ -503,19 +516,10 @@ async fn a_paused_reader(reader_options: Options) -> (Standalone, String, Client
         .insert(4, " mine")
         .await
         .expect("the reader's edit is sent");
-    // The reader stops reading (nothing polls it) while big edits fill every buffer on the
-    // way to it, until the docnode reports it lagging. Bounded: at most 200 rounds.
+    // The reader stops reading (nothing polls it); more traffic while it lags, for the
+    // catch-up to compact.
+    until_lagging(&server, &mut writer).await;
     let chunk = "z".repeat(100_000);
-    let mut lagging = false;
-    for _ in 0..200 {
-        big_round(&mut writer, &chunk).await;
-        if metric(&server, "codraft_lagging_clients").await >= 1.0 {
-            lagging = true;
-            break;
-        }
-    }
-    assert!(lagging, "the paused reader never lagged");
-    // More traffic while it lags, for the catch-up to compact.
     for _ in 0..5 {
         big_round(&mut writer, &chunk).await;
     }
@@ -602,5 +606,75 @@ async fn an_exactly_once_reader_catches_up_and_still_resumes_at_the_right_revisi
         .expect("the resumed reader converges");
     assert_eq!(server.text(&document).await, "?!seed mine");
     assert_eq!(reader.lost, 0);
+    server.assert_no_panic();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reader_behind_the_history_window_gets_the_whole_text_or_resumes() {
+    // A window of 16 edits, far less than what goes by while the readers lag.
+    let server = Standalone::start_with(&[
+        ("CLIENT_QUEUE", "16"),
+        ("SLOW_CLIENT_GRACE_MS", "60000"),
+        ("HISTORY_WINDOW", "16"),
+    ])
+    .await;
+    let document = unique_document("behind");
+    let mut writer = Client::connect(&server.ws(), &document, Options::default())
+        .await
+        .expect("writer joins");
+    writer.insert(0, "seed").await.expect("seed");
+    writer.settle(WAIT).await.expect("seed acknowledged");
+    // A plain reader can take the whole text; an exactly-once one counts log revisions, so
+    // it is closed and resumes from the op log instead.
+    let mut plain = Client::connect(&server.ws(), &document, Options::default())
+        .await
+        .expect("plain reader joins");
+    let options = Options {
+        client_id: Some(unique_document("resumer")),
+    };
+    let mut resumer = Client::connect(&server.ws(), &document, options)
+        .await
+        .expect("exactly-once reader joins");
+    until_lagging(&server, &mut writer).await;
+    let chunk = "z".repeat(100_000);
+    for _ in 0..20 {
+        big_round(&mut writer, &chunk).await;
+    }
+    writer.insert(0, "!").await.expect("insert");
+    writer.settle(WAIT).await.expect("acknowledged");
+    plain
+        .wait_until(WAIT, |r| r.text == "!seed")
+        .await
+        .expect("the plain reader catches up from the whole text");
+    // The resumer may have been caught up (if it lagged later than the plain reader, inside
+    // the window) or closed; either way a reconnect leaves it on the same text.
+    match resumer.wait_until(WAIT, |r| r.text == "!seed").await {
+        Ok(()) => {}
+        Err(ClientError::Closed { code: 4508, .. }) => {
+            resumer.reconnect().await.expect("the resumer resumes");
+        }
+        Err(other) => panic!("the exactly-once reader failed: {other}"),
+    }
+    resumer
+        .wait_until(WAIT, |r| r.text == "!seed")
+        .await
+        .expect("the resumer converges");
+    assert_eq!(resumer.lost, 0);
+    assert!(metric(&server, "codraft_slow_client_catchups_total").await >= 1.0);
+    assert_eq!(metric(&server, "codraft_lagging_clients").await, 0.0);
+    // Both keep editing normally.
+    plain.insert(5, " a").await.expect("insert");
+    plain.settle(WAIT).await.expect("acknowledged");
+    resumer
+        .wait_until(WAIT, |r| r.text == "!seed a")
+        .await
+        .expect("the resumer sees the plain reader's edit");
+    resumer.insert(7, " b").await.expect("insert");
+    resumer.settle(WAIT).await.expect("acknowledged");
+    writer
+        .wait_until(WAIT, |w| w.text == "!seed a b")
+        .await
+        .expect("the writer sees both edits");
+    assert_eq!(server.text(&document).await, "!seed a b");
     server.assert_no_panic();
 }

@@ -29,8 +29,11 @@ use super::{close, pb, wire, ConnId, Connection, Document, Entry, Kind, SendFail
 /// How often lagging connections are checked for room when no commit comes by.
 const POLL: std::time::Duration = std::time::Duration::from_millis(25);
 
-/// Close reason for a client closed because it fell behind; operators grep for it.
+/// Close reason for a client that stayed lagging for the whole grace period.
 const TOO_FAR_BEHIND: &str = "too far behind; reconnect to resync";
+/// Close reason for a client lagging from before the history window that cannot take the
+/// whole text instead.
+const BEYOND_HISTORY: &str = "too far behind to catch up; reconnect to resync";
 
 /// A connection that could not take a frame, and what it has missed.
 pub(super) struct Lagging {
@@ -300,11 +303,7 @@ impl Document {
         if lag.log < self.history_start && (c.client_id.is_some() || lag.own_edits) {
             // Before the window, only a client that counts revisions per connection, with no
             // edit of its own to acknowledge, can take the whole text instead.
-            self.close(
-                id,
-                close::TOO_SLOW,
-                format!("too far behind to catch up; {TOO_FAR_BEHIND}"),
-            );
+            self.close(id, close::TOO_SLOW, BEYOND_HISTORY);
             return;
         }
         let presence = self.presence_frames(id, c, lag);
