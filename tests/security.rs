@@ -1,8 +1,9 @@
 //! Hostile input against a real server: each bad input gets its documented error or close
 //! code, changes nothing, leaves other clients unaffected and panics nothing. Also: OTP
 //! protection (a wrong password never loads a cold document), JWT (expired, forged, wrong
-//! audience, read-only), a slow reader that is dropped without slowing anyone else, and one
-//! that pauses and is brought back with a compacted catch-up.
+//! audience, read-only), a slow reader that is dropped without slowing anyone else, and
+//! readers that pause and are brought back with a compacted catch-up (or, once behind the
+//! history window, with the whole text or a resume).
 
 mod cluster;
 
