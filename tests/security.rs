@@ -1,7 +1,9 @@
 //! Hostile input against a real server: each bad input gets its documented error or close
 //! code, changes nothing, leaves other clients unaffected and panics nothing. Also: OTP
 //! protection (a wrong password never loads a cold document), JWT (expired, forged, wrong
-//! audience, read-only) and a slow reader that is dropped without slowing anyone else.
+//! audience, read-only), a slow reader that is dropped without slowing anyone else, and
+//! readers that pause and are brought back with a compacted catch-up (or, once behind the
+//! history window, with the whole text or a resume).
 
 mod cluster;
 
@@ -26,6 +28,21 @@ fn http_status(result: Result<Client, ClientError>) -> u16 {
         Err(other) => panic!("expected an HTTP refusal, got {other}"),
         Ok(_) => panic!("expected an HTTP refusal, but the socket opened"),
     }
+}
+
+/// The value of an unlabelled series on the standalone server's `/metrics`.
+async fn metric(server: &Standalone, name: &str) -> f64 {
+    let (status, page) = server.get("/metrics").await;
+    assert_eq!(status, 200);
+    page.lines()
+        .find_map(|line| {
+            line.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("{name} is not on /metrics"))
 }
 
 async fn loaded_documents(server: &Standalone) -> u64 {
@@ -401,7 +418,9 @@ async fn jwt_refuses_bad_tokens_and_keeps_readers_read_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reader_that_stops_reading_is_dropped_and_nobody_waits_for_it() {
-    let server = Standalone::start_with(&[("CLIENT_QUEUE", "16")]).await;
+    // A short grace: the client lags, gets no chance to catch up, and is closed.
+    let server =
+        Standalone::start_with(&[("CLIENT_QUEUE", "16"), ("SLOW_CLIENT_GRACE_MS", "500")]).await;
     let document = unique_document("slow");
     // The slow client joins and then never reads again.
     let (mut slow, _) =
@@ -445,5 +464,218 @@ async fn a_reader_that_stops_reading_is_dropped_and_nobody_waits_for_it() {
         }
     }
     assert_eq!(code, Some(4508));
+    server.assert_no_panic();
+}
+
+/// Writes one big insert and its deletion (100,000 characters), each acknowledged.
+async fn big_round(writer: &mut Client, chunk: &str) {
+    writer.insert(0, chunk).await.expect("insert");
+    writer
+        .settle(WAIT)
+        .await
+        .expect("the writer is never held up");
+    writer.delete(0, 100_000).await.expect("delete");
+    writer
+        .settle(WAIT)
+        .await
+        .expect("the writer is never held up");
+}
+
+/// Big edits from `writer` fill every buffer on the way to a client that stopped reading,
+/// until the docnode reports a lagging connection. Bounded: at most 200 rounds.
+async fn until_lagging(server: &Standalone, writer: &mut Client) {
+    let chunk = "z".repeat(100_000);
+    for _ in 0..200 {
+        big_round(writer, &chunk).await;
+        if metric(server, "codraft_lagging_clients").await >= 1.0 {
+            return;
+        }
+    }
+    panic!("the paused reader never lagged");
+}
+
+/// A reader that edits, pauses until the docnode reports it lagging, and reads again once
+/// more edits went by. Returns the server, document, writer and reader, with the reader
+/// caught up on the text `"!seed mine"` (its own edit is " mine").
+async fn a_paused_reader(reader_options: Options) -> (Standalone, String, Client, Client) {
+    let server =
+        Standalone::start_with(&[("CLIENT_QUEUE", "16"), ("SLOW_CLIENT_GRACE_MS", "60000")]).await;
+    let document = unique_document("catch-up");
+    let mut writer = Client::connect(&server.ws(), &document, Options::default())
+        .await
+        .expect("writer joins");
+    writer.insert(0, "seed").await.expect("seed");
+    writer.settle(WAIT).await.expect("seed acknowledged");
+    let mut reader = Client::connect(&server.ws(), &document, reader_options)
+        .await
+        .expect("reader joins");
+    assert_eq!(reader.text, "seed");
+    // One edit of its own just before it stops reading. (Once the gateway is stuck writing
+    // to the paused socket it reads nothing from it either, so the edit has to go first; its
+    // acknowledgement then waits in the queues or comes with the catch-up.)
+    reader
+        .insert(4, " mine")
+        .await
+        .expect("the reader's edit is sent");
+    // The reader stops reading (nothing polls it); more traffic while it lags, for the
+    // catch-up to compact.
+    until_lagging(&server, &mut writer).await;
+    let chunk = "z".repeat(100_000);
+    for _ in 0..5 {
+        big_round(&mut writer, &chunk).await;
+    }
+    // A mark made once, so that reaching the final text means having caught up.
+    writer.insert(0, "!").await.expect("insert");
+    writer.settle(WAIT).await.expect("acknowledged");
+    let expected = "!seed mine";
+    writer
+        .wait_until(WAIT, |w| w.text == expected)
+        .await
+        .expect("the writer sees the reader's edit");
+    // The reader reads again: it is not closed, its edit is acknowledged and it converges.
+    reader
+        .settle(WAIT)
+        .await
+        .expect("the reader's edit is acknowledged, without a close");
+    reader
+        .wait_until(WAIT, |r| r.text == expected)
+        .await
+        .expect("the reader converges");
+    assert_eq!(server.text(&document).await, expected);
+    assert!(metric(&server, "codraft_slow_client_catchups_total").await >= 1.0);
+    assert_eq!(metric(&server, "codraft_lagging_clients").await, 0.0);
+    assert_eq!(
+        metric(&server, "codraft_slow_client_closes_total").await,
+        0.0
+    );
+    (server, document, writer, reader)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reader_that_pauses_gets_a_compacted_catch_up_with_its_acknowledgement() {
+    // A plain Rustpad client: it counts one revision per History entry, so the entries it
+    // receives show whether the catch-up was compacted.
+    let (server, document, mut writer, mut reader) = a_paused_reader(Options::default()).await;
+    assert_eq!(reader.acked_plain, 1);
+    // Both hold one entry for the text before the reader joined; the writer got one entry per
+    // log revision since, the reader fewer.
+    let linear = writer.revision - 1;
+    assert!(
+        reader.revision < linear,
+        "the reader got {} entries, as many as a linear replay ({linear})",
+        reader.revision
+    );
+    // And it keeps working: a later edit from the writer reaches it normally.
+    writer.insert(0, "?").await.expect("insert");
+    writer.settle(WAIT).await.expect("acknowledged");
+    reader
+        .wait_until(WAIT, |r| r.text == "?!seed mine")
+        .await
+        .expect("the reader follows again");
+    // Its next edit is based on a revision past the compacted entry: the server must map it
+    // to the right log revision (a breakpoint), or the edit would not fit.
+    reader.insert(11, " again").await.expect("insert");
+    reader
+        .settle(WAIT)
+        .await
+        .expect("the reader's edit is acknowledged");
+    writer
+        .wait_until(WAIT, |w| w.text == "?!seed mine again")
+        .await
+        .expect("the writer sees it");
+    assert_eq!(server.text(&document).await, "?!seed mine again");
+    server.assert_no_panic();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_exactly_once_reader_catches_up_and_still_resumes_at_the_right_revision() {
+    let options = Options {
+        client_id: Some(unique_document("reader")),
+    };
+    let (server, document, mut writer, mut reader) = a_paused_reader(options).await;
+    assert_eq!(reader.acked, vec![1]);
+    // It counts its log revision from its entries, so its catch-up keeps one entry per log
+    // revision (the composed ops are followed by identity entries).
+    assert_eq!(reader.revision, writer.revision - 1);
+    // A reconnect resumes from the revision it counted: nothing is replayed twice.
+    reader.reconnect().await.expect("the reader resumes");
+    writer.insert(0, "?").await.expect("insert");
+    writer.settle(WAIT).await.expect("acknowledged");
+    reader
+        .wait_until(WAIT, |r| r.text == "?!seed mine")
+        .await
+        .expect("the resumed reader converges");
+    assert_eq!(server.text(&document).await, "?!seed mine");
+    assert_eq!(reader.lost, 0);
+    server.assert_no_panic();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reader_behind_the_history_window_gets_the_whole_text_or_resumes() {
+    // A window of 16 edits, far less than what goes by while the readers lag.
+    let server = Standalone::start_with(&[
+        ("CLIENT_QUEUE", "16"),
+        ("SLOW_CLIENT_GRACE_MS", "60000"),
+        ("HISTORY_WINDOW", "16"),
+    ])
+    .await;
+    let document = unique_document("behind");
+    let mut writer = Client::connect(&server.ws(), &document, Options::default())
+        .await
+        .expect("writer joins");
+    writer.insert(0, "seed").await.expect("seed");
+    writer.settle(WAIT).await.expect("seed acknowledged");
+    // A plain reader can take the whole text; an exactly-once one counts log revisions, so
+    // it is closed and resumes from the op log instead.
+    let mut plain = Client::connect(&server.ws(), &document, Options::default())
+        .await
+        .expect("plain reader joins");
+    let options = Options {
+        client_id: Some(unique_document("resumer")),
+    };
+    let mut resumer = Client::connect(&server.ws(), &document, options)
+        .await
+        .expect("exactly-once reader joins");
+    until_lagging(&server, &mut writer).await;
+    let chunk = "z".repeat(100_000);
+    for _ in 0..20 {
+        big_round(&mut writer, &chunk).await;
+    }
+    writer.insert(0, "!").await.expect("insert");
+    writer.settle(WAIT).await.expect("acknowledged");
+    plain
+        .wait_until(WAIT, |r| r.text == "!seed")
+        .await
+        .expect("the plain reader catches up from the whole text");
+    // The resumer may have been caught up (if it lagged later than the plain reader, inside
+    // the window) or closed; either way a reconnect leaves it on the same text.
+    match resumer.wait_until(WAIT, |r| r.text == "!seed").await {
+        Ok(()) => {}
+        Err(ClientError::Closed { code: 4508, .. }) => {
+            resumer.reconnect().await.expect("the resumer resumes");
+        }
+        Err(other) => panic!("the exactly-once reader failed: {other}"),
+    }
+    resumer
+        .wait_until(WAIT, |r| r.text == "!seed")
+        .await
+        .expect("the resumer converges");
+    assert_eq!(resumer.lost, 0);
+    assert!(metric(&server, "codraft_slow_client_catchups_total").await >= 1.0);
+    assert_eq!(metric(&server, "codraft_lagging_clients").await, 0.0);
+    // Both keep editing normally.
+    plain.insert(5, " a").await.expect("insert");
+    plain.settle(WAIT).await.expect("acknowledged");
+    resumer
+        .wait_until(WAIT, |r| r.text == "!seed a")
+        .await
+        .expect("the resumer sees the plain reader's edit");
+    resumer.insert(7, " b").await.expect("insert");
+    resumer.settle(WAIT).await.expect("acknowledged");
+    writer
+        .wait_until(WAIT, |w| w.text == "!seed a b")
+        .await
+        .expect("the writer sees both edits");
+    assert_eq!(server.text(&document).await, "!seed a b");
     server.assert_no_panic();
 }

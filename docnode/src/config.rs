@@ -77,9 +77,15 @@ pub struct DocnodeConfig {
     #[arg(long, env = "SNAPSHOT_EVERY", default_value_t = 500)]
     pub snapshot_every: u64,
 
-    /// Frames queued for one client before it counts as too slow and is disconnected.
+    /// Frames queued for one client before it counts as lagging: it is then skipped and
+    /// later sent one compacted catch-up.
     #[arg(long, env = "CLIENT_QUEUE", default_value_t = 512)]
     pub client_queue: usize,
+
+    /// Milliseconds a lagging client may stay unable to take its catch-up before it is
+    /// closed with 4508.
+    #[arg(long, env = "SLOW_CLIENT_GRACE_MS", default_value_t = 5000)]
+    pub slow_client_grace_ms: u64,
 
     /// Seconds a shutdown may take to commit what is pending before the process exits.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
@@ -129,6 +135,11 @@ impl DocnodeConfig {
     /// Least time between two cursor updates of one user.
     pub fn cursor_interval(&self) -> Duration {
         Duration::from_millis(self.cursor_interval_ms)
+    }
+
+    /// How long a lagging client may wait for room for its catch-up.
+    pub fn slow_client_grace(&self) -> Duration {
+        Duration::from_millis(self.slow_client_grace_ms)
     }
 
     /// The group-commit gathering window.

@@ -11,7 +11,8 @@
 //!    committed; the actor keeps accepting edits meanwhile, with one commit in flight.
 //! 3. Only then is it applied to the committed text (a rope), moved through every cursor, and
 //!    sent to every client, its author included. Joiners always get committed text, so no
-//!    client ever sees an op that is not durable.
+//!    client ever sees an op that is not durable. A client whose queue is full is skipped
+//!    and caught up later in one compacted frame (see `document/catch_up.rs`).
 //!
 //! If a commit fails the actor ends: its clients are told to reconnect (code 4503), the next
 //! join reloads the document from the store, and clients re-send what was not acknowledged.
@@ -38,12 +39,13 @@ use ropey::Rope;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, info_span, warn, Instrument, Span};
 
+mod catch_up;
 mod presence;
 
 use crate::{
     commit::{CommitResult, Committer},
     config::DocnodeConfig,
-    connection::{ConnId, Inbox, Numbering, Outbox, SendFailure},
+    connection::{ConnId, Inbox, Numbering, Origin, Outbox, SendFailure},
     metrics::{DocnodeMetrics, MOVE_FENCED, MOVE_RELEASED},
     ownership::Ownership,
     registry::Registry,
@@ -165,6 +167,8 @@ pub struct Join {
     pub otp: Option<String>,
     /// The user id the client had on the docnode it is moving from, if any.
     pub user_id: Option<u64>,
+    /// The gateway made the client id up: the client never resumes by itself.
+    pub made_up_client_id: bool,
     /// Where the actor answers: the connection's frame queue, or why it cannot join.
     pub reply: oneshot::Sender<Result<Inbox, JoinRefused>>,
 }
@@ -273,12 +277,17 @@ impl Entry {
 struct Connection {
     user_id: u64,
     client_id: Option<String>,
+    /// The client resumes by itself after a reconnect, counting History entries (it sent its
+    /// own client id), so a catch-up must keep one entry per log revision.
+    resumes_itself: bool,
     outbox: Outbox,
     numbering: Numbering,
     /// History entries sent on this connection: the highest revision the client may use.
     sent: u64,
     info: Option<pb::ClientInfo>,
     cursor: Option<pb::CursorData>,
+    /// Set while its queue is too full to take fan-out (see `document/catch_up.rs`).
+    lagging: Option<catch_up::Lagging>,
 }
 
 /// A commit in flight: its result, and the head revision it will make committed.
@@ -346,6 +355,8 @@ struct Document {
     own: mpsc::WeakSender<Command>,
     /// Restored users, cursor coalescing and heartbeats (see `document/presence.rs`).
     presence: presence::PresenceState,
+    /// When lagging connections are next checked for room; `None` while none lags.
+    catch_up_at: Option<tokio::time::Instant>,
 }
 
 async fn run(
@@ -434,6 +445,7 @@ impl Document {
             otp: stored.otp,
             own,
             presence: presence::PresenceState::new(deps_presence_ttl),
+            catch_up_at: None,
         }
     }
 
@@ -453,6 +465,7 @@ impl Document {
             }
             let idle = self.connections.is_empty() && inflight.is_none();
             let idle_timeout = self.deps.config.idle_unload();
+            let catch_up = self.catch_up_deadline();
             tokio::select! {
                 result = wait_commit(&mut inflight) => {
                     let done = inflight.take();
@@ -472,6 +485,8 @@ impl Document {
                 },
                 _ = tokio::time::sleep(idle_timeout), if idle => return Exit::Idle,
                 _ = tokio::time::sleep_until(self.presence_deadline()) => self.presence_tick(),
+                _ = tokio::time::sleep_until(catch_up.unwrap_or_else(tokio::time::Instant::now)),
+                    if catch_up.is_some() => self.catch_up_lagging(),
             }
         }
     }
@@ -647,7 +662,7 @@ impl Document {
                     .take(count)
                     .map(Entry::to_proto)
                     .collect();
-                (Numbering::Resumed { from }, entries)
+                (Numbering::new(Origin::Resumed { from }), entries)
             }
             None => {
                 let snapshot = pb::HistoryEntry {
@@ -658,10 +673,10 @@ impl Document {
                     client_id: None,
                     seq: None,
                 };
-                let numbering = Numbering::Snapshot {
+                let numbering = Numbering::new(Origin::Snapshot {
                     joined_at: self.committed,
                     length: self.text.len_chars() as u64,
-                };
+                });
                 (numbering, vec![snapshot])
             }
         };
@@ -675,11 +690,11 @@ impl Document {
         let mut frames = vec![Kind::Identity(pb::Identity { user_id })];
         if join.client_id.is_some() {
             frames.push(Kind::Joined(pb::Joined {
-                revision: match numbering {
-                    Numbering::Snapshot { joined_at, .. } => joined_at,
-                    Numbering::Resumed { from } => from,
+                revision: match numbering.origin {
+                    Origin::Snapshot { joined_at, .. } => joined_at,
+                    Origin::Resumed { from } => from,
                 },
-                resumed: matches!(numbering, Numbering::Resumed { .. }),
+                resumed: matches!(numbering.origin, Origin::Resumed { .. }),
                 last_seq,
             }));
         }
@@ -688,6 +703,7 @@ impl Document {
             start: 0,
             entries,
             compacted: false,
+            log_revision: None,
         }));
         if let Some(language) = &self.language {
             frames.push(Kind::Language(pb::Language {
@@ -724,12 +740,14 @@ impl Document {
             join.conn,
             Connection {
                 user_id,
+                resumes_itself: join.client_id.is_some() && !join.made_up_client_id,
                 client_id: join.client_id,
                 outbox,
                 numbering,
                 sent,
                 info: None,
                 cursor: None,
+                lagging: None,
             },
         );
         self.presence_joined(join.conn, takeover);
@@ -863,6 +881,9 @@ impl Document {
                     seq: edit.seq,
                     span: (!span.is_none()).then(|| span.clone()),
                 });
+                if let Some(c) = self.connections.get_mut(&conn) {
+                    c.edited();
+                }
             }
             Err((code, message)) => {
                 self.deps
@@ -891,9 +912,9 @@ impl Document {
                 ),
             ));
         }
-        let base = match (c.numbering.log_revision(edit.revision), c.numbering) {
+        let base = match (c.numbering.log_revision(edit.revision), c.numbering.origin) {
             (Some(base), _) => base,
-            (None, Numbering::Snapshot { joined_at, length }) => {
+            (None, Origin::Snapshot { joined_at, length }) => {
                 // Based on the empty document before the join snapshot: it can only insert,
                 // and the snapshot (which reached the server first) ends up after it.
                 if operation.base_len() != 0 {
@@ -912,7 +933,7 @@ impl Document {
                 operation = rebased;
                 joined_at
             }
-            (None, Numbering::Resumed { from }) => from,
+            (None, Origin::Resumed { from }) => from,
         };
         if base < self.history_start {
             return Err((
@@ -945,6 +966,8 @@ impl Document {
 
     /// A commit returned: apply what it made durable, move cursors, and tell every client.
     fn committed_through(&mut self, upto: u64, language: Option<String>) {
+        // Where a connection that cannot take this fan-out starts lagging.
+        let (from, from_len) = (self.committed, self.text.len_chars() as u64);
         let first = (self.committed - self.history_start) as usize;
         let count = (upto - self.committed) as usize;
         let mut entries = Vec::with_capacity(count);
@@ -987,10 +1010,15 @@ impl Document {
         if !entries.is_empty() {
             let mut slow = Vec::new();
             for (&id, c) in self.connections.iter_mut() {
+                if c.lagging.is_some() {
+                    // Its catch-up will carry these entries.
+                    continue;
+                }
                 let frame = Kind::History(pb::History {
                     start: c.sent,
                     entries: entries.clone(),
                     compacted: false,
+                    log_revision: None,
                 });
                 match c.outbox.send(frame) {
                     Ok(()) => c.sent += entries.len() as u64,
@@ -999,9 +1027,7 @@ impl Document {
             }
             for (id, failure) in slow {
                 match failure {
-                    SendFailure::Full => {
-                        self.close(id, close::TOO_SLOW, "too far behind; reconnect to resync")
-                    }
+                    SendFailure::Full => self.start_lagging(id, from, from_len),
                     // Its stream ended before its Leave arrived: not a slow client.
                     SendFailure::Gone => self.leave(id),
                 }
@@ -1016,6 +1042,9 @@ impl Document {
                     language: language.clone(),
                 })
             });
+        }
+        if self.catch_up_at.is_some() {
+            self.catch_up_lagging();
         }
         self.trim_history();
         if self.committed - self.last_snapshot >= self.deps.config.snapshot_every {
@@ -1050,8 +1079,17 @@ impl Document {
         });
     }
 
+    /// Takes a connection out of the document, lagging or not.
+    fn remove_connection(&mut self, conn: ConnId) -> Option<Connection> {
+        let c = self.connections.remove(&conn)?;
+        if c.lagging.is_some() {
+            self.deps.metrics.lagging_clients.dec();
+        }
+        Some(c)
+    }
+
     fn leave(&mut self, conn: ConnId) {
-        if let Some(c) = self.connections.remove(&conn) {
+        if let Some(c) = self.remove_connection(conn) {
             self.presence_gone(conn, &c);
             self.announce_departure(c.user_id);
         }
@@ -1071,7 +1109,7 @@ impl Document {
         if code == close::TOO_SLOW {
             self.deps.metrics.slow_client_closes.inc();
         }
-        if let Some(c) = self.connections.remove(&conn) {
+        if let Some(c) = self.remove_connection(conn) {
             let message = message.into();
             debug!(document = %self.id, code, reason = %message, "closing a connection");
             self.presence_gone(conn, &c);
@@ -1080,19 +1118,26 @@ impl Document {
         }
     }
 
-    /// Sends a frame to every connection; one that cannot take it is closed as too slow.
+    /// Sends a frame to every connection; one that cannot take it starts lagging, and a
+    /// lagging one is skipped (its catch-up sends the current state).
     fn broadcast(&mut self, make: impl Fn(&Connection) -> Kind) {
         let mut failed = Vec::new();
-        for (&id, c) in &self.connections {
+        for (&id, c) in self.connections.iter_mut() {
+            if c.lagging.is_some() {
+                let frame = make(c);
+                c.missed(&frame);
+                continue;
+            }
             match c.outbox.send(make(c)) {
                 Ok(()) => {}
                 Err(SendFailure::Full) => failed.push((id, true)),
                 Err(SendFailure::Gone) => failed.push((id, false)),
             }
         }
+        let (at, len) = (self.committed, self.text.len_chars() as u64);
         for (id, slow) in failed {
             if slow {
-                self.close(id, close::TOO_SLOW, "too far behind; reconnect to resync");
+                self.start_lagging(id, at, len);
             } else {
                 self.leave(id);
             }
@@ -1153,7 +1198,7 @@ impl Document {
         let reroute = matches!(exit, Exit::Shutdown | Exit::Moved | Exit::Stale);
         let ids: Vec<ConnId> = self.connections.keys().copied().collect();
         for id in ids {
-            if let Some(c) = self.connections.remove(&id) {
+            if let Some(c) = self.remove_connection(id) {
                 if reroute {
                     c.outbox.reroute(code, message.clone());
                 } else {

@@ -11,7 +11,9 @@
 //!    client had not seen, assigns it the next revision and queues it for commit.
 //! 4. [`commit`] gathers the queued ops of all documents into one store transaction (group
 //!    commit) and reports back to each actor.
-//! 5. Only then does the actor apply the op to its text and fan it out to every client.
+//! 5. Only then does the actor apply the op to its text and fan it out to every client. A
+//!    client whose queue is full is skipped and later sent one compacted catch-up
+//!    (`document/catch_up.rs`); [`connection`] keeps each client's revision numbering.
 //!
 //! [`wire`] converts between the gRPC contract and OT types; [`config`] holds the settings;
 //! [`server`] wires everything together and serves gRPC and the admin endpoints ([`admin`]);

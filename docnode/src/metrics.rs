@@ -36,8 +36,13 @@ pub struct DocnodeMetrics {
     pub commit_duration: Histogram,
     /// Time a document takes to load from the store.
     pub document_load_duration: Histogram,
-    /// Clients closed with 4508 because their send queue was full.
+    /// Clients closed with 4508: still lagging after the grace period, or too far behind to
+    /// catch up.
     pub slow_client_closes: IntCounter,
+    /// Lagging clients brought up to date with one compacted catch-up.
+    pub slow_client_catchups: IntCounter,
+    /// Connections lagging right now (skipped by fan-out until their catch-up).
+    pub lagging_clients: IntGauge,
     /// Documents that left this docnode for another owner, by `reason`.
     pub ownership_moves: IntCounterVec,
     /// Failed store calls, by `operation` and `kind` (unavailable, conflict, corrupt).
@@ -112,7 +117,16 @@ impl DocnodeMetrics {
             )?,
             slow_client_closes: IntCounter::new(
                 "codraft_slow_client_closes_total",
-                "Clients closed with 4508 because their send queue was full.",
+                "Clients closed with 4508: still lagging after SLOW_CLIENT_GRACE_MS, or too far \
+                 behind to catch up.",
+            )?,
+            slow_client_catchups: IntCounter::new(
+                "codraft_slow_client_catchups_total",
+                "Lagging clients brought up to date with one compacted catch-up.",
+            )?,
+            lagging_clients: IntGauge::new(
+                "codraft_lagging_clients",
+                "Connections whose send queue filled and that wait for a catch-up.",
             )?,
             ownership_moves: IntCounterVec::new(
                 Opts::new(
@@ -140,6 +154,8 @@ impl DocnodeMetrics {
         registry.register(Box::new(metrics.commit_duration.clone()))?;
         registry.register(Box::new(metrics.document_load_duration.clone()))?;
         registry.register(Box::new(metrics.slow_client_closes.clone()))?;
+        registry.register(Box::new(metrics.slow_client_catchups.clone()))?;
+        registry.register(Box::new(metrics.lagging_clients.clone()))?;
         registry.register(Box::new(metrics.ownership_moves.clone()))?;
         registry.register(Box::new(metrics.store_errors.clone()))?;
         // Pre-create the label sets alerts look at, so a quiet docnode shows 0, not nothing.

@@ -123,7 +123,7 @@ impl DocNodeService {
     /// Joins the document's actor, looking it up again if it was stopping.
     async fn join(&self, open: &pb::Open, conn: ConnId) -> Result<(DocumentHandle, Inbox), Status> {
         let last_seq = match &open.client_id {
-            Some(_) if open.new_client => 0,
+            Some(_) if open.made_up_client_id && open.resume_revision.is_none() => 0,
             Some(client) => self
                 .store
                 .last_seq(&open.document_id, client)
@@ -141,6 +141,7 @@ impl DocNodeService {
                 last_seq,
                 otp: open.otp.clone(),
                 user_id: open.user_id,
+                made_up_client_id: open.made_up_client_id,
                 reply,
             });
             let outcome = match handle.send(join).await {

@@ -14,8 +14,8 @@
 //!   first session's equals the client's, a moved session's revision 0 is client revision
 //!   `offset`;
 //! - the *log* revision: the document's op log. `anchor` ties one client revision to its log
-//!   revision; entries count one log revision each until a compacted catch-up, which ends
-//!   the anchor (such a connection is no longer moved, it reconnects as before).
+//!   revision; entries count one log revision each, except in a compacted catch-up, after
+//!   which the docnode names the log revision reached and the anchor moves there.
 //!
 //! A connection cannot be moved (and is closed with 4503 as before, the client resuming by
 //! itself) when the gateway cannot prove the translation right: no anchor, an edit without a
@@ -233,9 +233,6 @@ impl Handoff {
                 }
             }
         }
-        if history.compacted {
-            self.anchor = None;
-        }
         let Some(start) = history.start.checked_add(self.offset) else {
             return Some(Incoming::Fail("revision out of range"));
         };
@@ -254,6 +251,10 @@ impl Handoff {
         history.entries.drain(..seen);
         history.start = self.forwarded;
         self.forwarded += history.entries.len() as u64;
+        if history.compacted {
+            // Entries no longer count log revisions one to one: anchor again after them.
+            self.anchor = history.log_revision.map(|log| (self.forwarded, log));
+        }
         None
     }
 
@@ -331,6 +332,7 @@ mod tests {
             start,
             entries,
             compacted: false,
+            log_revision: None,
         }))
     }
 
@@ -506,12 +508,13 @@ mod tests {
         h.outgoing(edit(1, None)).expect("edit");
         assert_eq!(h.resume_point(), None);
 
-        // A compacted catch-up ends the anchor.
+        // A compacted catch-up without its log revision ends the anchor.
         let mut h = joined_plain_client();
         h.incoming(server(Out::History(pb::History {
             start: 11,
             entries: vec![entry(3, None, None)],
             compacted: true,
+            log_revision: None,
         })));
         assert_eq!(h.resume_point(), None);
         let reroute = server(Out::Error(pb::Error {
@@ -560,5 +563,33 @@ mod tests {
             h.incoming(history(12, vec![entry(3, None, None)])),
             Incoming::Fail(_)
         ));
+    }
+
+    #[test]
+    fn a_compacted_catch_up_moves_the_anchor_to_the_log_revision_it_reached() {
+        let caught_up = || {
+            server(Out::History(pb::History {
+                start: 11,
+                entries: vec![entry(3, None, None)],
+                compacted: true,
+                log_revision: Some(150),
+            }))
+        };
+        // Client revision 11 is log 110; one composed entry brings it to log 150.
+        let mut h = joined_plain_client();
+        assert_eq!(forwarded_start(h.incoming(caught_up())), (11, 1));
+        h.outgoing(edit(12, None)).expect("edit");
+        assert_eq!(
+            h.resume_point(),
+            Some(ResumePoint {
+                log: 150,
+                client: 12
+            })
+        );
+        // An unacknowledged edit from before the catch-up cannot be placed in the log.
+        let mut h = joined_plain_client();
+        h.outgoing(edit(11, None)).expect("edit");
+        h.incoming(caught_up());
+        assert_eq!(h.resume_point(), None);
     }
 }

@@ -110,6 +110,7 @@ mod tests {
             start: 0,
             entries,
             compacted: false,
+            log_revision: None,
         }
     }
 

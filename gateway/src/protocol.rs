@@ -472,6 +472,7 @@ mod tests {
                     seq: Some(3),
                 }],
                 compacted: false,
+                log_revision: None,
             })),
         };
         let other = render(&frame, Some("tab2")).expect("renders").text;

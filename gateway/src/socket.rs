@@ -94,7 +94,7 @@ pub async fn relay(
         otp: request.otp.clone(),
         trace_context: telemetry::trace_context(&open_span),
         user_id: None,
-        new_client: handoff.made_up(),
+        made_up_client_id: handoff.made_up(),
     };
     let Session {
         mut inbound,
@@ -204,7 +204,10 @@ pub async fn relay(
         }
         Upstream::Closed
     };
-    tokio::pin!(upstream);
+    // Its own task, so the client's messages keep being read while a write to a slow client
+    // waits (a paused reader's edits still reach the docnode). Aborted when the relay ends.
+    let mut upstream = tokio::spawn(upstream);
+    let _reader = AbortOnDrop(upstream.abort_handle());
 
     let document = request.document_id.as_str();
     let mut pending = PendingEdits::default();
@@ -218,7 +221,7 @@ pub async fn relay(
         // Set when the current session ends in a way that lets the connection move on.
         let mut move_now = false;
         tokio::select! {
-            ended = &mut upstream => match ended {
+            ended = &mut upstream => match ended.unwrap_or(Upstream::Closed) {
                 Upstream::TooLarge(limit) => {
                     let reason = format!("message larger than {} KiB", limit / 1024);
                     let _ = sink.send(Message::Text(Utf8Bytes::from(protocol::error_message(TOO_LARGE, &reason)))).await;
@@ -357,7 +360,7 @@ pub async fn relay(
             otp: request.otp.clone(),
             trace_context: telemetry::trace_context(&open_span),
             user_id: handoff.user_id(),
-            new_client: false,
+            made_up_client_id: handoff.made_up(),
         };
         let opened = tokio::select! {
             opened = routes.open(open).instrument(open_span) => opened,
@@ -413,6 +416,15 @@ fn may_move(status: &tonic::Status) -> bool {
         status.code(),
         Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Aborted
     )
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// How the client-to-server direction ended.

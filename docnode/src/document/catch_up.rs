@@ -1,0 +1,462 @@
+//! Slow clients: a connection whose frame queue is full is not closed at once but marked
+//! *lagging*, skipped by every fan-out, and later sent one compacted catch-up.
+//!
+//! - **Lagging.** The connection keeps the log revision it holds and the text length there;
+//!   history and presence frames pass it by. Frames the catch-up cannot rebuild from the
+//!   current state (a user leaving, a password change) are remembered.
+//! - **Catch-up.** At every commit fan-out and on a short timer while anyone lags, a lagging
+//!   connection with room for the whole burst gets one `History` frame: each run of other
+//!   users' committed entries composed into one op, its own entries kept apart and in order
+//!   (they acknowledge its edits), then the current language, departures, users and cursors.
+//!   An entry standing for several log revisions leaves a breakpoint in the connection's
+//!   [`crate::connection::Numbering`]. Clients that count log revisions themselves (the
+//!   exactly-once extension, which resumes by log revision) get each composed entry followed
+//!   by identity entries instead, so their count stays true.
+//! - **Snapshot.** Lagging from before the history window, a client with no edits of its own
+//!   in the gap gets one entry that replaces the whole text.
+//! - **Close.** Still lagging after SLOW_CLIENT_GRACE_MS, or impossible to catch up: 4508.
+//!   The client reconnects and resumes without loss.
+//!
+//! None of this waits: the actor only ever tries to queue frames, so a slow client never
+//! slows the document or anyone else.
+
+use codraft_ot::{Operation, OtError};
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::{close, pb, wire, ConnId, Connection, Document, Entry, Kind, SendFailure};
+
+/// How often lagging connections are checked for room when no commit comes by.
+const POLL: std::time::Duration = std::time::Duration::from_millis(25);
+
+/// Close reason for a client that stayed lagging for the whole grace period.
+const TOO_FAR_BEHIND: &str = "too far behind; reconnect to resync";
+/// Close reason for a client lagging from before the history window that cannot take the
+/// whole text instead.
+const BEYOND_HISTORY: &str = "too far behind to catch up; reconnect to resync";
+
+/// A connection that could not take a frame, and what it has missed.
+pub(super) struct Lagging {
+    /// When its queue was found full.
+    since: Instant,
+    /// The log revision the client holds: every committed entry below it was sent.
+    log: u64,
+    /// The committed text's length at `log`, in code points, for a snapshot catch-up.
+    len: u64,
+    /// Whether the gap holds edits of its own (then a snapshot would lose their
+    /// acknowledgement).
+    own_edits: bool,
+    /// Users who left while it lagged.
+    departed: Vec<u64>,
+    /// Whether the document's password changed while it lagged.
+    otp_changed: bool,
+}
+
+/// One entry of a catch-up, and the log revision the client holds after applying it.
+#[derive(Debug)]
+pub(super) struct Compacted {
+    pub(super) entry: pb::HistoryEntry,
+    pub(super) through: u64,
+}
+
+/// Compacts committed entries for one client. `entries` start at log revision `from`; `own`
+/// tells the client's own entries, which are kept as they are and in order; each maximal run
+/// of other entries becomes one composed entry (author kept when the run has one, else 0).
+/// With `pad`, a composed entry is followed by identity entries so that every log revision
+/// still has one entry.
+pub(super) fn compact<'a>(
+    entries: impl IntoIterator<Item = &'a Entry>,
+    from: u64,
+    own: impl Fn(&Entry) -> bool,
+    pad: bool,
+) -> Result<Vec<Compacted>, OtError> {
+    /// A run of others' entries being composed.
+    struct Run {
+        operation: Operation,
+        author: u64,
+        count: u64,
+    }
+    fn flush(run: Option<Run>, through: u64, pad: bool, out: &mut Vec<Compacted>) {
+        let Some(run) = run else {
+            return;
+        };
+        let len = run.operation.target_len();
+        out.push(Compacted {
+            entry: pb::HistoryEntry {
+                user_id: run.author,
+                operation: Some(wire::operation_to_proto(&run.operation)),
+                client_id: None,
+                seq: None,
+            },
+            through: through - if pad { run.count - 1 } else { 0 },
+        });
+        if pad {
+            let mut identity = Operation::new();
+            identity.retain(len);
+            for i in (0..run.count - 1).rev() {
+                out.push(Compacted {
+                    entry: pb::HistoryEntry {
+                        user_id: run.author,
+                        operation: Some(wire::operation_to_proto(&identity)),
+                        client_id: None,
+                        seq: None,
+                    },
+                    through: through - i,
+                });
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut run: Option<Run> = None;
+    let mut revision = from;
+    for entry in entries {
+        if own(entry) {
+            flush(run.take(), revision, pad, &mut out);
+            revision += 1;
+            out.push(Compacted {
+                entry: entry.to_proto(),
+                through: revision,
+            });
+            continue;
+        }
+        revision += 1;
+        run = Some(match run.take() {
+            None => Run {
+                operation: entry.operation.clone(),
+                author: entry.author,
+                count: 1,
+            },
+            Some(run) => Run {
+                operation: run.operation.compose(&entry.operation)?,
+                author: if run.author == entry.author {
+                    run.author
+                } else {
+                    0
+                },
+                count: run.count + 1,
+            },
+        });
+    }
+    flush(run, revision, pad, &mut out);
+    Ok(out)
+}
+
+impl Connection {
+    /// A frame this connection was skipped for while lagging: remember what its catch-up
+    /// cannot rebuild from the current state.
+    pub(super) fn missed(&mut self, frame: &Kind) {
+        let Some(lag) = &mut self.lagging else {
+            return;
+        };
+        match frame {
+            Kind::UserInfo(pb::UserInfo {
+                user_id,
+                info: None,
+            }) => lag.departed.push(*user_id),
+            Kind::Otp(_) => lag.otp_changed = true,
+            _ => {}
+        }
+    }
+
+    /// An edit of this connection got a revision: if it lags, the gap now holds an edit of
+    /// its own.
+    pub(super) fn edited(&mut self) {
+        if let Some(lag) = &mut self.lagging {
+            lag.own_edits = true;
+        }
+    }
+
+    /// Whether a history entry is this client's own: its user id, or its exactly-once id
+    /// (an edit an earlier connection of the same client sent).
+    fn owns(&self, entry: &Entry) -> bool {
+        entry.author == self.user_id
+            || (self.client_id.is_some() && entry.client_id == self.client_id)
+    }
+}
+
+impl Document {
+    /// Marks a connection lagging at log revision `log`, where the text had `len` code points.
+    pub(super) fn start_lagging(&mut self, id: ConnId, log: u64, len: u64) {
+        let pending = (log.max(self.history_start) - self.history_start) as usize;
+        let Some(c) = self.connections.get(&id) else {
+            return;
+        };
+        if c.lagging.is_some() {
+            return;
+        }
+        let own_edits = self.history.iter().skip(pending).any(|e| c.owns(e));
+        debug!(document = %self.id, conn = id, revision = log, "client lagging");
+        if let Some(c) = self.connections.get_mut(&id) {
+            c.lagging = Some(Lagging {
+                since: Instant::now(),
+                log,
+                len,
+                own_edits,
+                departed: Vec::new(),
+                otp_changed: false,
+            });
+        }
+        self.deps.metrics.lagging_clients.inc();
+        if self.catch_up_at.is_none() {
+            self.catch_up_at = Some(Instant::now() + POLL);
+        }
+    }
+
+    /// When the actor's loop next checks lagging connections, if any lag.
+    pub(super) fn catch_up_deadline(&self) -> Option<Instant> {
+        self.catch_up_at
+    }
+
+    /// Tries to catch up every lagging connection; closes those past their grace period.
+    pub(super) fn catch_up_lagging(&mut self) {
+        let lagging: Vec<ConnId> = self
+            .connections
+            .iter()
+            .filter(|(_, c)| c.lagging.is_some())
+            .map(|(&id, _)| id)
+            .collect();
+        for id in lagging {
+            self.catch_up(id);
+        }
+        let any = self.connections.values().any(|c| c.lagging.is_some());
+        self.catch_up_at = any.then(|| Instant::now() + POLL);
+    }
+
+    /// The frames after the History of a catch-up: what others look like now.
+    fn presence_frames(&self, id: ConnId, c: &Connection, lag: &Lagging) -> Vec<Kind> {
+        let mut frames = Vec::new();
+        if let Some(language) = &self.language {
+            frames.push(Kind::Language(pb::Language {
+                language: language.clone(),
+            }));
+        }
+        if lag.otp_changed {
+            frames.push(Kind::Otp(pb::Otp {
+                otp: self.otp.clone(),
+            }));
+        }
+        let present = |user: u64| {
+            self.connections.values().any(|o| o.user_id == user)
+                || self.presence.restored.values().any(|r| r.user_id == user)
+        };
+        for &user_id in &lag.departed {
+            if user_id != c.user_id && !present(user_id) {
+                frames.push(Kind::UserInfo(pb::UserInfo {
+                    user_id,
+                    info: None,
+                }));
+            }
+        }
+        let others = || self.connections.iter().filter(|(&o, _)| o != id);
+        for (_, other) in others() {
+            if let Some(info) = &other.info {
+                frames.push(Kind::UserInfo(pb::UserInfo {
+                    user_id: other.user_id,
+                    info: Some(info.clone()),
+                }));
+            }
+        }
+        for (_, other) in others() {
+            if let Some(data) = &other.cursor {
+                frames.push(Kind::UserCursor(pb::UserCursor {
+                    user_id: other.user_id,
+                    data: Some(data.clone()),
+                }));
+            }
+        }
+        self.restored_frames(&mut frames);
+        frames
+    }
+
+    /// The History entries that bring a lagging client from `lag.log` to `committed`.
+    fn catch_up_entries(&self, c: &Connection, lag: &Lagging) -> Result<Vec<Compacted>, OtError> {
+        if lag.log >= self.history_start {
+            let skip = (lag.log - self.history_start) as usize;
+            let count = (self.committed - lag.log) as usize;
+            let pad = c.resumes_itself;
+            let entries = self.history.iter().skip(skip).take(count);
+            return compact(entries, lag.log, |e| c.owns(e), pad);
+        }
+        // Before the window (`catch_up` made sure the client can take the whole text).
+        let mut replace = Operation::new();
+        replace.delete(lag.len).insert(&self.text.to_string());
+        Ok(vec![Compacted {
+            entry: pb::HistoryEntry {
+                user_id: 0,
+                operation: Some(wire::operation_to_proto(&replace)),
+                client_id: None,
+                seq: None,
+            },
+            through: self.committed,
+        }])
+    }
+
+    /// Sends one lagging connection its catch-up if its queue has room for all of it; closes
+    /// it if the catch-up is impossible, or it is still lagging after the grace period.
+    fn catch_up(&mut self, id: ConnId) {
+        let Some(c) = self.connections.get(&id) else {
+            return;
+        };
+        let Some(lag) = &c.lagging else {
+            return;
+        };
+        if lag.log < self.history_start && (c.resumes_itself || lag.own_edits) {
+            // Before the window, only a client that counts revisions per connection, with no
+            // edit of its own to acknowledge, can take the whole text instead.
+            self.close(id, close::TOO_SLOW, BEYOND_HISTORY);
+            return;
+        }
+        let presence = self.presence_frames(id, c, lag);
+        // One History frame plus presence; a burst larger than the whole queue waits for an
+        // empty queue and sends what fits (the rest is caught up next time).
+        let need = (1 + presence.len()).min(c.outbox.max_room());
+        if c.outbox.room() < need {
+            if lag.since.elapsed() >= self.deps.config.slow_client_grace() {
+                self.close(id, close::TOO_SLOW, TOO_FAR_BEHIND);
+            }
+            return;
+        }
+        let entries = match self.catch_up_entries(c, lag) {
+            Ok(entries) => entries,
+            Err(error) => {
+                // Committed entries always compose, so this is a bug; the client resyncs.
+                tracing::warn!(document = %self.id, %error, "catch-up does not compose");
+                self.close(id, close::TOO_SLOW, TOO_FAR_BEHIND);
+                return;
+            }
+        };
+        let (committed, text_len) = (self.committed, self.text.len_chars() as u64);
+        let history_start = self.history_start;
+        let lag_log = lag.log;
+        let Some(c) = self.connections.get_mut(&id) else {
+            return;
+        };
+        let start = c.sent;
+        // Padded entries keep one entry per log revision; otherwise the gateway must know
+        // that this connection's revisions stopped counting log revisions.
+        let one_per_revision = entries.len() as u64 == committed - lag_log;
+        let frame = Kind::History(pb::History {
+            start,
+            entries: entries.iter().map(|e| e.entry.clone()).collect(),
+            compacted: !one_per_revision,
+            log_revision: (!one_per_revision).then_some(committed),
+        });
+        if let Err(failure) = c.outbox.send(frame) {
+            if failure == SendFailure::Gone {
+                self.leave(id);
+            }
+            return;
+        }
+        for (i, e) in entries.iter().enumerate() {
+            c.numbering.mark(start + i as u64 + 1, e.through);
+        }
+        c.numbering.forget_before(history_start);
+        c.sent += entries.len() as u64;
+        c.lagging = None;
+        self.deps.metrics.lagging_clients.dec();
+        self.deps.metrics.slow_client_catchups.inc();
+        debug!(document = %self.id, conn = id, entries = entries.len(), revision = committed, "client caught up");
+        let failed = presence
+            .into_iter()
+            .find_map(|frame| c.outbox.send(frame).err());
+        match failed {
+            None => {}
+            // The history went out: lag again from here, and the next catch-up sends the
+            // rest of the presence.
+            Some(SendFailure::Full) => self.start_lagging(id, committed, text_len),
+            Some(SendFailure::Gone) => self.leave(id),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(author: u64, operation: Operation) -> Entry {
+        Entry {
+            author,
+            operation,
+            client_id: None,
+            seq: None,
+            span: None,
+        }
+    }
+
+    fn insert_at(len: u64, at: u64, text: &str) -> Operation {
+        let mut op = Operation::new();
+        op.retain(at).insert(text).retain(len - at);
+        op
+    }
+
+    fn apply_all(text: &str, ops: impl IntoIterator<Item = Operation>) -> String {
+        ops.into_iter().fold(text.to_owned(), |t, op| {
+            op.apply_str(&t).expect("op applies")
+        })
+    }
+
+    fn operation(e: &Compacted) -> Operation {
+        let proto = e.entry.operation.clone().unwrap_or_default();
+        wire::operation_from_proto(&proto).expect("valid op")
+    }
+
+    /// Others' entries 1, 2, then own 3, then others' 4 (author 2), 5 (author 4).
+    fn gap() -> Vec<Entry> {
+        vec![
+            entry(2, insert_at(0, 0, "ab")),
+            entry(2, insert_at(2, 2, "cd")),
+            entry(7, insert_at(4, 0, "X")),
+            entry(2, insert_at(5, 5, "ef")),
+            entry(4, insert_at(7, 1, "-")),
+        ]
+    }
+
+    #[test]
+    fn runs_of_others_compose_and_own_entries_stay_apart() {
+        let gap = gap();
+        let out = compact(&gap, 10, |e| e.author == 7, false).expect("composes");
+        let authors: Vec<u64> = out.iter().map(|e| e.entry.user_id).collect();
+        assert_eq!(
+            authors,
+            vec![2, 7, 0],
+            "one run, the own entry, one mixed run"
+        );
+        let through: Vec<u64> = out.iter().map(|e| e.through).collect();
+        assert_eq!(through, vec![12, 13, 15]);
+        assert_eq!(out[1].entry.operation, gap[2].to_proto().operation);
+        let compacted = apply_all("", out.iter().map(operation));
+        let original = apply_all("", gap.iter().map(|e| e.operation.clone()));
+        assert_eq!(compacted, original);
+        assert_eq!(compacted, "X-abcdef");
+    }
+
+    #[test]
+    fn padding_keeps_one_entry_per_log_revision() {
+        let gap = gap();
+        let out = compact(&gap, 10, |e| e.author == 7, true).expect("composes");
+        assert_eq!(out.len(), gap.len());
+        let through: Vec<u64> = out.iter().map(|e| e.through).collect();
+        assert_eq!(through, vec![11, 12, 13, 14, 15]);
+        assert_eq!(
+            out[1].entry.operation,
+            Some(wire::operation_to_proto(&{
+                let mut identity = Operation::new();
+                identity.retain(4);
+                identity
+            }))
+        );
+        assert_eq!(apply_all("", out.iter().map(operation)), "X-abcdef");
+    }
+
+    #[test]
+    fn an_empty_gap_or_only_own_entries_compact_to_themselves() {
+        assert!(compact(&[], 3, |_| false, false).expect("empty").is_empty());
+        let own = [
+            entry(7, insert_at(0, 0, "a")),
+            entry(7, insert_at(1, 1, "b")),
+        ];
+        let out = compact(&own, 3, |_| true, false).expect("own");
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].through, 5);
+    }
+}
