@@ -1085,6 +1085,15 @@ impl Document {
         if c.lagging.is_some() {
             self.deps.metrics.lagging_clients.dec();
         }
+        // A gateway-made client id lives as long as its connection (a move to another docnode
+        // looks it up in the store there): forget its marks once nothing of it is pending.
+        if let (Some(client), false) = (&c.client_id, c.resumes_itself) {
+            let assigned = self.assigned_seqs.get(client).copied().unwrap_or(0);
+            if assigned <= self.committed_seqs.get(client).copied().unwrap_or(0) {
+                self.assigned_seqs.remove(client);
+                self.committed_seqs.remove(client);
+            }
+        }
         Some(c)
     }
 
