@@ -49,6 +49,11 @@ pub struct GatewayConfig {
     #[arg(long, env = "PONG_WAIT_SECS", default_value_t = 60)]
     pub pong_wait_secs: u64,
 
+    /// Seconds one write to a client may take before the client counts as gone (a socket
+    /// whose peer stopped reading, or a half-open connection) and is dropped.
+    #[arg(long, env = "WRITE_WAIT_SECS", default_value_t = 10)]
+    pub write_wait_secs: u64,
+
     /// Optional JWT access control.
     #[command(flatten)]
     pub auth: AuthConfig,
@@ -68,5 +73,10 @@ impl GatewayConfig {
     /// Time a client may stay silent.
     pub fn pong_wait(&self) -> Duration {
         Duration::from_secs(self.pong_wait_secs.max(1))
+    }
+
+    /// Time one write to a client may take.
+    pub fn write_wait(&self) -> Duration {
+        Duration::from_secs(self.write_wait_secs.max(1))
     }
 }

@@ -1,11 +1,14 @@
 //! One client WebSocket relayed over one gRPC stream to the document's owner.
 //!
-//! Two directions run side by side: client messages are parsed and pushed into a small
-//! bounded queue feeding the gRPC request stream (when it is full, the gateway stops reading
-//! the socket: backpressure instead of buffering), and docnode frames are rendered and written
-//! to the socket one at a time (a slow client stops the gateway reading its stream, and
-//! HTTP/2 flow control pushes that back to the docnode, which drops the client if it stays
-//! behind). Nothing here knows about documents beyond their id.
+//! Three tasks per client: a reader parses client messages into a small bounded queue (when it
+//! is full, the gateway stops reading the socket: backpressure instead of buffering); a writer
+//! owns the socket's sending half; and the relay in between forwards client frames to the
+//! owning docnode and renders docnode frames for the writer's bounded queue. When that queue
+//! is full the relay stops reading the docnode's stream (HTTP/2 flow control pushes that back
+//! to the docnode, which gives the client a catch-up or drops it), yet keeps forwarding the
+//! client's own messages. A write stuck for WRITE_WAIT_SECS ends the connection. The relay
+//! also moves the connection to a document's new owner ([`Handoff`]). Nothing here knows
+//! about documents beyond their id.
 //!
 //! Observability: each Edit gets a `gateway.edit` span, the root of that edit's trace; its
 //! W3C context rides to the docnode inside the frame. [`PendingEdits`] keeps the span open
@@ -22,7 +25,7 @@ use std::{
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use codraft_common::telemetry;
 use codraft_proto as pb;
-use futures::{SinkExt, StreamExt};
+use futures::{stream::SplitSink, SinkExt, StreamExt};
 use governor::{Quota, RateLimiter};
 use pb::client_frame::Kind as In;
 use pb::server_frame::Kind as Out;
@@ -78,7 +81,8 @@ pub async fn relay(
     mut stopping: tokio::sync::watch::Receiver<bool>,
     metrics: Arc<GatewayMetrics>,
 ) {
-    let (mut sink, mut stream) = socket.split();
+    let (sink, mut stream) = socket.split();
+    let out = Outgoing::spawn(sink, config.write_wait());
     let mut handoff = Handoff::new(request.client_id.clone());
     let open_span = info_span!(
         parent: None,
@@ -104,7 +108,7 @@ pub async fn relay(
         Ok(session) => session,
         Err(status) => {
             let (code, reason) = close_for(&status);
-            let _ = close(&mut sink, &metrics, code, &reason).await;
+            out.close(&metrics, code, &reason).await;
             return;
         }
     };
@@ -224,22 +228,26 @@ pub async fn relay(
             ended = &mut upstream => match ended.unwrap_or(Upstream::Closed) {
                 Upstream::TooLarge(limit) => {
                     let reason = format!("message larger than {} KiB", limit / 1024);
-                    let _ = sink.send(Message::Text(Utf8Bytes::from(protocol::error_message(TOO_LARGE, &reason)))).await;
-                    let _ = close(&mut sink, &metrics, TOO_LARGE, &reason).await;
+                    out.text(protocol::error_message(TOO_LARGE, &reason)).await;
+                    out.close(&metrics, TOO_LARGE, &reason).await;
                     return;
                 }
                 Upstream::Limited(reason) => {
-                    let _ = sink.send(Message::Text(Utf8Bytes::from(protocol::error_message(RATE_LIMITED, reason)))).await;
-                    let _ = close(&mut sink, &metrics, RATE_LIMITED, reason).await;
+                    out.text(protocol::error_message(RATE_LIMITED, reason)).await;
+                    out.close(&metrics, RATE_LIMITED, reason).await;
                     return;
                 }
                 Upstream::Closed => return,
             },
-            Some(notice) = notices_rx.recv() => {
-                if sink.send(Message::Text(Utf8Bytes::from(notice))).await.is_err() {
+            Some(notice) = notices_rx.recv(), if out.has_room() => {
+                if !out.text(notice).await {
                     return;
                 }
             }
+            // The writer gave up: the client stopped reading for WRITE_WAIT_SECS, or is gone.
+            () = out.closed() => return,
+            // The client's queue was full and has room again: take docnode frames again.
+            () = out.room(), if !out.has_room() => {}
             frame = client_rx.recv(), if held.is_none() && !client_done => match frame {
                 Some(frame) => held = Some(frame),
                 // The reader ended; its branch above says why.
@@ -259,7 +267,7 @@ pub async fn relay(
                     Err(reason) => {
                         metrics.moves.with_label_values(&[MOVE_FAILED]).inc();
                         let reason = format!("{reason}; reconnect");
-                        let _ = close(&mut sink, &metrics, UNAVAILABLE, &reason).await;
+                        out.close(&metrics, UNAVAILABLE, &reason).await;
                         return;
                     }
                 },
@@ -270,7 +278,9 @@ pub async fn relay(
                 }
                 (Ok(_), None) => {}
             },
-            frame = inbound.message() => match frame {
+            // Only while the client's queue has room: a slow client holds the docnode's frames
+            // back (HTTP/2 flow control), never the gateway's memory.
+            frame = inbound.message(), if out.has_room() => match frame {
                 Ok(Some(frame)) => match handoff.incoming(frame) {
                     Incoming::Forward(frame) => {
                         match &frame.kind {
@@ -283,11 +293,11 @@ pub async fn relay(
                             _ => {}
                         }
                         let Some(rendered) = protocol::render(&frame, handoff.visible_client_id()) else { continue };
-                        if sink.send(Message::Text(Utf8Bytes::from(rendered.text))).await.is_err() {
+                        if !out.text(rendered.text).await {
                             return;
                         }
                         if let Some((code, reason)) = rendered.close {
-                            let _ = close(&mut sink, &metrics, code, &reason).await;
+                            out.close(&metrics, code, &reason).await;
                             return;
                         }
                     }
@@ -296,7 +306,7 @@ pub async fn relay(
                     Incoming::Fail(reason) => {
                         metrics.moves.with_label_values(&[MOVE_FAILED]).inc();
                         let reason = format!("{reason}; reconnect");
-                        let _ = close(&mut sink, &metrics, UNAVAILABLE, &reason).await;
+                        out.close(&metrics, UNAVAILABLE, &reason).await;
                         return;
                     }
                 },
@@ -304,29 +314,28 @@ pub async fn relay(
                 Ok(None) if handoff.resume_point().is_some() => move_now = true,
                 Err(status) if handoff.resume_point().is_some() && may_move(&status) => move_now = true,
                 Ok(None) => {
-                    let _ = close(&mut sink, &metrics, UNAVAILABLE, "document closed; reconnect").await;
+                    out.close(&metrics, UNAVAILABLE, "document closed; reconnect").await;
                     return;
                 }
                 Err(status) => {
                     let (code, reason) = close_for(&status);
-                    let _ = close(&mut sink, &metrics, code, &reason).await;
+                    out.close(&metrics, code, &reason).await;
                     return;
                 }
             },
             _ = stopping.changed() => {
                 // Clients reconnect (through another gateway) and resume.
-                let _ = close(&mut sink, &metrics, UNAVAILABLE, "gateway restarting; reconnect").await;
+                out.close(&metrics, UNAVAILABLE, "gateway restarting; reconnect").await;
                 return;
             }
             _ = ping.tick() => {
                 let silent_since = started + Duration::from_millis(heard.load(Ordering::Relaxed));
                 if silent_since.elapsed() > config.pong_wait() {
-                    let _ = close(&mut sink, &metrics, UNAVAILABLE, "no response to pings").await;
+                    out.close(&metrics, UNAVAILABLE, "no response to pings").await;
                     return;
                 }
-                if sink.send(Message::Ping(Default::default())).await.is_err() {
-                    return;
-                }
+                // A client whose queue is full is not kept waiting for a ping either.
+                out.try_send(Message::Ping(Default::default()));
             }
         }
         if !move_now {
@@ -335,13 +344,8 @@ pub async fn relay(
         // Carry the connection to the document's new owner; the socket stays open.
         let Some(point) = handoff.resume_point() else {
             metrics.moves.with_label_values(&[MOVE_REFUSED]).inc();
-            let _ = close(
-                &mut sink,
-                &metrics,
-                UNAVAILABLE,
-                "document moved; reconnect",
-            )
-            .await;
+            out.close(&metrics, UNAVAILABLE, "document moved; reconnect")
+                .await;
             return;
         };
         let began = Instant::now();
@@ -366,7 +370,7 @@ pub async fn relay(
             opened = routes.open(open).instrument(open_span) => opened,
             _ = &mut upstream => return,
             _ = stopping.changed() => {
-                let _ = close(&mut sink, &metrics, UNAVAILABLE, "gateway restarting; reconnect").await;
+                out.close(&metrics, UNAVAILABLE, "gateway restarting; reconnect").await;
                 return;
             }
         };
@@ -387,7 +391,7 @@ pub async fn relay(
             Err(status) => {
                 metrics.moves.with_label_values(&[MOVE_FAILED]).inc();
                 let (code, reason) = close_for(&status);
-                let _ = close(&mut sink, &metrics, code, &reason).await;
+                out.close(&metrics, code, &reason).await;
                 return;
             }
         }
@@ -446,26 +450,78 @@ fn close_for(status: &tonic::Status) -> (u16, String) {
     }
 }
 
-/// Closes the socket with `code` (counted in `codraft_closes_total`) and `reason`.
-async fn close<S>(
-    sink: &mut S,
-    metrics: &GatewayMetrics,
-    code: u16,
-    reason: &str,
-) -> Result<(), axum::Error>
-where
-    S: futures::Sink<Message, Error = axum::Error> + Unpin,
-{
-    metrics.closed(code);
-    // A close reason may be at most 123 bytes; cut on a character boundary.
-    let mut end = reason.len().min(123);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
+/// Messages queued for one client's socket before the relay stops taking docnode frames.
+const OUTGOING_QUEUE: usize = 16;
+
+/// The client's side of the socket, written by a task of its own, so the relay never waits
+/// for a slow client: it keeps forwarding the client's own messages while a write is stuck,
+/// and stops taking docnode frames once `OUTGOING_QUEUE` messages wait. A write that takes
+/// longer than WRITE_WAIT_SECS ends the connection.
+struct Outgoing {
+    tx: mpsc::Sender<Message>,
+}
+
+impl Outgoing {
+    fn spawn(mut sink: SplitSink<WebSocket, Message>, write_wait: Duration) -> Self {
+        let (tx, mut rx) = mpsc::channel::<Message>(OUTGOING_QUEUE);
+        tokio::spawn(async move {
+            while let Some(message) = rx.recv().await {
+                let closing = matches!(message, Message::Close(_));
+                match tokio::time::timeout(write_wait, sink.send(message)).await {
+                    Ok(Ok(())) if !closing => {}
+                    _ => break,
+                }
+            }
+            // Dropping the queue first tells the relay the writer has ended.
+            drop(rx);
+            let _ = tokio::time::timeout(write_wait, sink.close()).await;
+        });
+        Self { tx }
     }
-    sink.send(Message::Close(Some(CloseFrame {
-        code,
-        reason: Utf8Bytes::from(&reason[..end]),
-    })))
-    .await?;
-    sink.close().await
+
+    /// Whether a message can be queued without waiting.
+    fn has_room(&self) -> bool {
+        self.tx.capacity() > 0
+    }
+
+    /// Resolves when a message can be queued without waiting (or the writer has ended).
+    async fn room(&self) {
+        let _ = self.tx.reserve().await;
+    }
+
+    /// Queues a text message; false once the writer has ended.
+    async fn text(&self, text: String) -> bool {
+        self.tx
+            .send(Message::Text(Utf8Bytes::from(text)))
+            .await
+            .is_ok()
+    }
+
+    /// Queues a message if there is room, else drops it.
+    fn try_send(&self, message: Message) {
+        let _ = self.tx.try_send(message);
+    }
+
+    /// Resolves when the writer has ended.
+    async fn closed(&self) {
+        self.tx.closed().await
+    }
+
+    /// Closes the socket with `code` (counted in `codraft_closes_total`) and `reason`, after
+    /// what is queued, and waits (at most about one write wait) for the writer to finish.
+    async fn close(&self, metrics: &GatewayMetrics, code: u16, reason: &str) {
+        metrics.closed(code);
+        // A close reason may be at most 123 bytes; cut on a character boundary.
+        let mut end = reason.len().min(123);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        let frame = Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from(&reason[..end]),
+        }));
+        if self.tx.send(frame).await.is_ok() {
+            self.tx.closed().await;
+        }
+    }
 }
