@@ -424,6 +424,7 @@ async fn a_reader_that_stops_reading_is_dropped_and_nobody_waits_for_it() {
         ("SLOW_CLIENT_GRACE_MS", "500"),
         FAST_WRITER[0],
         FAST_WRITER[1],
+        FAST_WRITER[2],
     ])
     .await;
     let document = unique_document("slow");
@@ -472,9 +473,14 @@ async fn a_reader_that_stops_reading_is_dropped_and_nobody_waits_for_it() {
     server.assert_no_panic();
 }
 
-/// The slow-client tests' writers send hundreds of edits as fast as they are acknowledged;
-/// the per-connection edit rate limit is not what they test.
-const FAST_WRITER: [(&str, &str); 2] = [("EDITS_PER_SECOND", "100000"), ("EDIT_BURST", "100000")];
+/// The slow-client tests' writers send hundreds of edits as fast as they are acknowledged,
+/// and their readers pause for seconds: neither the edit rate limit nor the gateway's write
+/// wait is what they test.
+const FAST_WRITER: [(&str, &str); 3] = [
+    ("EDITS_PER_SECOND", "100000"),
+    ("EDIT_BURST", "100000"),
+    ("WRITE_WAIT_SECS", "600"),
+];
 
 /// Writes one big insert and its deletion (100,000 characters), each acknowledged.
 async fn big_round(writer: &mut Client, chunk: &str) {
@@ -512,6 +518,7 @@ async fn a_paused_reader(reader_options: Options) -> (Standalone, String, Client
         ("SLOW_CLIENT_GRACE_MS", "60000"),
         FAST_WRITER[0],
         FAST_WRITER[1],
+        FAST_WRITER[2],
     ])
     .await;
     let document = unique_document("catch-up");
@@ -633,6 +640,7 @@ async fn a_reader_behind_the_history_window_gets_the_whole_text_or_resumes() {
         ("HISTORY_WINDOW", "16"),
         FAST_WRITER[0],
         FAST_WRITER[1],
+        FAST_WRITER[2],
     ])
     .await;
     let document = unique_document("behind");
@@ -693,5 +701,59 @@ async fn a_reader_behind_the_history_window_gets_the_whole_text_or_resumes() {
         .await
         .expect("the writer sees both edits");
     assert_eq!(server.text(&document).await, "!seed a b");
+    server.assert_no_panic();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_whose_socket_stays_full_is_cut_after_the_write_wait() {
+    // The docnode would wait a minute before giving up on it; the gateway's one-second write
+    // wait ends it first.
+    let server = Standalone::start_with(&[
+        ("CLIENT_QUEUE", "16"),
+        ("SLOW_CLIENT_GRACE_MS", "60000"),
+        ("WRITE_WAIT_SECS", "1"),
+        FAST_WRITER[0],
+        FAST_WRITER[1],
+    ])
+    .await;
+    let document = unique_document("write-wait");
+    let (mut stuck, _) =
+        tokio_tungstenite::connect_async(format!("{}/api/socket/{document}", server.ws()))
+            .await
+            .expect("the stuck client joins");
+    let mut writer = Client::connect(&server.ws(), &document, Options::default())
+        .await
+        .expect("writer joins");
+    assert_eq!(metric(&server, "codraft_connections").await, 2.0);
+    // Traffic until the gateway has dropped the client that never reads (bounded).
+    let chunk = "z".repeat(100_000);
+    let mut dropped = false;
+    for _ in 0..200 {
+        big_round(&mut writer, &chunk).await;
+        if metric(&server, "codraft_connections").await == 1.0 {
+            dropped = true;
+            break;
+        }
+    }
+    assert!(dropped, "the gateway kept a client that never read");
+    // The docnode did not have to drop it, and the writer was never held up.
+    assert_eq!(
+        metric(&server, "codraft_slow_client_closes_total").await,
+        0.0
+    );
+    // What was written before it stuck is still readable; then the stream ends.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, stuck.next())
+            .await
+            .expect("the stream ends in time")
+        {
+            Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+            Some(Ok(_)) => continue,
+        }
+    }
+    writer.insert(0, "still here").await.expect("insert");
+    writer.settle(WAIT).await.expect("acknowledged");
     server.assert_no_panic();
 }
