@@ -108,6 +108,7 @@ fn check_edit_round_trip(operation: &pb::Operation) {
                 operation: Some(operation_to_proto(&op)),
                 ..Default::default()
             }],
+            ..Default::default()
         })),
     };
     let rendered = render(&history, None).expect("a history frame renders");
