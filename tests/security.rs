@@ -725,17 +725,27 @@ async fn a_client_whose_socket_stays_full_is_cut_after_the_write_wait() {
         .await
         .expect("writer joins");
     assert_eq!(metric(&server, "codraft_connections").await, 2.0);
-    // Traffic until the gateway has dropped the client that never reads (bounded).
+    // Traffic until every buffer towards the client that never reads is full (the docnode
+    // reports it lagging) or the gateway has already dropped it (bounded: 200 rounds).
     let chunk = "z".repeat(100_000);
-    let mut dropped = false;
     for _ in 0..200 {
         big_round(&mut writer, &chunk).await;
-        if metric(&server, "codraft_connections").await == 1.0 {
-            dropped = true;
+        if metric(&server, "codraft_connections").await == 1.0
+            || metric(&server, "codraft_lagging_clients").await >= 1.0
+        {
             break;
         }
     }
-    assert!(dropped, "the gateway kept a client that never read");
+    // The gateway's writer is stuck on it now; within about a second it gives up. Watched on
+    // the gateway's connection gauge, every 50 ms for at most 30 s.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while metric(&server, "codraft_connections").await != 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the gateway kept a client that never read"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // The docnode did not have to drop it, and the writer was never held up.
     assert_eq!(
         metric(&server, "codraft_slow_client_closes_total").await,
