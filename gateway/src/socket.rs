@@ -117,7 +117,9 @@ pub async fn relay(
     // Errors the gateway itself reports (bad JSON) go out through the one writer below.
     let (notices, mut notices_rx) = mpsc::channel::<String>(8);
     // Parsed client frames, sent on by the loop below to whichever docnode owns the document.
-    let (client_frames, mut client_rx) = mpsc::channel::<pb::ClientFrame>(16);
+    // Boxed: a channel allocates its slots up front, and an idle connection should not pay
+    // for sixteen whole frames.
+    let (client_frames, mut client_rx) = mpsc::channel::<Box<pb::ClientFrame>>(16);
     let max_message = config.max_message_bytes();
     let grant = request.grant.clone();
     let edits = RateLimiter::direct(
@@ -195,7 +197,7 @@ pub async fn relay(
                         _ => {}
                     }
                     // Full: the loop is waiting on the docnode, so stop reading the socket.
-                    if client_frames.send(frame).await.is_err() {
+                    if client_frames.send(Box::new(frame)).await.is_err() {
                         return Upstream::Closed;
                     }
                 }
@@ -249,7 +251,7 @@ pub async fn relay(
             // The client's queue was full and has room again: take docnode frames again.
             () = out.room(), if !out.has_room() => {}
             frame = client_rx.recv(), if held.is_none() && !client_done => match frame {
-                Some(frame) => held = Some(frame),
+                Some(frame) => held = Some(*frame),
                 // The reader ended; its branch above says why.
                 None => client_done = true,
             },
