@@ -419,14 +419,7 @@ async fn jwt_refuses_bad_tokens_and_keeps_readers_read_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reader_that_stops_reading_is_dropped_and_nobody_waits_for_it() {
     // A short grace: the client lags, gets no chance to catch up, and is closed.
-    let server = Standalone::start_with(&[
-        ("CLIENT_QUEUE", "16"),
-        ("SLOW_CLIENT_GRACE_MS", "500"),
-        FAST_WRITER[0],
-        FAST_WRITER[1],
-        FAST_WRITER[2],
-    ])
-    .await;
+    let server = slow_client_server("500", &[]).await;
     let document = unique_document("slow");
     // The slow client joins and then never reads again.
     let (mut slow, _) =
@@ -473,14 +466,32 @@ async fn a_reader_that_stops_reading_is_dropped_and_nobody_waits_for_it() {
     server.assert_no_panic();
 }
 
-/// The slow-client tests' writers send hundreds of edits as fast as they are acknowledged,
+/// A standalone server for the slow-client tests: small client queues and the docnode's
+/// grace `grace_ms`. Their writers send hundreds of edits as fast as they are acknowledged,
 /// and their readers pause for seconds: neither the edit rate limit nor the gateway's write
-/// wait is what they test.
-const FAST_WRITER: [(&str, &str); 3] = [
-    ("EDITS_PER_SECOND", "100000"),
-    ("EDIT_BURST", "100000"),
-    ("WRITE_WAIT_SECS", "600"),
-];
+/// wait is what they test, unless `extra` (applied last) sets it.
+async fn slow_client_server(grace_ms: &str, extra: &[(&str, &str)]) -> Standalone {
+    let mut env = vec![
+        ("CLIENT_QUEUE", "16"),
+        ("SLOW_CLIENT_GRACE_MS", grace_ms),
+        ("EDITS_PER_SECOND", "100000"),
+        ("EDIT_BURST", "100000"),
+        ("WRITE_WAIT_SECS", "600"),
+    ];
+    env.extend_from_slice(extra);
+    Standalone::start_with(&env).await
+}
+
+/// A writer on a fresh document named after `name`, which holds the acknowledged text "seed".
+async fn seeded_writer(server: &Standalone, name: &str) -> (String, Client) {
+    let document = unique_document(name);
+    let mut writer = Client::connect(&server.ws(), &document, Options::default())
+        .await
+        .expect("writer joins");
+    writer.insert(0, "seed").await.expect("seed");
+    writer.settle(WAIT).await.expect("seed acknowledged");
+    (document, writer)
+}
 
 /// Writes one big insert and its deletion (100,000 characters), each acknowledged.
 async fn big_round(writer: &mut Client, chunk: &str) {
@@ -513,20 +524,8 @@ async fn until_lagging(server: &Standalone, writer: &mut Client) {
 /// more edits went by. Returns the server, document, writer and reader, with the reader
 /// caught up on the text `"!seed mine"` (its own edit is " mine").
 async fn a_paused_reader(reader_options: Options) -> (Standalone, String, Client, Client) {
-    let server = Standalone::start_with(&[
-        ("CLIENT_QUEUE", "16"),
-        ("SLOW_CLIENT_GRACE_MS", "60000"),
-        FAST_WRITER[0],
-        FAST_WRITER[1],
-        FAST_WRITER[2],
-    ])
-    .await;
-    let document = unique_document("catch-up");
-    let mut writer = Client::connect(&server.ws(), &document, Options::default())
-        .await
-        .expect("writer joins");
-    writer.insert(0, "seed").await.expect("seed");
-    writer.settle(WAIT).await.expect("seed acknowledged");
+    let server = slow_client_server("60000", &[]).await;
+    let (document, mut writer) = seeded_writer(&server, "catch-up").await;
     let mut reader = Client::connect(&server.ws(), &document, reader_options)
         .await
         .expect("reader joins");
@@ -634,21 +633,8 @@ async fn an_exactly_once_reader_catches_up_and_still_resumes_at_the_right_revisi
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reader_behind_the_history_window_gets_the_whole_text_or_resumes() {
     // A window of 16 edits, far less than what goes by while the readers lag.
-    let server = Standalone::start_with(&[
-        ("CLIENT_QUEUE", "16"),
-        ("SLOW_CLIENT_GRACE_MS", "60000"),
-        ("HISTORY_WINDOW", "16"),
-        FAST_WRITER[0],
-        FAST_WRITER[1],
-        FAST_WRITER[2],
-    ])
-    .await;
-    let document = unique_document("behind");
-    let mut writer = Client::connect(&server.ws(), &document, Options::default())
-        .await
-        .expect("writer joins");
-    writer.insert(0, "seed").await.expect("seed");
-    writer.settle(WAIT).await.expect("seed acknowledged");
+    let server = slow_client_server("60000", &[("HISTORY_WINDOW", "16")]).await;
+    let (document, mut writer) = seeded_writer(&server, "behind").await;
     // A plain reader can take the whole text; an exactly-once one counts log revisions, so
     // it is closed and resumes from the op log instead.
     let mut plain = Client::connect(&server.ws(), &document, Options::default())
@@ -708,14 +694,7 @@ async fn a_reader_behind_the_history_window_gets_the_whole_text_or_resumes() {
 async fn a_client_whose_socket_stays_full_is_cut_after_the_write_wait() {
     // The docnode would wait a minute before giving up on it; the gateway's one-second write
     // wait ends it first.
-    let server = Standalone::start_with(&[
-        ("CLIENT_QUEUE", "16"),
-        ("SLOW_CLIENT_GRACE_MS", "60000"),
-        ("WRITE_WAIT_SECS", "1"),
-        FAST_WRITER[0],
-        FAST_WRITER[1],
-    ])
-    .await;
+    let server = slow_client_server("60000", &[("WRITE_WAIT_SECS", "1")]).await;
     let document = unique_document("write-wait");
     let (mut stuck, _) =
         tokio_tungstenite::connect_async(format!("{}/api/socket/{document}", server.ws()))
