@@ -76,20 +76,20 @@ impl Outbox {
     }
 
     /// Ends the connection: queued frames are still delivered, then `error`.
-    pub fn close(self, code: u32, message: impl Into<String>) {
+    pub fn close(self, code: u16, message: impl Into<String>) {
         self.end(code, message.into(), false);
     }
 
     /// Ends the connection because the document is moving to another docnode (or this one
     /// is draining): the gateway may carry the client over to the new owner instead of
     /// closing its socket (see docs/architecture.md, "Moving a live connection").
-    pub fn reroute(self, code: u32, message: impl Into<String>) {
+    pub fn reroute(self, code: u16, message: impl Into<String>) {
         self.end(code, message.into(), true);
     }
 
-    fn end(self, code: u32, message: String, reroute: bool) {
+    fn end(self, code: u16, message: String, reroute: bool) {
         let _ = self.closed.set(pb::Error {
-            code,
+            code: code.into(),
             message,
             close: true,
             reroute,

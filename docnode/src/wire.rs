@@ -3,6 +3,9 @@
 use codraft_ot::{Component, Operation, OtError};
 use codraft_proto as pb;
 
+// The OT crate's length bound is the wire's: an op a client may send is one it may apply.
+const _: () = assert!(codraft_ot::MAX_LENGTH == pb::MAX_SAFE_INTEGER);
+
 /// Builds a normalised operation from the gateway's typed components.
 pub fn operation_from_proto(op: &pb::Operation) -> Result<Operation, OtError> {
     Operation::from_components(op.components.iter().filter_map(|c| {

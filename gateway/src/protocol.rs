@@ -13,7 +13,7 @@ use serde::{
 };
 
 /// Largest count or position a client may send: JavaScript's safe integers.
-pub const MAX_SAFE: u64 = (1 << 53) - 1;
+pub use codraft_proto::MAX_SAFE_INTEGER as MAX_SAFE;
 /// Longest display name, in characters.
 pub const MAX_NAME_CHARS: usize = 64;
 /// Longest language name, in characters.
@@ -24,7 +24,7 @@ pub const MAX_OTP_CHARS: usize = 128;
 pub const MAX_CURSORS: usize = 128;
 
 /// Close code for a message the gateway could not understand (not fatal).
-pub const INVALID_MESSAGE: u16 = 4400;
+pub use codraft_proto::close::INVALID_MESSAGE;
 
 /// Why a client message was refused.
 #[derive(Debug, thiserror::Error)]

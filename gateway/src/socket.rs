@@ -44,18 +44,11 @@ use crate::{
     routes::{Routes, Session},
 };
 
-/// Close code: the document is moving or its docnode is unavailable; reconnect.
-pub const UNAVAILABLE: u16 = 4503;
-/// Close code: the request was refused as invalid.
-pub const BAD_REQUEST: u16 = 4400;
-/// Close code: an internal error.
-pub const INTERNAL: u16 = 4500;
-/// Close code: a message larger than the limit.
-pub const TOO_LARGE: u16 = 4413;
-/// Close code: too many messages or edits per second.
-pub const RATE_LIMITED: u16 = 4429;
-/// Error code (not closing): an edit on a read-only connection.
-pub const READ_ONLY: u16 = 4403;
+// Close codes are defined once, in the gRPC contract; these are the gateway's names for them.
+pub use codraft_proto::close::{
+    INTERNAL, INVALID_MESSAGE as BAD_REQUEST, READ_ONLY, TOO_LARGE, TOO_MANY as RATE_LIMITED,
+    UNAVAILABLE,
+};
 
 /// What the client asked for in the socket URL.
 #[derive(Debug, Clone)]

@@ -18,7 +18,9 @@ mod operation;
 pub use error::OtError;
 pub use operation::{Component, Operation};
 
-/// The largest count or document length an operation may carry: 2^53, the largest integer
-/// a JavaScript client represents exactly. Keeping every length below it also means no
-/// length arithmetic in this crate can overflow a `u64`.
-pub const MAX_LENGTH: u64 = 1 << 53;
+/// The largest count or document length an operation may carry: 2^53 − 1, the largest
+/// integer a JavaScript client represents exactly (the wire's bound, `MAX_SAFE_INTEGER` in
+/// `codraft-proto`, which has no dependency on this crate; the docnode asserts at compile
+/// time that the two agree). Keeping every length below it also means no length arithmetic
+/// in this crate can overflow a `u64`.
+pub const MAX_LENGTH: u64 = (1 << 53) - 1;

@@ -119,7 +119,7 @@ impl Document {
             let cursor = entry
                 .cursor
                 .as_ref()
-                .map(|c| super::clamp_cursor(cursor_to_proto(c), len));
+                .map(|c| super::cursor::clamp_cursor(cursor_to_proto(c), len));
             self.presence.restored.insert(
                 entry.key,
                 Restored {
@@ -186,7 +186,7 @@ impl Document {
         let Some(c) = self.connections.get_mut(&conn) else {
             return;
         };
-        c.cursor = Some(super::clamp_cursor(data, len));
+        c.cursor = Some(super::cursor::clamp_cursor(data, len));
         let interval = self.deps.config.cursor_interval();
         let now = Instant::now();
         match self.presence.cursor_sent.get(&conn) {

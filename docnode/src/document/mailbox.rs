@@ -1,0 +1,200 @@
+//! The actor's mailbox: the commands a document actor takes, and the cloneable
+//! [`DocumentHandle`] that sends them over a bounded channel (where backpressure reaches the
+//! gateway), plus [`spawn`], which starts an actor that loads itself.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::Span;
+
+use super::pb;
+use crate::{
+    commit::Committer,
+    config::DocnodeConfig,
+    connection::{ConnId, Inbox},
+    metrics::DocnodeMetrics,
+    ownership::Ownership,
+    registry::Registry,
+    store::{LoggedOp, Store, StoreError},
+};
+
+/// A message to a document actor.
+pub enum Command {
+    /// A client joins.
+    Join(Join),
+    /// A client's edit.
+    Edit {
+        /// The sending connection.
+        conn: ConnId,
+        /// The edit as the gateway parsed it.
+        edit: pb::Edit,
+    },
+    /// A client sets the document's language.
+    SetLanguage {
+        /// The sending connection.
+        conn: ConnId,
+        /// The new language.
+        language: String,
+    },
+    /// A client's name and colour.
+    ClientInfo {
+        /// The sending connection.
+        conn: ConnId,
+        /// Name and hue.
+        info: pb::ClientInfo,
+    },
+    /// A client's cursors and selections.
+    CursorData {
+        /// The sending connection.
+        conn: ConnId,
+        /// Cursor positions.
+        data: pb::CursorData,
+    },
+    /// A client protects the document with a one-time password, or removes it.
+    SetOtp {
+        /// The sending connection.
+        conn: ConnId,
+        /// The new password; `None` removes protection.
+        otp: Option<String>,
+    },
+    /// The store answered a password change.
+    OtpStored {
+        /// The password written.
+        otp: Option<String>,
+        /// Whether it was written.
+        result: Result<(), StoreError>,
+    },
+    /// Whether `otp` opens the document.
+    CheckOtp {
+        /// The password a client gave.
+        otp: Option<String>,
+        /// The answer.
+        reply: oneshot::Sender<bool>,
+    },
+    /// A client's stream ended.
+    Leave {
+        /// The connection that ended.
+        conn: ConnId,
+    },
+    /// The committed text, for `GET /api/text`.
+    Text {
+        /// Where to send it.
+        reply: oneshot::Sender<Result<String, JoinRefused>>,
+    },
+    /// Committed ops read back from the store for a client resuming from before the
+    /// history window; the join it was read for follows.
+    Backfill {
+        /// Log revision of the first op.
+        from: u64,
+        /// The ops, in order (empty if the read failed).
+        ops: Vec<LoggedOp>,
+        /// The waiting join.
+        join: Join,
+    },
+    /// Commit what is pending, close every connection and stop.
+    Shutdown,
+    /// Like shutdown, because another docnode owns the document now: clients are told it
+    /// moved and reconnect to the new owner.
+    Release,
+}
+
+/// A client's request to join.
+pub struct Join {
+    /// The new connection's id.
+    pub conn: ConnId,
+    /// The client's exactly-once id, if it sent one.
+    pub client_id: Option<String>,
+    /// The log revision the client holds, if it asked to resume.
+    pub resume: Option<u64>,
+    /// The client's highest committed sequence number as the store knows it.
+    pub last_seq: u64,
+    /// The one-time password the client gave, if any.
+    pub otp: Option<String>,
+    /// The user id the client had on the docnode it is moving from, if any.
+    pub user_id: Option<u64>,
+    /// The gateway made the client id up: the client never resumes by itself.
+    pub made_up_client_id: bool,
+    /// Where the actor answers: the connection's frame queue, or why it cannot join.
+    pub reply: oneshot::Sender<Result<Inbox, JoinRefused>>,
+}
+
+/// Why a join (or a text request) was not served.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum JoinRefused {
+    /// The actor is stopping; look the document up again.
+    #[error("document is being unloaded; retry")]
+    Retry,
+    /// The document could not be loaded.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// A cloneable handle to a document actor.
+#[derive(Clone)]
+pub struct DocumentHandle {
+    id: Arc<str>,
+    generation: u64,
+    tx: mpsc::Sender<Command>,
+}
+
+impl DocumentHandle {
+    /// The document's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Which incarnation of the document's actor this is.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Sends a command, waiting for room (this is where backpressure reaches the gateway).
+    /// Fails only if the actor has stopped.
+    pub async fn send(&self, command: Command) -> Result<(), Command> {
+        self.tx.send(command).await.map_err(|e| e.0)
+    }
+
+    /// Resolves when the actor has stopped.
+    pub async fn stopped(&self) {
+        self.tx.closed().await
+    }
+}
+
+/// What an actor needs from the docnode around it.
+#[derive(Clone)]
+pub struct Deps {
+    /// Durable storage.
+    pub store: Arc<dyn Store>,
+    /// The group committer.
+    pub committer: Committer,
+    /// Settings.
+    pub config: Arc<DocnodeConfig>,
+    /// Who owns what, by this docnode's view.
+    pub ownership: Arc<Ownership>,
+    /// Prometheus series.
+    pub metrics: Arc<DocnodeMetrics>,
+    /// Where presence changes are published (Redis), or nowhere in standalone mode.
+    pub presence: crate::presence::Presence,
+}
+
+/// Starts the actor of document `id`; it loads itself, so this returns at once.
+pub(crate) fn spawn(
+    id: Arc<str>,
+    generation: u64,
+    deps: Deps,
+    registry: Arc<Registry>,
+) -> DocumentHandle {
+    let (tx, rx) = mpsc::channel(1024);
+    let own = tx.downgrade();
+    let handle = DocumentHandle {
+        id: Arc::clone(&id),
+        generation,
+        tx,
+    };
+    // The load belongs to the trace of whoever made the document load (a join, usually).
+    let cause = Span::current();
+    tokio::spawn(super::lifecycle::run(
+        id, generation, deps, registry, rx, own, cause,
+    ));
+    handle
+}
