@@ -1,7 +1,7 @@
 //! The `DocNode` gRPC service: relays each gateway stream to a document actor.
 //!
-//! A stream starts with an `Open` frame naming the document. The service looks up the client's
-//! committed sequence number (for exactly-once), joins the document's actor, then pumps the
+//! A stream starts with an `Open` frame naming the document. The service joins the document's
+//! actor (which looks up the client's exactly-once marks itself, under its lease), then pumps the
 //! client's frames into the actor (awaiting room, which is how backpressure reaches the
 //! gateway) and the actor's frames back out.
 
@@ -122,43 +122,50 @@ impl DocNodeService {
 
     /// Joins the document's actor, looking it up again if it was stopping.
     async fn join(&self, open: &pb::Open, conn: ConnId) -> Result<(DocumentHandle, Inbox), Status> {
-        let last_seq = match &open.client_id {
-            Some(_) if open.made_up_client_id && open.resume_revision.is_none() => 0,
-            Some(client) => self
-                .store
-                .last_seq(&open.document_id, client)
-                .await
-                .map_err(|e| Status::unavailable(e.to_string()))?,
-            None => 0,
-        };
-        for _ in 0..10 {
-            let handle = self.handle(&open.document_id)?;
-            let (reply, answer) = oneshot::channel();
-            let join = Command::Join(Join {
-                conn,
-                client_id: open.client_id.clone(),
-                resume: open.resume_revision,
-                last_seq,
-                otp: open.otp.clone(),
-                user_id: open.user_id,
-                made_up_client_id: open.made_up_client_id,
-                reply,
-            });
-            let outcome = match handle.send(join).await {
-                Ok(()) => answer.await.unwrap_or(Err(JoinRefused::Retry)),
-                Err(_) => Err(JoinRefused::Retry),
-            };
-            match outcome {
-                Ok(inbox) => return Ok((handle, inbox)),
-                Err(JoinRefused::Retry) => {
-                    // The actor is unloading: wait for it to finish, then start a fresh one.
-                    let _ = tokio::time::timeout(Duration::from_secs(5), handle.stopped()).await;
-                }
-                Err(JoinRefused::Unavailable(message)) => return Err(Status::unavailable(message)),
-            }
-        }
-        Err(Status::unavailable("document keeps unloading; retry"))
+        self.check_owner(&open.document_id)?;
+        join(&self.registry, open, conn).await
     }
+}
+
+/// Joins a client to the actor of `open.document_id` on `registry`, starting the actor if
+/// the document is not loaded and looking it up again while it was stopping. The session
+/// stream uses this, and so does the actor's model test.
+pub(crate) async fn join(
+    registry: &Arc<Registry>,
+    open: &pb::Open,
+    conn: ConnId,
+) -> Result<(DocumentHandle, Inbox), Status> {
+    for _ in 0..10 {
+        let handle = registry.handle(&open.document_id).map_err(|e| match e {
+            Unavailable::Full(_) => Status::resource_exhausted(e.to_string()),
+            Unavailable::ShuttingDown => Status::unavailable(e.to_string()),
+        })?;
+        let (reply, answer) = oneshot::channel();
+        let join = Command::Join(Join {
+            conn,
+            client_id: open.client_id.clone(),
+            resume: open.resume_revision,
+            // The actor looks the client's marks up itself, under its own lease.
+            last_seq: None,
+            otp: open.otp.clone(),
+            user_id: open.user_id,
+            made_up_client_id: open.made_up_client_id,
+            reply,
+        });
+        let outcome = match handle.send(join).await {
+            Ok(()) => answer.await.unwrap_or(Err(JoinRefused::Retry)),
+            Err(_) => Err(JoinRefused::Retry),
+        };
+        match outcome {
+            Ok(inbox) => return Ok((handle, inbox)),
+            Err(JoinRefused::Retry) => {
+                // The actor is unloading: wait for it to finish, then start a fresh one.
+                let _ = tokio::time::timeout(Duration::from_secs(5), handle.stopped()).await;
+            }
+            Err(JoinRefused::Unavailable(message)) => return Err(Status::unavailable(message)),
+        }
+    }
+    Err(Status::unavailable("document keeps unloading; retry"))
 }
 
 /// Frames for the gateway: the actor's queue, then the close reason if the actor closed it.

@@ -6,6 +6,8 @@
 //! entry; a resuming client the entries it missed), and a greeting: Identity, Joined,
 //! History, Language, users and cursors.
 
+use std::collections::VecDeque;
+
 use codraft_ot::Operation;
 use rand::Rng;
 use tracing::debug;
@@ -35,6 +37,24 @@ impl Document {
             if from < self.history_start {
                 // Too far behind to replay: a fresh join (Joined.resumed = false).
                 join.resume = None;
+            }
+        }
+        if join.last_seq.is_none() {
+            if let Some(client) = &join.client_id {
+                match self.committed_seqs.get(client) {
+                    // Known here: this actor's marks are the truth (a lookup could see its own
+                    // commit whose answer has not arrived, and promise an acknowledgement
+                    // that the client's resume would never carry).
+                    Some(&seq) => join.last_seq = Some(seq),
+                    // A gateway's first session for a made-up id: nothing to look up.
+                    None if join.made_up_client_id && join.resume.is_none() => {
+                        join.last_seq = Some(0)
+                    }
+                    None => {
+                        self.request_marks(join);
+                        return;
+                    }
+                }
             }
         }
         if let Err((code, reason)) = self.admit(&join) {
@@ -77,7 +97,7 @@ impl Document {
         let user_id = kept
             .or(takeover.as_ref().map(|r| r.user_id))
             .unwrap_or_else(|| rand::rng().random_range(1..(1u64 << 53)));
-        let last_seq = self.seed_marks(join.client_id.as_deref(), join.last_seq);
+        let last_seq = self.seed_marks(join.client_id.as_deref(), join.last_seq.unwrap_or(0));
         let (numbering, entries) = self.starting_point(&join);
         // Room for the whole join burst (one UserInfo and one UserCursor per user) on top of
         // the steady-state allowance, so a join into a crowded document is never "too slow".
@@ -116,6 +136,7 @@ impl Document {
                 info: None,
                 cursor: None,
                 lagging: None,
+                composed: VecDeque::new(),
             },
         );
         self.presence_joined(join.conn, takeover);

@@ -1,12 +1,14 @@
-//! Backfill: a client resuming from before the history window gets the entries it missed
-//! read back from the op log (off the actor, so nothing waits), put in front of the window.
+//! Reads a join needs from the store, done off the actor so nothing waits: the entries a
+//! client resuming from before the history window missed (put in front of the window), and
+//! the exactly-once mark of a client this actor has not seen yet. Both are read after the
+//! actor's own load under its lease, so they cannot miss a previous owner's commit.
 
 use std::sync::Arc;
 
 use tracing::{debug, warn};
 
-use super::{Command, Document, Entry, Join};
-use crate::store::LoggedOp;
+use super::{close, Command, Document, Entry, Join, JoinRefused, Outbox};
+use crate::store::{LoggedOp, StoreError};
 
 impl Document {
     pub(super) fn request_backfill(&mut self, from: u64, join: Join) {
@@ -61,5 +63,48 @@ impl Document {
             }
         }
         self.join(join);
+    }
+
+    /// Reads a client's committed sequence number, then lets its join go on.
+    pub(super) fn request_marks(&mut self, join: Join) {
+        let (store, id) = (Arc::clone(&self.deps.store), Arc::clone(&self.id));
+        let own = self.own.clone();
+        let Some(client) = join.client_id.clone() else {
+            return;
+        };
+        tokio::spawn(async move {
+            let seq = store.last_seq(&id, &client).await;
+            if let Some(actor) = own.upgrade() {
+                let _ = actor.send(Command::Marks { seq, join }).await;
+            }
+        });
+    }
+
+    /// The store answered a mark lookup: the join goes on, or is refused if it failed.
+    pub(super) fn marks_read(&mut self, seq: Result<u64, StoreError>, mut join: Join) {
+        match seq {
+            Ok(seq) => {
+                // If another connection of the same client made it known meanwhile, this
+                // actor's marks are the truth (see `join`); else the store's answer is.
+                let known = self
+                    .committed_seqs
+                    .get(join.client_id.as_deref().unwrap_or(""));
+                join.last_seq = Some(known.copied().unwrap_or(seq));
+                self.join(join);
+            }
+            Err(error) => {
+                warn!(document = %self.id, %error, "could not read a client's exactly-once mark");
+                if self.stopping {
+                    let _ = join.reply.send(Err(JoinRefused::Retry));
+                    return;
+                }
+                let (outbox, inbox) = Outbox::new(2);
+                outbox.close(
+                    close::UNAVAILABLE,
+                    "storage is unavailable; reconnect shortly",
+                );
+                let _ = join.reply.send(Ok(inbox));
+            }
+        }
     }
 }

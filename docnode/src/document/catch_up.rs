@@ -6,8 +6,12 @@
 //!   current state (a user leaving, a password change) are remembered.
 //! - **Catch-up.** At every commit fan-out and on a short timer while anyone lags, a lagging
 //!   connection with room for the whole burst gets one `History` frame: each run of other
-//!   users' committed entries composed into one op, its own entries kept apart and in order
-//!   (they acknowledge its edits), then the current language, departures, users and cursors.
+//!   users' committed entries after its last own entry composed into one op, its own entries
+//!   and everything before them kept as they are (they acknowledge its edits, which were
+//!   transformed through each entry one by one), then the current language, departures,
+//!   users and cursors. The connection remembers each composed op it was sent
+//!   ([`Composed`]): its later edits based before it are transformed through that op, as
+//!   the client transformed them, not through the entries it stands for.
 //!   An entry standing for several log revisions leaves a breakpoint in the connection's
 //!   [`crate::connection::Numbering`]. Clients that count log revisions themselves (the
 //!   exactly-once extension, which resumes by log revision) get each composed entry followed
@@ -57,13 +61,33 @@ pub(super) struct Lagging {
 pub(super) struct Compacted {
     pub(super) entry: pb::HistoryEntry,
     pub(super) through: u64,
+    /// For an entry composed of several log entries: what it stands for (see [`Composed`]).
+    pub(super) composed: Option<Composed>,
+}
+
+/// A composed catch-up entry a connection was sent, standing for log revisions
+/// `from..to`. Transform does not commute with compose (with insert ties next to a delete,
+/// an op transformed through a composed run can land elsewhere than through the same ops one
+/// by one), so an edit the client based at or before `from` is transformed through exactly
+/// this op, as the client transformed its own pending edits.
+#[derive(Debug, Clone)]
+pub(super) struct Composed {
+    /// First log revision the entry stands for.
+    pub(super) from: u64,
+    /// The log revision after it.
+    pub(super) to: u64,
+    /// The composed op.
+    pub(super) operation: Operation,
 }
 
 /// Compacts committed entries for one client. `entries` start at log revision `from`; `own`
-/// tells the client's own entries, which are kept as they are and in order; each maximal run
-/// of other entries becomes one composed entry (author kept when the run has one, else 0).
-/// With `pad`, a composed entry is followed by identity entries so that every log revision
-/// still has one entry.
+/// tells the client's own entries (and, to compose nothing, may say so of every entry), which
+/// are kept as they are and in order. Only the run of other entries after the client's last
+/// own entry is composed into one entry (author kept
+/// when the run has one, else 0): the server transformed each own edit through the entries
+/// before it one by one, and the client transforms its pending edit through what it is
+/// sent, so what precedes an own entry must be sent as it is. With `pad`, a composed entry
+/// is followed by identity entries so that every log revision still has one entry.
 pub(super) fn compact<'a>(
     entries: impl IntoIterator<Item = &'a Entry>,
     from: u64,
@@ -81,6 +105,11 @@ pub(super) fn compact<'a>(
             return;
         };
         let len = run.operation.target_len();
+        let composed = (run.count > 1).then(|| Composed {
+            from: through - run.count,
+            to: through,
+            operation: run.operation.clone(),
+        });
         out.push(Compacted {
             entry: pb::HistoryEntry {
                 user_id: run.author,
@@ -89,6 +118,7 @@ pub(super) fn compact<'a>(
                 seq: None,
             },
             through: through - if pad { run.count - 1 } else { 0 },
+            composed,
         });
         if pad {
             let mut identity = Operation::new();
@@ -102,20 +132,25 @@ pub(super) fn compact<'a>(
                         seq: None,
                     },
                     through: through - i,
+                    composed: None,
                 });
             }
         }
     }
+    let entries: Vec<&Entry> = entries.into_iter().collect();
+    let last_own = entries.iter().rposition(|e| own(e));
     let mut out = Vec::new();
     let mut run: Option<Run> = None;
     let mut revision = from;
-    for entry in entries {
-        if own(entry) {
+    for (i, entry) in entries.into_iter().enumerate() {
+        let kept_as_is = last_own.is_some_and(|last| i <= last);
+        if kept_as_is {
             flush(run.take(), revision, pad, &mut out);
             revision += 1;
             out.push(Compacted {
                 entry: entry.to_proto(),
                 through: revision,
+                composed: None,
             });
             continue;
         }
@@ -275,7 +310,10 @@ impl Document {
             let count = (self.committed - lag.log) as usize;
             let pad = c.resumes_itself;
             let entries = self.history.iter().skip(skip).take(count);
-            return compact(entries, lag.log, |e| c.owns(e), pad);
+            // An own edit still pending was transformed through every entry of the gap one
+            // by one: then nothing of the gap may be composed.
+            let own_pending = self.history.iter().skip(skip + count).any(|e| c.owns(e));
+            return compact(entries, lag.log, |e| own_pending || c.owns(e), pad);
         }
         // Before the window (`catch_up` made sure the client can take the whole text).
         let mut replace = Operation::new();
@@ -288,6 +326,11 @@ impl Document {
                 seq: None,
             },
             through: self.committed,
+            composed: (lag.log < self.committed).then_some(Composed {
+                from: lag.log,
+                to: self.committed,
+                operation: replace,
+            }),
         }])
     }
 
@@ -351,6 +394,9 @@ impl Document {
             c.numbering.mark(start + i as u64 + 1, e.through);
         }
         c.numbering.forget_before(history_start);
+        c.composed
+            .extend(entries.iter().filter_map(|e| e.composed.clone()));
+        c.composed.retain(|span| span.to > history_start);
         c.sent += entries.len() as u64;
         c.lagging = None;
         self.deps.metrics.lagging_clients.dec();
@@ -412,18 +458,23 @@ mod tests {
     }
 
     #[test]
-    fn runs_of_others_compose_and_own_entries_stay_apart() {
+    fn only_the_run_after_the_last_own_entry_composes() {
         let gap = gap();
         let out = compact(&gap, 10, |e| e.author == 7, false).expect("composes");
         let authors: Vec<u64> = out.iter().map(|e| e.entry.user_id).collect();
         assert_eq!(
             authors,
-            vec![2, 7, 0],
-            "one run, the own entry, one mixed run"
+            vec![2, 2, 7, 0],
+            "the entries before the own one as they are, then one mixed run"
         );
         let through: Vec<u64> = out.iter().map(|e| e.through).collect();
-        assert_eq!(through, vec![12, 13, 15]);
-        assert_eq!(out[1].entry.operation, gap[2].to_proto().operation);
+        assert_eq!(through, vec![11, 12, 13, 15]);
+        assert_eq!(out[2].entry.operation, gap[2].to_proto().operation);
+        let spans: Vec<(u64, u64)> = out
+            .iter()
+            .filter_map(|e| e.composed.as_ref().map(|c| (c.from, c.to)))
+            .collect();
+        assert_eq!(spans, vec![(13, 15)], "the composed run is remembered");
         let compacted = apply_all("", out.iter().map(operation));
         let original = apply_all("", gap.iter().map(|e| e.operation.clone()));
         assert_eq!(compacted, original);
@@ -438,14 +489,69 @@ mod tests {
         let through: Vec<u64> = out.iter().map(|e| e.through).collect();
         assert_eq!(through, vec![11, 12, 13, 14, 15]);
         assert_eq!(
-            out[1].entry.operation,
+            out[4].entry.operation,
             Some(wire::operation_to_proto(&{
                 let mut identity = Operation::new();
-                identity.retain(4);
+                identity.retain(8);
                 identity
             }))
         );
         assert_eq!(apply_all("", out.iter().map(operation)), "X-abcdef");
+    }
+
+    /// The case: text "ABC"; C lags with `[2,"Z",1]` (Z after B) pending while D
+    /// deletes B, then inserts Y where B was. The server transformed C's edit through D's
+    /// two ops one by one ("AZYC"); composing them first would put Z after Y ("AYZC").
+    #[test]
+    fn a_lagging_clients_pending_edit_lands_where_the_server_put_it() {
+        let z = {
+            let mut op = Operation::new();
+            op.retain(2).insert("Z").retain(1);
+            op
+        };
+        let d1 = {
+            let mut op = Operation::new();
+            op.retain(1).delete(1).retain(1);
+            op
+        };
+        let d2 = insert_at(2, 1, "Y");
+        // The server: Z through each of D's ops, then committed after them.
+        let server_z = z
+            .transform(&d1)
+            .and_then(|(z, _)| z.transform(&d2))
+            .expect("transforms")
+            .0;
+        let server_text = apply_all("ABC", [d1.clone(), d2.clone(), server_z.clone()]);
+        assert_eq!(server_text, "AZYC");
+        // What the client computed when the catch-up composed D's ops.
+        let composed = d1.compose(&d2).expect("composes");
+        let client_z = z.transform(&composed).expect("transforms").0;
+        let composed_text = apply_all("ABC", [composed.clone(), client_z]);
+        assert_eq!(composed_text, "AYZC", "the trap is real");
+        let gap = [entry(2, d1), entry(2, d2), entry(7, server_z)];
+        for pad in [false, true] {
+            let out = compact(&gap, 0, |e| e.author == 7, pad).expect("composes");
+            // The client (ot.js): others' entries transform its outstanding edit and apply
+            // to its text; its own entry acknowledges it.
+            let (mut text, mut outstanding) = (apply_all("ABC", [z.clone()]), Some(z.clone()));
+            for e in &out {
+                let op = operation(e);
+                if e.entry.user_id == 7 {
+                    outstanding = None;
+                    continue;
+                }
+                let incoming = match outstanding.take() {
+                    Some(mine) => {
+                        let (mine, incoming) = mine.transform(&op).expect("transforms");
+                        outstanding = Some(mine);
+                        incoming
+                    }
+                    None => op,
+                };
+                text = incoming.apply_str(&text).expect("applies");
+            }
+            assert_eq!(text, server_text, "pad = {pad}");
+        }
     }
 
     #[test]

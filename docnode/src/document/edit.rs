@@ -121,7 +121,15 @@ impl Document {
             }
             (None, Origin::Resumed { from }) => from,
         };
-        if base < self.history_start {
+        // A padded catch-up numbers each log revision of a composed entry, but the client
+        // applied the whole composed op at once: its text is at the entry's end.
+        let mut at = c
+            .composed
+            .iter()
+            .find(|span| span.from < base && base < span.to)
+            .map_or(base, |span| span.to);
+        let composed_from = |at: u64| c.composed.iter().find(|span| span.from == at);
+        if at < self.history_start && composed_from(at).is_none() {
             return Err((
                 close::REVISION_TOO_OLD,
                 format!(
@@ -130,9 +138,30 @@ impl Document {
                 ),
             ));
         }
-        let skip = (base - self.history_start) as usize;
-        for entry in self.history.iter().skip(skip) {
-            operation = operation.transform(&entry.operation).map_err(bad)?.0;
+        // Through what the client was sent: composed entries where it got them, else the
+        // log's entries one by one.
+        while at < self.head {
+            let next = match composed_from(at) {
+                Some(span) => {
+                    operation = operation.transform(&span.operation).map_err(bad)?.0;
+                    span.to
+                }
+                None => {
+                    let Some(entry) = self.history.get((at - self.history_start) as usize) else {
+                        return Err((
+                            close::REVISION_TOO_OLD,
+                            format!(
+                                "revision {} is older than the history this server keeps; \
+                                 reconnect",
+                                edit.revision
+                            ),
+                        ));
+                    };
+                    operation = operation.transform(&entry.operation).map_err(bad)?.0;
+                    at + 1
+                }
+            };
+            at = next;
         }
         if operation.base_len() != self.head_len {
             return Err(bad(codraft_ot::OtError::BaseLengthMismatch {

@@ -118,8 +118,17 @@ impl Document {
                     Exit::Shutdown
                 };
             }
+            // Idle since the moment the last client left and nothing was pending: a
+            // deadline, not a sleep restarted on every pass (heartbeats and other timers
+            // wake the loop far more often than IDLE_UNLOAD_SECS).
             let idle = self.connections.is_empty() && inflight.is_none();
-            let idle_timeout = self.deps.config.idle_unload();
+            let idle_since = match (idle, self.idle_since) {
+                (false, _) => None,
+                (true, Some(since)) => Some(since),
+                (true, None) => Some(tokio::time::Instant::now()),
+            };
+            self.idle_since = idle_since;
+            let unload_at = idle_since.map(|since| since + self.deps.config.idle_unload());
             let catch_up = self.catch_up_deadline();
             tokio::select! {
                 result = wait_commit(&mut inflight) => {
@@ -138,7 +147,8 @@ impl Document {
                     Some(command) => self.handle(command),
                     None => return Exit::Shutdown,
                 },
-                _ = tokio::time::sleep(idle_timeout), if idle => return Exit::Idle,
+                _ = tokio::time::sleep_until(unload_at.unwrap_or_else(tokio::time::Instant::now)),
+                    if unload_at.is_some() => return Exit::Idle,
                 _ = tokio::time::sleep_until(self.presence_deadline()) => self.presence_tick(),
                 _ = tokio::time::sleep_until(catch_up.unwrap_or_else(tokio::time::Instant::now)),
                     if catch_up.is_some() => self.catch_up_lagging(),

@@ -81,6 +81,15 @@ pub enum Command {
         /// Where to send it.
         reply: oneshot::Sender<Result<String, JoinRefused>>,
     },
+    /// A client's committed sequence number read from the store; the join it was read for
+    /// follows.
+    Marks {
+        /// The highest committed seq the store has for the client, or why the read failed
+        /// (the join is then closed with 4503).
+        seq: Result<u64, StoreError>,
+        /// The waiting join.
+        join: Join,
+    },
     /// Committed ops read back from the store for a client resuming from before the
     /// history window; the join it was read for follows.
     Backfill {
@@ -93,6 +102,12 @@ pub enum Command {
     },
     /// Commit what is pending, close every connection and stop.
     Shutdown,
+    /// The actor's bookkeeping, for the model test's oracle.
+    #[cfg(test)]
+    Inspect {
+        /// Where to send it.
+        reply: oneshot::Sender<super::Inspection>,
+    },
     /// Like shutdown, because another docnode owns the document now: clients are told it
     /// moved and reconnect to the new owner.
     Release,
@@ -107,7 +122,10 @@ pub struct Join {
     /// The log revision the client holds, if it asked to resume.
     pub resume: Option<u64>,
     /// The client's highest committed sequence number as the store knows it.
-    pub last_seq: u64,
+    /// The client's highest committed sequence number, once the actor has looked it up
+    /// (`None` until then; the actor reads it from the store after its own load, so a
+    /// previous owner's late commit cannot slip past it).
+    pub last_seq: Option<u64>,
     /// The one-time password the client gave, if any.
     pub otp: Option<String>,
     /// The user id the client had on the docnode it is moving from, if any.
@@ -152,6 +170,11 @@ impl DocumentHandle {
     /// Fails only if the actor has stopped.
     pub async fn send(&self, command: Command) -> Result<(), Command> {
         self.tx.send(command).await.map_err(|e| e.0)
+    }
+
+    /// Queues a command if the mailbox has room now; whether it was queued.
+    pub fn try_send(&self, command: Command) -> bool {
+        self.tx.try_send(command).is_ok()
     }
 
     /// Resolves when the actor has stopped.

@@ -51,6 +51,8 @@ mod fanout;
 mod history;
 mod lifecycle;
 mod mailbox;
+#[cfg(test)]
+mod model_tests;
 mod presence;
 
 pub use access::otp_matches;
@@ -82,6 +84,9 @@ struct Connection {
     cursor: Option<pb::CursorData>,
     /// Set while its queue is too full to take fan-out (see `document/catch_up.rs`).
     lagging: Option<catch_up::Lagging>,
+    /// Composed catch-up entries it was sent, oldest first, that its edits may still be
+    /// based before (dropped once they end below the history window).
+    composed: VecDeque<catch_up::Composed>,
 }
 
 /// The state only the actor touches.
@@ -122,6 +127,8 @@ struct Document {
     presence: presence::PresenceState,
     /// When lagging connections are next checked for room; `None` while none lags.
     catch_up_at: Option<tokio::time::Instant>,
+    /// Since when the document has had no connection and nothing in flight.
+    idle_since: Option<tokio::time::Instant>,
 }
 
 impl Document {
@@ -156,6 +163,7 @@ impl Document {
             own,
             presence: presence::PresenceState::new(deps_presence_ttl),
             catch_up_at: None,
+            idle_since: None,
         }
     }
 
@@ -201,11 +209,66 @@ impl Document {
                 let _ = reply.send(Ok(self.text.to_string()));
             }
             Command::Backfill { from, ops, join } => self.backfill(from, ops, join),
+            Command::Marks { seq, join } => self.marks_read(seq, join),
             Command::Shutdown => self.stopping = true,
+            #[cfg(test)]
+            Command::Inspect { reply } => {
+                let _ = reply.send(self.inspect());
+            }
             Command::Release => {
                 self.stopping = true;
                 self.moving = true;
             }
+        }
+    }
+}
+
+/// What the model test's oracle checks of an actor's memory.
+#[cfg(test)]
+#[derive(Debug, Clone)]
+pub struct Inspection {
+    /// Entries in the history window, pending ones included.
+    pub history: usize,
+    /// Entries not yet committed.
+    pub pending: u64,
+    /// Exactly-once marks kept (assigned and committed).
+    pub marks: usize,
+    /// Connections.
+    pub connections: usize,
+    /// Frames queued for clients, over all connections.
+    pub queued: usize,
+    /// Connections lagging (waiting for a catch-up).
+    pub lagging: usize,
+    /// Each connection: its id and the History entries sent on it.
+    pub sent: Vec<(ConnId, u64)>,
+    /// The committed text.
+    pub text: String,
+}
+
+#[cfg(test)]
+impl Document {
+    fn inspect(&self) -> Inspection {
+        Inspection {
+            history: self.history.len(),
+            pending: self.head - self.committed,
+            marks: self.assigned_seqs.len() + self.committed_seqs.len(),
+            connections: self.connections.len(),
+            queued: self
+                .connections
+                .values()
+                .map(|c| c.outbox.max_room() - c.outbox.room())
+                .sum(),
+            lagging: self
+                .connections
+                .values()
+                .filter(|c| c.lagging.is_some())
+                .count(),
+            sent: self
+                .connections
+                .iter()
+                .map(|(&id, c)| (id, c.sent))
+                .collect(),
+            text: self.text.to_string(),
         }
     }
 }

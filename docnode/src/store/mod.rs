@@ -10,6 +10,8 @@
 //! number, kept even after the log rows are compacted so exactly-once resubmission still
 //! recognises an old edit.
 
+#[cfg(test)]
+pub mod memory;
 pub mod metered;
 pub mod postgres;
 pub mod sqlite;
