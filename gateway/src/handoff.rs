@@ -27,12 +27,16 @@ use std::collections::VecDeque;
 use codraft_proto as pb;
 use pb::client_frame::Kind as In;
 use pb::server_frame::Kind as Out;
+use prost::Message;
 
 /// How far back (in entries sent to the client) a moved session resumes, so that an edit the
 /// client bases on a revision still on its way to it can be translated.
 pub const SLACK: u64 = 256;
 /// Most unacknowledged edits remembered; a client with more is not moved.
 pub const MAX_UNACKED: usize = 1024;
+/// Most bytes of unacknowledged edits remembered (their encoded size); a client with more
+/// is not moved (it is closed with 4503 if its document moves, and re-sends them itself).
+pub const MAX_UNACKED_BYTES: usize = 4 << 20;
 
 /// What the relay does with a frame from the docnode.
 #[derive(Debug, PartialEq)]
@@ -75,6 +79,11 @@ pub struct Handoff {
     last_edit: u64,
     /// Edits sent and not yet acknowledged, in the client's numbering.
     unacked: VecDeque<pb::Edit>,
+    /// Their encoded size.
+    unacked_bytes: usize,
+    /// The highest seq the docnode acknowledged (in `Joined.last_seq` or a History entry):
+    /// an edit at or below it is a re-send, not kept.
+    acked_seq: u64,
     info: Option<pb::ClientInfo>,
     cursor: Option<pb::CursorData>,
     /// Why this connection can no longer be moved, if it cannot.
@@ -102,6 +111,8 @@ impl Handoff {
             anchor: None,
             last_edit: 0,
             unacked: VecDeque::new(),
+            unacked_bytes: 0,
+            acked_seq: 0,
             info: None,
             cursor: None,
             stuck: None,
@@ -151,14 +162,24 @@ impl Handoff {
                     self.stuck = Some("an edit without a sequence number");
                 }
                 self.last_edit = self.last_edit.max(edit.revision);
-                if self.stuck.is_none() {
-                    if self.unacked.len() < MAX_UNACKED {
-                        let mut kept = edit.clone();
-                        kept.trace_context.clear();
+                // A re-send of an acknowledged or already kept seq is forwarded (the docnode
+                // answers it) but not kept again.
+                let seq = edit.seq.unwrap_or(0);
+                let known =
+                    seq <= self.acked_seq || self.unacked.iter().any(|e| e.seq == Some(seq));
+                if self.stuck.is_none() && !known {
+                    let mut kept = edit.clone();
+                    kept.trace_context.clear();
+                    let bytes = kept.encoded_len();
+                    if self.unacked.len() < MAX_UNACKED
+                        && self.unacked_bytes + bytes <= MAX_UNACKED_BYTES
+                    {
                         self.unacked.push_back(kept);
+                        self.unacked_bytes += bytes;
                     } else {
                         self.stuck = Some("too many unacknowledged edits");
                         self.unacked.clear();
+                        self.unacked_bytes = 0;
                     }
                 }
                 edit.revision = edit
@@ -200,9 +221,7 @@ impl Handoff {
                     // connection's revision 0 is `revision`.
                     let client = u64::from(!joined.resumed);
                     self.anchor = Some((client, joined.revision));
-                    let committed = joined.last_seq;
-                    self.unacked
-                        .retain(|e| e.seq.is_some_and(|seq| seq > committed));
+                    self.acknowledged(joined.last_seq);
                 }
                 if self.made_up {
                     return Incoming::Drop;
@@ -223,13 +242,37 @@ impl Handoff {
         Incoming::Forward(frame)
     }
 
+    /// Forgets the edits up to `seq`, which the docnode committed.
+    fn acknowledged(&mut self, seq: u64) {
+        self.acked_seq = self.acked_seq.max(seq);
+        while self
+            .unacked
+            .front()
+            .is_some_and(|e| e.seq.is_none_or(|s| s <= seq))
+        {
+            if let Some(e) = self.unacked.pop_front() {
+                self.unacked_bytes = self.unacked_bytes.saturating_sub(e.encoded_len());
+            }
+        }
+        let before = self.unacked.len();
+        self.unacked.retain(|e| e.seq.is_some_and(|s| s > seq));
+        if self.unacked.len() != before {
+            self.unacked_bytes = self.unacked.iter().map(|e| e.encoded_len()).sum();
+        }
+    }
+
+    /// Bytes of unacknowledged edits kept for a move.
+    pub fn unacked_bytes(&self) -> usize {
+        self.unacked_bytes
+    }
+
     /// Acknowledges own edits, drops what the client already has and renumbers the rest in
     /// place; `None` means forward the (changed) frame.
     fn history(&mut self, history: &mut pb::History) -> Option<Incoming> {
         for entry in &history.entries {
             if entry.client_id.as_deref() == Some(self.client_id.as_str()) {
                 if let Some(seq) = entry.seq {
-                    self.unacked.retain(|e| e.seq.is_some_and(|s| s > seq));
+                    self.acknowledged(seq);
                 }
             }
         }
@@ -591,5 +634,73 @@ mod tests {
         h.outgoing(edit(11, None)).expect("edit");
         h.incoming(caught_up());
         assert_eq!(h.resume_point(), None);
+    }
+
+    fn big_edit(revision: u64, seq: u64, bytes: usize) -> pb::ClientFrame {
+        let mut frame = edit(revision, Some(seq));
+        if let Some(In::Edit(e)) = &mut frame.kind {
+            e.operation = Some(pb::Operation {
+                components: vec![pb::Component {
+                    kind: Some(pb::component::Kind::Insert("x".repeat(bytes))),
+                }],
+            });
+        }
+        frame
+    }
+
+    /// A client with its own id that joined and had its edit seq 1 acknowledged.
+    fn acknowledged_client() -> Handoff {
+        let mut h = Handoff::new(Some("mine".into()));
+        h.incoming(server(Out::Identity(pb::Identity { user_id: 7 })));
+        h.incoming(server(Out::Joined(pb::Joined {
+            revision: 0,
+            resumed: false,
+            last_seq: 0,
+        })));
+        h.incoming(history(0, vec![entry(0, None, None)]));
+        h.outgoing(edit(1, Some(1))).expect("edit");
+        h.incoming(history(1, vec![entry(7, Some("mine"), Some(1))]));
+        assert_eq!(h.unacked_bytes(), 0, "the acknowledged edit is forgotten");
+        h
+    }
+
+    #[test]
+    fn re_sent_acknowledged_edits_are_not_kept() {
+        let mut h = acknowledged_client();
+        for _ in 0..150 {
+            h.outgoing(big_edit(2, 1, 64 << 10)).expect("forwarded");
+        }
+        assert_eq!(
+            h.unacked.len(),
+            0,
+            "seq 1 was acknowledged: nothing to re-send"
+        );
+        assert_eq!(h.unacked_bytes(), 0);
+        // A re-send of a still pending seq is kept once.
+        h.outgoing(big_edit(2, 2, 10)).expect("forwarded");
+        h.outgoing(big_edit(2, 2, 10)).expect("forwarded");
+        assert_eq!(h.unacked.len(), 1);
+    }
+
+    #[test]
+    fn unacknowledged_edits_are_bounded_in_bytes() {
+        let mut h = acknowledged_client();
+        let size = 256 << 10;
+        let mut seq = 2;
+        while h.unacked_bytes() + size <= MAX_UNACKED_BYTES {
+            h.outgoing(big_edit(2, seq, size)).expect("forwarded");
+            seq += 1;
+        }
+        assert!(h.unacked.len() > 1 && h.resume_point().is_some());
+        h.outgoing(big_edit(2, seq, size)).expect("forwarded");
+        assert_eq!(
+            h.unacked_bytes(),
+            0,
+            "over the budget the edits are dropped"
+        );
+        assert!(
+            h.resume_point().is_none(),
+            "and the connection is not moved (it closes with 4503 and the client re-sends)"
+        );
     }
 }

@@ -27,6 +27,10 @@ pub mod close {
     pub const READ_ONLY: u16 = 4403;
     /// The operation does not fit the document.
     pub const BAD_OPERATION: u16 = 4409;
+    /// An edit whose `seq` the document already has (a re-send): it is not applied again;
+    /// the socket stays open. Its acknowledgement is the History entry the client saw (or
+    /// will see, if the edit is still being committed).
+    pub const ALREADY_APPLIED: u16 = 4412;
     /// The edit's revision is older than the history kept.
     pub const REVISION_TOO_OLD: u16 = 4410;
     /// A message, or the document an edit would make, is too large.

@@ -6,7 +6,7 @@ use codraft_common::telemetry;
 use codraft_ot::Operation;
 use tracing::{debug, info_span, Span};
 
-use super::{close, pb, wire, ConnId, Connection, Document, Entry, Origin};
+use super::{close, pb, wire, ConnId, Connection, Document, Entry, Kind, Origin};
 
 impl Document {
     pub(super) fn edit(&mut self, conn: ConnId, edit: pb::Edit) {
@@ -39,6 +39,14 @@ impl Document {
             if seq <= self.assigned_seqs.get(client).copied().unwrap_or(0) {
                 self.deps.metrics.edits_duplicate.inc();
                 debug!(document = %self.id, client, seq, "duplicate edit ignored");
+                // Answered, so a client (or a gateway keeping edits for a move) is not left
+                // holding it; a full queue skips the answer, which changes nothing.
+                let _ = c.outbox.send(Kind::Error(pb::Error {
+                    code: close::ALREADY_APPLIED.into(),
+                    message: format!("edit {seq} was already applied; it is not applied again"),
+                    close: false,
+                    reroute: false,
+                }));
                 return;
             }
         }

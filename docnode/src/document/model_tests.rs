@@ -1042,3 +1042,117 @@ fn model_schedules_keep_every_guarantee() {
     );
     assert!(ran > 0, "no schedule ran");
 }
+
+/// Runs `body` on a paused clock, as the schedules do.
+fn paused(body: impl std::future::Future<Output = ()>) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("a runtime");
+    runtime.block_on(body);
+}
+
+/// Joins one exactly-once client and returns its inbox after the greeting.
+async fn join_one(owner: &Owner, client: &str, conn: u64) -> Inbox {
+    let open = pb::Open {
+        document_id: DOC.to_owned(),
+        client_id: Some(client.to_owned()),
+        ..Default::default()
+    };
+    let (_, inbox) = crate::service::join(owner.node.registry(), &open, conn)
+        .await
+        .expect("joins");
+    inbox
+}
+
+/// Every frame queued for a client now.
+fn frames(inbox: &mut Inbox) -> Vec<Kind> {
+    std::iter::from_fn(|| inbox.frames.try_recv().ok())
+        .filter_map(|f| f.kind)
+        .collect()
+}
+
+#[test]
+fn a_re_sent_acknowledged_edit_is_answered_and_not_applied_again() {
+    paused(async {
+        let store = MemoryStore::new();
+        let owner = Owner::new(&store);
+        let mut inbox = join_one(&owner, "resender", 1).await;
+        let handle = owner.loaded().expect("loaded");
+        let edit = |revision| pb::Edit {
+            revision,
+            operation: Some(wire::operation_to_proto(&Operation::insert_text("hi"))),
+            seq: Some(1),
+            trace_context: HashMap::new(),
+        };
+        let greeting = frames(&mut inbox);
+        assert!(greeting.iter().any(|f| matches!(f, Kind::History(_))));
+        handle
+            .send(Command::Edit {
+                conn: 1,
+                edit: edit(1),
+            })
+            .await
+            .unwrap_or_else(|_| panic!("the actor stopped"));
+        settle(Duration::from_millis(5)).await;
+        assert!(frames(&mut inbox)
+            .iter()
+            .any(|f| matches!(f, Kind::History(h) if h.entries.iter().any(|e| e.seq == Some(1)))));
+        // The same seq again: answered with 4412, not applied.
+        handle
+            .send(Command::Edit {
+                conn: 1,
+                edit: edit(2),
+            })
+            .await
+            .unwrap_or_else(|_| panic!("the actor stopped"));
+        settle(Duration::from_millis(5)).await;
+        let answer = frames(&mut inbox);
+        assert!(
+            answer.iter().any(|f| matches!(f, Kind::Error(e)
+                if e.code == u32::from(close::ALREADY_APPLIED) && !e.close)),
+            "the re-send is answered: {answer:?}"
+        );
+        assert_eq!(store.log(DOC).len(), 1, "and applied once");
+        assert_eq!(store.text(DOC).ok().as_deref(), Some("hi"));
+    });
+}
+
+#[test]
+fn a_document_left_alone_unloads_at_the_default_settings() {
+    paused(async {
+        let store = MemoryStore::new();
+        // Every setting at its default (IDLE_UNLOAD_SECS=60, heartbeats every 10 s).
+        let defaults = match Settings::try_parse_from(["model", "--data-dir=/nonexistent"]) {
+            Ok(settings) => settings.docnode,
+            Err(error) => panic!("defaults: {error}"),
+        };
+        let node = Docnode::with_store(defaults, Arc::clone(&store) as Arc<dyn Store>);
+        let owner = Owner { node };
+        let inbox = join_one(&owner, "visitor", 1).await;
+        let handle = owner.loaded().expect("loaded");
+        handle
+            .send(Command::Edit {
+                conn: 1,
+                edit: pb::Edit {
+                    revision: 1,
+                    operation: Some(wire::operation_to_proto(&Operation::insert_text("x"))),
+                    seq: Some(1),
+                    trace_context: HashMap::new(),
+                },
+            })
+            .await
+            .unwrap_or_else(|_| panic!("the actor stopped"));
+        settle(Duration::from_millis(5)).await;
+        drop(inbox);
+        if handle.send(Command::Leave { conn: 1 }).await.is_err() {
+            panic!("the actor stopped");
+        }
+        settle(Duration::from_secs(59)).await;
+        assert!(owner.loaded().is_some(), "not before IDLE_UNLOAD_SECS");
+        settle(Duration::from_secs(2)).await;
+        assert!(owner.loaded().is_none(), "unloaded after IDLE_UNLOAD_SECS");
+        assert_eq!(store.text(DOC).ok().as_deref(), Some("x"));
+    });
+}
