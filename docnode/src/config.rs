@@ -56,6 +56,21 @@ pub struct DocnodeConfig {
     #[arg(long, env = "HISTORY_WINDOW", default_value_t = 4096)]
     pub history_window: usize,
 
+    /// Most bytes (KiB) of committed edits each document keeps in memory, besides the
+    /// HISTORY_WINDOW count: whichever is reached first trims the window.
+    #[arg(long, env = "HISTORY_WINDOW_KB", default_value_t = 16 * 1024)]
+    pub history_window_kb: usize,
+
+    /// Most edits of one document waiting for their commit (while the store is slow or
+    /// down); beyond it, or beyond MAX_PENDING_KB, the document stops taking commands, so
+    /// backpressure reaches its clients' sockets, until commits catch up.
+    #[arg(long, env = "MAX_PENDING_EDITS", default_value_t = 1024)]
+    pub max_pending_edits: usize,
+
+    /// Most bytes (KiB) of one document's edits waiting for their commit.
+    #[arg(long, env = "MAX_PENDING_KB", default_value_t = 8 * 1024)]
+    pub max_pending_kb: usize,
+
     /// Seconds a document with no connections stays loaded.
     #[arg(long, env = "IDLE_UNLOAD_SECS", default_value_t = 60)]
     pub idle_unload_secs: u64,
@@ -81,6 +96,12 @@ pub struct DocnodeConfig {
     /// later sent one compacted catch-up.
     #[arg(long, env = "CLIENT_QUEUE", default_value_t = 512)]
     pub client_queue: usize,
+
+    /// Most bytes (KiB) of frames queued for one client before it counts as lagging (besides
+    /// the CLIENT_QUEUE count); fan-out frames share one copy of their entries, so this
+    /// bounds what one slow client can pin.
+    #[arg(long, env = "CLIENT_QUEUE_KB", default_value_t = 4 * 1024)]
+    pub client_queue_kb: usize,
 
     /// Milliseconds a lagging client may stay unable to take its catch-up before it is
     /// closed with 4508.
@@ -112,6 +133,21 @@ pub struct DocnodeConfig {
 }
 
 impl DocnodeConfig {
+    /// HISTORY_WINDOW_KB in bytes.
+    pub fn history_window_bytes(&self) -> usize {
+        self.history_window_kb.saturating_mul(1024)
+    }
+
+    /// MAX_PENDING_KB in bytes.
+    pub fn max_pending_bytes(&self) -> usize {
+        self.max_pending_kb.saturating_mul(1024)
+    }
+
+    /// CLIENT_QUEUE_KB in bytes.
+    pub fn client_queue_bytes(&self) -> usize {
+        self.client_queue_kb.saturating_mul(1024)
+    }
+
     /// The largest document in code points.
     pub fn max_document_chars(&self) -> u64 {
         self.max_document_size_kb.saturating_mul(1024)

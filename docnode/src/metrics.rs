@@ -43,6 +43,11 @@ pub struct DocnodeMetrics {
     pub slow_client_catchups: IntCounter,
     /// Connections lagging right now (skipped by fan-out until their catch-up).
     pub lagging_clients: IntGauge,
+    /// Times a document stopped taking commands because its uncommitted edits reached
+    /// MAX_PENDING_EDITS or MAX_PENDING_KB (the store is slow or down).
+    pub pending_limit_hits: IntCounter,
+    /// Bytes of edits held in memory by document history windows (pending ones included).
+    pub history_bytes: IntGauge,
     /// Documents that left this docnode for another owner, by `reason`.
     pub ownership_moves: IntCounterVec,
     /// Failed store calls, by `operation` and `kind` (unavailable, conflict, corrupt).
@@ -128,6 +133,15 @@ impl DocnodeMetrics {
                 "codraft_lagging_clients",
                 "Connections whose send queue filled and that wait for a catch-up.",
             )?,
+            pending_limit_hits: IntCounter::new(
+                "codraft_pending_limit_hits_total",
+                "Times a document stopped taking commands because its uncommitted edits reached \
+                 MAX_PENDING_EDITS or MAX_PENDING_KB.",
+            )?,
+            history_bytes: IntGauge::new(
+                "codraft_history_bytes",
+                "Bytes of edits held in memory by document history windows, pending included.",
+            )?,
             ownership_moves: IntCounterVec::new(
                 Opts::new(
                     "codraft_ownership_moves_total",
@@ -156,6 +170,8 @@ impl DocnodeMetrics {
         registry.register(Box::new(metrics.slow_client_closes.clone()))?;
         registry.register(Box::new(metrics.slow_client_catchups.clone()))?;
         registry.register(Box::new(metrics.lagging_clients.clone()))?;
+        registry.register(Box::new(metrics.pending_limit_hits.clone()))?;
+        registry.register(Box::new(metrics.history_bytes.clone()))?;
         registry.register(Box::new(metrics.ownership_moves.clone()))?;
         registry.register(Box::new(metrics.store_errors.clone()))?;
         // Pre-create the label sets alerts look at, so a quiet docnode shows 0, not nothing.

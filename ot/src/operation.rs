@@ -161,6 +161,23 @@ impl Operation {
         self.target_len
     }
 
+    /// Roughly how many bytes this operation holds in memory: its components and the text
+    /// it inserts. Memory budgets count this, since an op like `[1,-1,1,-1,…]` takes about
+    /// ten times its JSON size.
+    pub fn memory_bytes(&self) -> usize {
+        let inserted: usize = self
+            .components
+            .iter()
+            .map(|part| match part {
+                Component::Insert(s) => s.len(),
+                _ => 0,
+            })
+            .sum();
+        std::mem::size_of::<Self>()
+            + self.components.len() * std::mem::size_of::<Component>()
+            + inserted
+    }
+
     /// True if applying this operation changes nothing (it only retains, or is empty).
     pub fn is_noop(&self) -> bool {
         self.components

@@ -48,12 +48,15 @@ impl Document {
             if usable {
                 ops.truncate(needed);
                 for op in ops.into_iter().rev() {
+                    let bytes = Entry::bytes_of(&op.operation, op.client_id.as_deref());
+                    self.count_entry_bytes(bytes, false);
                     self.history.push_front(Entry {
                         author: op.author,
                         operation: op.operation,
                         client_id: op.client_id,
                         seq: op.seq,
                         span: None,
+                        bytes,
                     });
                 }
                 self.history_start = from;
@@ -63,6 +66,10 @@ impl Document {
             }
         }
         self.join(join);
+        // The joiner got what it missed; its edits are based on what it has now, so the
+        // window goes back to its bounds (several resumers cannot stretch it further and
+        // further back).
+        self.trim_history();
     }
 
     /// Reads a client's committed sequence number, then lets its join go on.

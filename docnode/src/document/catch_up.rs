@@ -426,6 +426,7 @@ mod tests {
             client_id: None,
             seq: None,
             span: None,
+            bytes: 0,
         }
     }
 

@@ -64,12 +64,15 @@ impl Document {
                 span.record("revision", self.head);
                 self.head_len = operation.target_len();
                 self.head += 1;
+                let bytes = Entry::bytes_of(&operation, client_id.as_deref());
+                self.count_entry_bytes(bytes, true);
                 self.history.push_back(Entry {
                     author,
                     operation,
                     client_id,
                     seq: edit.seq,
                     span: (!span.is_none()).then(|| span.clone()),
+                    bytes,
                 });
                 if let Some(c) = self.connections.get_mut(&conn) {
                     c.edited();

@@ -19,10 +19,14 @@ impl Document {
             return None;
         }
         let pending = (self.committed - self.history_start) as usize;
-        let ops = self
+        // A backlog (after a store outage) goes in batches of COMMIT_MAX_BATCH, so no one
+        // transaction outgrows the store's call timeout.
+        let batch = self.deps.config.commit_max_batch.max(1);
+        let ops: Vec<LoggedOp> = self
             .history
             .iter()
             .skip(pending)
+            .take(batch)
             .zip(self.committed..)
             .map(|(entry, revision)| LoggedOp {
                 revision,
@@ -32,10 +36,12 @@ impl Document {
                 seq: entry.seq,
             })
             .collect();
+        let upto = self.committed + ops.len() as u64;
         let links = self
             .history
             .iter()
             .skip(pending)
+            .take(batch)
             .filter_map(|entry| entry.span.as_ref().and_then(telemetry::link_to))
             .collect();
         let language = self.pending_language.take();
@@ -55,7 +61,7 @@ impl Document {
             .await;
         Some(Inflight {
             result,
-            upto: self.head,
+            upto,
             language,
         })
     }
@@ -100,8 +106,10 @@ impl Document {
         let count = (upto - self.committed) as usize;
         let mut entries = Vec::with_capacity(count);
         let mut spans = Vec::new();
+        let mut committed_bytes = 0;
         for entry in self.history.iter_mut().skip(first).take(count) {
             spans.extend(entry.span.take());
+            committed_bytes += entry.bytes;
             if let Err(error) = entry.operation.apply(&mut self.text) {
                 // Transform checked every base length, so this is a bug; say so loudly rather
                 // than serve a text that differs from the log.
@@ -124,6 +132,7 @@ impl Document {
             entries.push(entry.to_proto());
         }
         self.committed = upto;
+        self.pending_bytes = self.pending_bytes.saturating_sub(committed_bytes);
         if count > 0 {
             self.cursors_moved_by_edits();
         }

@@ -21,9 +21,16 @@ pub(super) struct Entry {
     pub(super) seq: Option<u64>,
     /// The edit's span while it is pending; ended once the edit is fanned out.
     pub(super) span: Option<Span>,
+    /// Roughly the memory it holds, counted against HISTORY_WINDOW_KB and MAX_PENDING_KB.
+    pub(super) bytes: usize,
 }
 
 impl Entry {
+    /// The memory an entry of `operation` by `client_id` holds, roughly.
+    pub(super) fn bytes_of(operation: &Operation, client_id: Option<&str>) -> usize {
+        std::mem::size_of::<Self>() + operation.memory_bytes() + client_id.map_or(0, str::len)
+    }
+
     pub(super) fn to_proto(&self) -> pb::HistoryEntry {
         pb::HistoryEntry {
             user_id: self.author,
@@ -35,12 +42,41 @@ impl Entry {
 }
 
 impl Document {
+    /// Drops committed entries beyond HISTORY_WINDOW, or beyond HISTORY_WINDOW_KB.
     pub(super) fn trim_history(&mut self) {
         let keep = self.deps.config.history_window as u64;
-        while self.committed - self.history_start > keep {
-            self.history.pop_front();
+        let budget = self.deps.config.history_window_bytes();
+        while self.committed > self.history_start
+            && (self.committed - self.history_start > keep
+                || self.history_bytes - self.pending_bytes > budget)
+        {
+            if let Some(entry) = self.history.pop_front() {
+                self.forget_entry_bytes(entry.bytes);
+            }
             self.history_start += 1;
         }
+    }
+
+    /// Counts an entry added to the window (`pending`: not committed yet).
+    pub(super) fn count_entry_bytes(&mut self, bytes: usize, pending: bool) {
+        self.history_bytes += bytes;
+        if pending {
+            self.pending_bytes += bytes;
+        }
+        self.deps.metrics.history_bytes.add(bytes as i64);
+    }
+
+    /// Uncounts an entry that left the window.
+    pub(super) fn forget_entry_bytes(&mut self, bytes: usize) {
+        self.history_bytes = self.history_bytes.saturating_sub(bytes);
+        self.deps.metrics.history_bytes.sub(bytes as i64);
+    }
+
+    /// Whether uncommitted edits reached MAX_PENDING_EDITS or MAX_PENDING_KB: the actor
+    /// then takes no more commands until commits catch up.
+    pub(super) fn pending_full(&self) -> bool {
+        self.head - self.committed >= self.deps.config.max_pending_edits as u64
+            || self.pending_bytes >= self.deps.config.max_pending_bytes()
     }
 
     pub(super) fn snapshot(&mut self) -> Snapshot {

@@ -130,6 +130,12 @@ impl Document {
             self.idle_since = idle_since;
             let unload_at = idle_since.map(|since| since + self.deps.config.idle_unload());
             let catch_up = self.catch_up_deadline();
+            let accepting = !self.pending_full();
+            if !accepting && !self.holding {
+                self.deps.metrics.pending_limit_hits.inc();
+                warn!(document = %self.id, pending = self.head - self.committed, "uncommitted edits at their limit; holding commands");
+            }
+            self.holding = !accepting;
             tokio::select! {
                 result = wait_commit(&mut inflight) => {
                     let done = inflight.take();
@@ -143,7 +149,9 @@ impl Document {
                         Err(error) => return Exit::Failed(error.to_string()),
                     }
                 }
-                command = rx.recv() => match command {
+                // While uncommitted edits are at their limit, commands wait in the mailbox
+                // and, as it fills, in the clients' streams: backpressure, not memory.
+                command = rx.recv(), if accepting => match command {
                     Some(command) => self.handle(command),
                     None => return Exit::Shutdown,
                 },
@@ -218,6 +226,11 @@ impl Document {
                 }
             }
         }
+        self.deps
+            .metrics
+            .history_bytes
+            .sub(self.history_bytes as i64);
+        self.history_bytes = 0;
         if matches!(exit, Exit::Idle | Exit::Shutdown | Exit::Moved)
             && self.committed > self.last_snapshot
         {

@@ -129,6 +129,12 @@ struct Document {
     catch_up_at: Option<tokio::time::Instant>,
     /// Since when the document has had no connection and nothing in flight.
     idle_since: Option<tokio::time::Instant>,
+    /// Bytes held by the history window's entries, pending ones included.
+    history_bytes: usize,
+    /// Bytes held by pending entries.
+    pending_bytes: usize,
+    /// Whether the loop is holding commands back (pending edits at their limit).
+    holding: bool,
 }
 
 impl Document {
@@ -164,6 +170,9 @@ impl Document {
             presence: presence::PresenceState::new(deps_presence_ttl),
             catch_up_at: None,
             idle_since: None,
+            history_bytes: 0,
+            pending_bytes: 0,
+            holding: false,
         }
     }
 
@@ -231,6 +240,8 @@ pub struct Inspection {
     pub history: usize,
     /// Entries not yet committed.
     pub pending: u64,
+    /// Bytes of the window's entries, and of the pending ones.
+    pub bytes: (usize, usize),
     /// Exactly-once marks kept (assigned and committed).
     pub marks: usize,
     /// Connections.
@@ -251,6 +262,7 @@ impl Document {
         Inspection {
             history: self.history.len(),
             pending: self.head - self.committed,
+            bytes: (self.history_bytes, self.pending_bytes),
             marks: self.assigned_seqs.len() + self.committed_seqs.len(),
             connections: self.connections.len(),
             queued: self

@@ -54,6 +54,8 @@ const DOC: &str = "model-doc";
 const HISTORY_WINDOW: usize = 12;
 const CLIENT_QUEUE: usize = 3;
 const IDLE_UNLOAD: Duration = Duration::from_secs(60);
+const MAX_PENDING: u64 = 16;
+const HISTORY_WINDOW_BYTES: usize = 4096;
 
 #[derive(Parser)]
 struct Settings {
@@ -73,6 +75,8 @@ fn config() -> DocnodeConfig {
         "--max-document-size-kb=1".to_owned(),
         "--data-dir=/nonexistent".to_owned(),
         "--commit-max-batch=8".to_owned(),
+        format!("--max-pending-edits={MAX_PENDING}"),
+        format!("--history-window-kb={}", HISTORY_WINDOW_BYTES / 1024),
     ];
     match Settings::try_parse_from(args) {
         Ok(settings) => settings.docnode,
@@ -100,11 +104,19 @@ impl Owner {
         self.node.registry().loaded_handle(DOC)
     }
 
+    /// The actor's bookkeeping, unless it is not loaded or holds commands back (its
+    /// uncommitted edits at their limit while the store is down).
     async fn inspect(&self) -> Option<Inspection> {
         let handle = self.loaded()?;
         let (reply, answer) = oneshot::channel();
-        handle.send(Command::Inspect { reply }).await.ok()?;
-        answer.await.ok()
+        let asked = async {
+            handle.send(Command::Inspect { reply }).await.ok()?;
+            answer.await.ok()
+        };
+        tokio::time::timeout(Duration::from_secs(1), asked)
+            .await
+            .ok()
+            .flatten()
     }
 }
 
@@ -673,6 +685,27 @@ impl World {
             }
         }
         settle(Duration::from_millis(1)).await;
+        self.check_budgets().await
+    }
+
+    /// Memory stays within its budgets at every step, whatever the clients and the store do.
+    async fn check_budgets(&mut self) -> Verdict {
+        for (k, owner) in self.owners.iter().enumerate() {
+            let Some(a) = owner.inspect().await else {
+                continue;
+            };
+            let (bytes, pending_bytes) = a.bytes;
+            let committed_bytes = bytes - pending_bytes;
+            if a.pending > MAX_PENDING
+                || a.history as u64
+                    > HISTORY_WINDOW as u64 + MAX_PENDING + 4 * HISTORY_WINDOW as u64
+                || committed_bytes > HISTORY_WINDOW_BYTES + 64 * 1024
+                || a.queued > a.connections * (CLIENT_QUEUE + 2 * self.clients.len() + 16)
+                || a.marks > 4 * self.clients.len()
+            {
+                return Err(format!("owner {k} is over a budget: {a:?}"));
+            }
+        }
         Ok(())
     }
 
