@@ -69,12 +69,12 @@ impl<'de> Deserialize<'de> for WireComponent {
     }
 }
 
-/// Accepts integers within ±2^53 and strings; every other JSON value (floats, nulls,
+/// Accepts integers within ±(2^53 − 1) and strings; every other JSON value (floats, nulls,
 /// booleans, objects, nested arrays) falls through to serde's default "invalid type" error.
 struct ComponentVisitor;
 
 /// What an out-of-range count is reported as having been expected.
-const COUNT_RANGE: &str = "a count between -2^53 and 2^53";
+const COUNT_RANGE: &str = "a count between -(2^53 - 1) and 2^53 - 1";
 
 impl<'de> Visitor<'de> for ComponentVisitor {
     type Value = WireComponent;
@@ -190,8 +190,8 @@ mod tests {
             r#"["héllo 中 🎉 👨‍👩‍👧‍👦"]"#,
             r#"[1,"e",-1,3]"#,
             r#"["a\"b\\c\nd\te\u0001f\u001f",2]"#,
-            "[9007199254740992]",
-            "[-9007199254740992]",
+            "[9007199254740991]",
+            "[-9007199254740991]",
         ] {
             let op = parse(json).unwrap();
             assert_eq!(op.to_json(), json);
@@ -238,15 +238,15 @@ mod tests {
             "[1,]",
             "[1",
             r#"["\ud83c"]"#,
-            "[9007199254740993]",
-            "[-9007199254740993]",
+            "[9007199254740992]",
+            "[-9007199254740992]",
             "[18446744073709551615]",
             "[18446744073709551616]",
             "[-9223372036854775808]",
             "[-99999999999999999999999]",
-            "[9007199254740992,1]",
-            "[9007199254740992,-1]",
-            r#"[9007199254740992,"x"]"#,
+            "[9007199254740991,1]",
+            "[9007199254740991,-1]",
+            r#"[9007199254740991,"x"]"#,
         ] {
             assert!(parse(json).is_err(), "{json} should be rejected");
         }
@@ -256,9 +256,9 @@ mod tests {
     fn errors_tell_what_is_wrong() {
         let float = parse("[1.5]").unwrap_err().to_string();
         assert!(float.contains("floating point"), "{float}");
-        let big = parse("[9007199254740993]").unwrap_err().to_string();
+        let big = parse("[9007199254740992]").unwrap_err().to_string();
         assert!(big.contains("2^53"), "{big}");
-        let long = parse("[9007199254740992,1]").unwrap_err().to_string();
+        let long = parse("[9007199254740991,1]").unwrap_err().to_string();
         assert!(long.contains("exceeds"), "{long}");
         let object = parse("{}").unwrap_err().to_string();
         assert!(object.contains("an operation"), "{object}");
