@@ -257,3 +257,62 @@ test("a gap in the history reconnects and resumes instead of discarding edits", 
   assert.equal(ctx.events.lost.length, 0);
   ctx.session.stop();
 });
+
+test("a password refusal stops reconnecting until the page gives a password, which is sent as otp", () => {
+  const refused = [];
+  FakeSocket.all = [];
+  const session = new Session({
+    socketUrl: "ws://test/api/socket/doc",
+    clientId: "tab1",
+    editor: fakeEditor(),
+    WebSocket: FakeSocket,
+    on: { refused: (r) => refused.push(r) },
+  });
+  session.start();
+  const first = FakeSocket.all[0];
+  assert.equal(first.url.searchParams.get("otp"), null);
+  first.open();
+  first.deliver({ Refused: { code: 4401, error: "password_required", message: "protected" } });
+  first.close(4401, "password_required: protected");
+  assert.equal(refused.length, 1);
+  assert.equal(refused[0].kind, "password_required");
+  assert.equal(refused[0].about, "password");
+  assert.equal(session.retryTimer, null, "no reconnect is scheduled after a refusal");
+  session.reconnectNow();
+  assert.equal(FakeSocket.all.length, 1, "reconnectNow must not retry a refused tab");
+
+  session.usePassword("pw");
+  assert.equal(FakeSocket.all.length, 2);
+  assert.equal(FakeSocket.all[1].url.searchParams.get("otp"), "pw");
+  FakeSocket.all[1].close(4401, "wrong_password: wrong password for this document");
+  assert.equal(refused[1].kind, "wrong_password");
+  assert.equal(FakeSocket.all.length, 2);
+  session.stop();
+});
+
+test("a read-only connection is announced and local edits are not sent", () => {
+  const access = [];
+  FakeSocket.all = [];
+  const editor = fakeEditor();
+  const session = new Session({
+    socketUrl: "ws://test/api/socket/doc",
+    clientId: "tab1",
+    editor,
+    WebSocket: FakeSocket,
+    on: { access: (a) => access.push(a) },
+  });
+  session.start();
+  const ws = FakeSocket.all[0];
+  ws.open();
+  ws.deliver(
+    { Access: { read_only: true, name: "Bob" } },
+    { Identity: 7 },
+    { Joined: { revision: 1, resumed: false, last_seq: 0, read_only: true } },
+    { History: { start: 0, operations: [{ id: 1, operation: ["text"] }] } },
+  );
+  assert.deepEqual(access[0], { readOnly: true, name: "Bob" });
+  session.localEdit(TextOperation.fromJSON([4, "!"]));
+  assert.deepEqual(ws.edits(), []);
+  assert.equal(session.pendingChanges, 0);
+  session.stop();
+});
