@@ -388,7 +388,19 @@ export class Session {
     } else {
       const local = this.ot.applyServer(op);
       for (const data of this.cursors.values()) transformCursor(data, local);
+      const before = this.synced ? this.editor.cursorData().cursors : null;
       this.editor.applyRemote(local);
+      // Others saw our caret one character off until we moved, for two reasons, both fixed
+      // by saying where our caret is after a remote edit moved it, or moved it differently
+      // from the server's idea: (1) CursorData carries no revision, so the server reads a
+      // position we sent while this edit was on its way to us against its newer text; (2)
+      // the server moves a caret after an insert right at it, but the editor keeps ours
+      // before text another user inserts there.
+      if (before) {
+        const after = this.editor.cursorData().cursors;
+        const stale = after.some((c, i) => c !== before[i] || c !== transformIndex(local, before[i]));
+        if (stale || after.length !== before.length) this.cursorMoved();
+      }
     }
     this.heldLogRevision = this.connLogBase === null ? null : this.connLogBase + this.ot.revision;
   }

@@ -316,3 +316,38 @@ test("a read-only connection is announced and local edits are not sent", () => {
   assert.equal(session.pendingChanges, 0);
   session.stop();
 });
+
+test("a remote edit that moves our caret, or that the server would move differently, re-sends our cursor", async () => {
+  const ctx = setup();
+  const ws = freshJoin(ctx);
+  let caret = 3; // at the end of "abc"
+  ctx.editor.cursorData = () => ({ cursors: [caret], selections: [] });
+  const sentCursors = () => ws.sent.filter((m) => m.CursorData).map((m) => m.CursorData.cursors);
+  const settle = () => new Promise((r) => setTimeout(r, 60));
+  await settle();
+  const before = sentCursors().length;
+  // (1) An insert before our caret moves it (3 -> 4): the server may have read our last
+  // position against the newer text, so the new one is sent.
+  const moveWith = (op) => {
+    const apply = ctx.editor.applyRemote.bind(ctx.editor);
+    ctx.editor.applyRemote = (o) => {
+      apply(o);
+      caret = op(caret);
+      ctx.editor.applyRemote = apply;
+    };
+  };
+  moveWith((c) => c + 1);
+  ws.deliver({ History: { start: 1, operations: [{ id: 99, operation: ["X", 3] }] } });
+  await settle();
+  assert.deepEqual(sentCursors().slice(before), [[4]], "the moved caret was not re-sent");
+  // (2) An insert right at our caret: the editor keeps the caret before it, the server
+  // would move it after; ours is sent to correct the server.
+  ws.deliver({ History: { start: 2, operations: [{ id: 99, operation: [4, "Y"] }] } });
+  await settle();
+  assert.deepEqual(sentCursors().slice(before), [[4], [4]], "the server's idea of our caret was not corrected");
+  // (3) An edit after our caret changes nothing and sends nothing.
+  ws.deliver({ History: { start: 3, operations: [{ id: 99, operation: [5, "Z"] }] } });
+  await settle();
+  assert.equal(sentCursors().length, before + 2);
+  ctx.session.stop();
+});
