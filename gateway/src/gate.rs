@@ -192,9 +192,21 @@ pub enum IfOwnerUnreachable {
     /// Let the request through: the owner checks the password again when the session
     /// opens (the WebSocket).
     Admit,
-    /// Refuse with [`Refusal::Unavailable`]: nothing else would check (the read API).
+    /// Refuse with [`Refusal::Unavailable`]: nothing else would check (`/api/text`).
     Refuse,
+    /// Let the request through only if this gateway saw the document open (no password)
+    /// within [`SEEN_OPEN`]; else refuse. For presence, which Redis still answers while a
+    /// dead owner's entries expire: a password can only have been set since if the owner
+    /// took it in the moments before it died.
+    AdmitIfSeenOpen,
 }
+
+/// How long a request for a document seen open waits for its owner's answer.
+const SEEN_OPEN_WAIT: Duration = Duration::from_millis(250);
+
+/// How long a document this gateway saw without a password counts as open when its owner
+/// cannot be asked ([`IfOwnerUnreachable::AdmitIfSeenOpen`]).
+pub const SEEN_OPEN: Duration = Duration::from_secs(60);
 
 /// Wrong passwords are counted per address and document.
 type GuessKey = (IpAddr, String);
@@ -208,6 +220,8 @@ pub struct Gate {
     failures: DefaultKeyedRateLimiter<GuessKey>,
     /// (Address, document) pairs that spent their budget, and until when.
     blocked: Mutex<HashMap<GuessKey, Instant>>,
+    /// Documents the owner last said open without a password, and when.
+    seen_open: Mutex<HashMap<String, Instant>>,
     login_url: Option<String>,
 }
 
@@ -226,6 +240,7 @@ impl Gate {
             routes,
             failures: RateLimiter::keyed(Quota::per_minute(quota)),
             blocked: Mutex::default(),
+            seen_open: Mutex::default(),
             login_url,
         }
     }
@@ -253,18 +268,28 @@ impl Gate {
             return match self.ask_owner(document, None).await {
                 Ok(()) => Ok(grant),
                 Err(Refusal::PasswordRequired) => Err(Refusal::TooManyGuesses),
-                Err(Refusal::Unavailable(_)) if unreachable == IfOwnerUnreachable::Admit => {
-                    Ok(grant)
+                Err(Refusal::Unavailable(reason)) => {
+                    self.unreachable(document, unreachable, grant, reason)
                 }
                 Err(other) => Err(other),
             };
         }
-        match self
-            .ask_owner(document, credentials.password.as_deref())
-            .await
-        {
+        let asked = self.ask_owner(document, credentials.password.as_deref());
+        // A document seen open moments ago is not kept waiting for a dead owner's
+        // replacement (the route waits out membership changes for seconds).
+        let answer =
+            if unreachable == IfOwnerUnreachable::AdmitIfSeenOpen && self.seen_open(document) {
+                tokio::time::timeout(SEEN_OPEN_WAIT, asked)
+                    .await
+                    .unwrap_or_else(|_| Err(Refusal::Unavailable("no answer in time".to_owned())))
+            } else {
+                asked.await
+            };
+        match answer {
             Ok(()) => Ok(grant),
-            Err(Refusal::Unavailable(_)) if unreachable == IfOwnerUnreachable::Admit => Ok(grant),
+            Err(Refusal::Unavailable(reason)) => {
+                self.unreachable(document, unreachable, grant, reason)
+            }
             Err(Refusal::WrongPassword) => {
                 // Only failures spend the budget, so busy offices behind one address are
                 // fine.
@@ -275,6 +300,29 @@ impl Gate {
                 Err(Refusal::WrongPassword)
             }
             Err(other) => Err(other),
+        }
+    }
+
+    /// What an unreachable owner means for a request, as `unreachable` says.
+    fn unreachable(
+        &self,
+        document: &str,
+        unreachable: IfOwnerUnreachable,
+        grant: Grant,
+        reason: String,
+    ) -> Result<Grant, Refusal> {
+        let seen_open = || {
+            let seen = self
+                .seen_open
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            seen.get(document)
+                .is_some_and(|at| at.elapsed() < SEEN_OPEN)
+        };
+        match unreachable {
+            IfOwnerUnreachable::Admit => Ok(grant),
+            IfOwnerUnreachable::AdmitIfSeenOpen if seen_open() => Ok(grant),
+            _ => Err(Refusal::Unavailable(reason)),
         }
     }
 
@@ -292,13 +340,44 @@ impl Gate {
             })
             .await;
         match answer {
-            Ok(_) => Ok(()),
-            Err(status) if status.code() == tonic::Code::PermissionDenied => match password {
-                Some(_) => Err(Refusal::WrongPassword),
-                None => Err(Refusal::PasswordRequired),
-            },
+            Ok(_) => {
+                if password.is_none() {
+                    self.note_open(document);
+                }
+                Ok(())
+            }
+            Err(status) if status.code() == tonic::Code::PermissionDenied => {
+                self.seen_open
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(document);
+                match password {
+                    Some(_) => Err(Refusal::WrongPassword),
+                    None => Err(Refusal::PasswordRequired),
+                }
+            }
             Err(status) => Err(Refusal::Unavailable(status.message().to_owned())),
         }
+    }
+
+    fn seen_open(&self, document: &str) -> bool {
+        let seen = self
+            .seen_open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        seen.get(document)
+            .is_some_and(|at| at.elapsed() < SEEN_OPEN)
+    }
+
+    fn note_open(&self, document: &str) {
+        let mut seen = self
+            .seen_open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if seen.len() > SWEEP_AT {
+            seen.retain(|_, at| at.elapsed() < SEEN_OPEN);
+        }
+        seen.insert(document.to_owned(), Instant::now());
     }
 
     fn is_blocked(&self, key: &GuessKey) -> bool {

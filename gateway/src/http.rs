@@ -202,12 +202,13 @@ pub async fn admit_read(
     query: &ReadQuery,
     headers: &HeaderMap,
     peer: SocketAddr,
+    unreachable: IfOwnerUnreachable,
 ) -> Result<(), Response> {
     let credentials =
         Credentials::from_request(headers, query.token.as_deref(), query.otp.as_deref());
     let admitted = state
         .gate
-        .admit(id, &credentials, peer.ip(), IfOwnerUnreachable::Refuse)
+        .admit(id, &credentials, peer.ip(), unreachable)
         .await;
     match admitted {
         Ok(_) => Ok(()),
@@ -228,7 +229,16 @@ async fn text_route(
     if !valid_document_id(&id) {
         return bad_request("invalid document id: use 1-256 of A-Z a-z 0-9 - _ .");
     }
-    if let Err(response) = admit_read(&state, &id, &query, &headers, peer).await {
+    if let Err(response) = admit_read(
+        &state,
+        &id,
+        &query,
+        &headers,
+        peer,
+        IfOwnerUnreachable::Refuse,
+    )
+    .await
+    {
         return response;
     }
     let answer = state

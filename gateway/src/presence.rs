@@ -17,7 +17,10 @@ use axum::{
 use codraft_common::{membership::MembershipConfig, presence::PresenceRedis};
 use serde_json::json;
 
-use crate::http::{admit_read, valid_document_id, AppState, ReadQuery};
+use crate::{
+    gate::IfOwnerUnreachable,
+    http::{admit_read, valid_document_id, AppState, ReadQuery},
+};
 
 /// The cluster's presence store, or `None` without REDIS_URL (or with a bad one, which
 /// membership reports at start-up anyway).
@@ -50,7 +53,10 @@ async fn presence_route(
         )
             .into_response();
     }
-    if let Err(refusal) = admit_read(&state, &id, &query, &headers, peer).await {
+    // An owner that died leaves entries that expire by themselves; a document this gateway
+    // saw open moments ago may still be listed meanwhile.
+    let unreachable = IfOwnerUnreachable::AdmitIfSeenOpen;
+    if let Err(refusal) = admit_read(&state, &id, &query, &headers, peer, unreachable).await {
         return refusal;
     }
     match redis.read(&id, false).await {
