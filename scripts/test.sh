@@ -65,20 +65,31 @@ cargo test --workspace --release --no-fail-fast
 step "web client unit tests"
 node --test web/tests/
 
-step "browser test (headless Chromium, two pages typing at once)"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+step "browser tests (headless Chromium: two pages typing at once; passwords, tokens, the page)"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+port=$(free_port)
+jwt_port=$(free_port)
 data=$(mktemp -d)
+jwt_data=$(mktemp -d)
 PORT=$port BIND=127.0.0.1 DATA_DIR="$data" target/release/codraft >"$ARTIFACTS/browser-server.log" 2>&1 &
 server=$!
-trap 'kill $server 2>/dev/null || true; rm -rf "$data"' EXIT
-for _ in $(seq 1 100); do
-  curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
-  sleep 0.1
+# A second server that requires tokens, for the reader scenarios.
+PORT=$jwt_port BIND=127.0.0.1 DATA_DIR="$jwt_data" JWT_SECRET=browser-secret \
+  target/release/codraft >"$ARTIFACTS/browser-jwt-server.log" 2>&1 &
+jwt_server=$!
+trap 'kill $server $jwt_server 2>/dev/null || true; rm -rf "$data" "$jwt_data"' EXIT
+for p in "$port" "$jwt_port"; do
+  for _ in $(seq 1 100); do
+    curl -fsS "http://127.0.0.1:$p/readyz" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
 done
 BASE_URL="http://127.0.0.1:$port" ARTIFACT_DIR="$ARTIFACTS" node web/tests/browser.mjs
-kill "$server"; wait "$server" || true
+BASE_URL="http://127.0.0.1:$port" JWT_BASE_URL="http://127.0.0.1:$jwt_port" JWT_SECRET=browser-secret \
+  ARTIFACT_DIR="$ARTIFACTS" node web/tests/access.browser.mjs
+kill "$server" "$jwt_server"; wait "$server" "$jwt_server" || true
 trap - EXIT
-rm -rf "$data"
+rm -rf "$data" "$jwt_data"
 
 # ---------------------------------------------------------------- fuzzing (bounded)
 step "fuzzing: protocol parser and OT algebra (FUZZ_SECONDS=${FUZZ_SECONDS:-15} per target)"

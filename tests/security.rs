@@ -17,16 +17,34 @@ use codraft_bench::client::{Client, ClientError, Event, Options};
 use futures::{SinkExt, StreamExt};
 use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// The HTTP status a refused WebSocket upgrade got.
-fn http_status(result: Result<Client, ClientError>) -> u16 {
+/// The close code of a refused socket: refusals open the socket and close it at once, so a
+/// browser can read why (4401, 4403, 4429; see docs/security.md).
+fn refusal_code(result: Result<Client, ClientError>) -> u16 {
     match result {
-        Err(ClientError::Socket(tungstenite::Error::Http(response))) => response.status().as_u16(),
-        Err(other) => panic!("expected an HTTP refusal, got {other}"),
-        Ok(_) => panic!("expected an HTTP refusal, but the socket opened"),
+        Err(ClientError::Closed { code, .. }) => code,
+        Err(other) => panic!("expected a refusal, got {other}"),
+        Ok(_) => panic!("expected a refusal, but the document opened"),
+    }
+}
+
+/// The close code a socket to `url` gets before it joins (101 if it joins).
+async fn close_code(url: &str) -> u16 {
+    let (mut socket, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("the upgrade succeeds; refusals close the socket");
+    loop {
+        match tokio::time::timeout(WAIT, socket.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                return frame.map(|f| u16::from(f.code)).unwrap_or(1005)
+            }
+            Ok(Some(Ok(Message::Text(t)))) if t.as_str().contains("\"History\"") => return 101,
+            Ok(Some(Ok(_))) => {}
+            other => panic!("socket ended without a close frame: {other:?}"),
+        }
     }
 }
 
@@ -203,18 +221,18 @@ async fn a_wrong_password_is_refused_before_the_document_loads() {
             _ => continue,
         }
     }
-    // While loaded: a wrong or missing password is refused with 401 before the upgrade.
+    // While loaded: a wrong or missing password is refused with 4401 before the session.
     let url = |otp: &str| format!("{}/api/socket/{document}?otp={otp}", server.ws());
     for bad in ["", "wrong"] {
-        let refused = tokio_tungstenite::connect_async(url(bad)).await;
-        match refused {
-            Err(tungstenite::Error::Http(response)) => assert_eq!(response.status().as_u16(), 401),
-            other => panic!("wrong password accepted: {:?}", other.map(|_| ())),
-        }
+        assert_eq!(
+            close_code(&url(bad)).await,
+            4401,
+            "password {bad:?} accepted"
+        );
     }
     assert_eq!(
-        http_status(Client::connect(&server.ws(), &document, Options::default()).await),
-        401
+        refusal_code(Client::connect(&server.ws(), &document, Options::default()).await),
+        4401
     );
     owner.close().await;
 
@@ -227,8 +245,7 @@ async fn a_wrong_password_is_refused_before_the_document_loads() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let refused = tokio_tungstenite::connect_async(url("nope")).await;
-    assert!(matches!(refused, Err(tungstenite::Error::Http(r)) if r.status().as_u16() == 401));
+    assert_eq!(close_code(&url("nope")).await, 4401);
     assert_eq!(
         loaded_documents(&server).await,
         0,
@@ -257,16 +274,12 @@ async fn a_wrong_password_is_refused_before_the_document_loads() {
     }
     assert_eq!(text.as_deref(), Some("classified"));
 
-    // Guessing is rate-limited per address: after the budget, 429.
-    let mut statuses = Vec::new();
+    // Guessing is rate-limited per address and document: after the budget, 4429.
+    let mut codes = Vec::new();
     for _ in 0..12 {
-        if let Err(tungstenite::Error::Http(r)) =
-            tokio_tungstenite::connect_async(url("guess")).await
-        {
-            statuses.push(r.status().as_u16());
-        }
+        codes.push(close_code(&url("guess")).await);
     }
-    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    assert_eq!(codes.last(), Some(&4429), "{codes:?}");
     server.assert_no_panic();
 }
 
@@ -293,11 +306,6 @@ async fn jwt_refuses_bad_tokens_and_keeps_readers_read_only() {
         Standalone::start_with(&[("JWT_SECRET", "s3cret"), ("JWT_AUDIENCE", "codraft")]).await;
     let document = unique_document("jwt");
     let url = |t: &str| format!("{}/api/socket/{document}?token={t}", server.ws());
-    let status = |r: Result<_, tungstenite::Error>| match r {
-        Err(tungstenite::Error::Http(response)) => response.status().as_u16(),
-        Err(e) => panic!("unexpected error {e}"),
-        Ok(_) => 101,
-    };
     let writer = token(
         json!({"name": "Ada", "exp": in_an_hour(), "aud": "codraft", "write": ["jwt-*"]}),
         "s3cret",
@@ -322,29 +330,15 @@ async fn jwt_refuses_bad_tokens_and_keeps_readers_read_only() {
         json!({"exp": in_an_hour(), "aud": "codraft", "write": ["nothing-here"]}),
         "s3cret",
     );
+    // Refusals close the socket with 4000 + the HTTP status, so a browser can read them.
     assert_eq!(
-        status(
-            tokio_tungstenite::connect_async(format!("{}/api/socket/{document}", server.ws()))
-                .await
-        ),
-        401
+        close_code(&format!("{}/api/socket/{document}", server.ws())).await,
+        4401
     );
-    assert_eq!(
-        status(tokio_tungstenite::connect_async(url(&expired)).await),
-        401
-    );
-    assert_eq!(
-        status(tokio_tungstenite::connect_async(url(&forged)).await),
-        401
-    );
-    assert_eq!(
-        status(tokio_tungstenite::connect_async(url(&audience)).await),
-        401
-    );
-    assert_eq!(
-        status(tokio_tungstenite::connect_async(url(&narrow)).await),
-        403
-    );
+    assert_eq!(close_code(&url(&expired)).await, 4401);
+    assert_eq!(close_code(&url(&forged)).await, 4401);
+    assert_eq!(close_code(&url(&audience)).await, 4401);
+    assert_eq!(close_code(&url(&narrow)).await, 4403);
     let (status_code, _) = server.get(&format!("/api/text/{document}")).await;
     assert_eq!(status_code, 401, "the text API is protected too");
 

@@ -41,6 +41,11 @@ pub struct AuthConfig {
     /// Required `iss` claim, if set.
     #[arg(long, env = "JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
+
+    /// Where the web client sends a user whose token is missing or refused (it appends
+    /// `?return=<page URL>`); sent in refusals as `login_url`.
+    #[arg(long, env = "LOGIN_URL")]
+    pub login_url: Option<String>,
 }
 
 /// What a connection may do with a document.

@@ -1,16 +1,13 @@
 //! The gateway's HTTP routes: the web client, the WebSocket, the small JSON API, health and
 //! Prometheus metrics.
 
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::{
-    collections::HashMap,
-    net::{IpAddr, SocketAddr},
-    num::NonZeroU32,
+    net::SocketAddr,
     sync::{
         atomic::{AtomicUsize, Ordering},
-        Arc, Mutex, PoisonError,
+        Arc,
     },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{SystemTime, UNIX_EPOCH},
 };
 
 use axum::{
@@ -27,9 +24,10 @@ use tokio::sync::watch;
 
 use crate::{
     assets,
-    auth::{Auth, AuthError},
+    auth::Auth,
     config::GatewayConfig,
-    metrics::{GatewayMetrics, LIMIT_OTP},
+    gate::{Credentials, Gate, IfOwnerUnreachable},
+    metrics::GatewayMetrics,
     ring::Ring,
     routes::Routes,
     socket::{self, SocketRequest},
@@ -50,10 +48,8 @@ pub struct AppState {
     pub connections: Arc<AtomicUsize>,
     /// Turns true when the gateway starts shutting down: sockets close with 4503.
     pub stopping: watch::Receiver<bool>,
-    /// Wrong-password budget per client address.
-    pub otp_failures: Arc<DefaultKeyedRateLimiter<IpAddr>>,
-    /// Addresses that spent their budget, and until when they are refused.
-    pub otp_blocked: Arc<Mutex<HashMap<IpAddr, Instant>>>,
+    /// The token and password check in front of every document.
+    pub gate: Arc<Gate>,
     /// Prometheus series (`/metrics` renders their whole registry).
     pub metrics: Arc<GatewayMetrics>,
 }
@@ -72,7 +68,12 @@ impl AppState {
         let connections: Arc<AtomicUsize> = Arc::default();
         let metrics =
             GatewayMetrics::register(registry, Arc::clone(&connections), Arc::clone(&routes))?;
-        let config_otp_failures = config.otp_failures_per_minute.max(1);
+        let gate = Arc::new(Gate::new(
+            auth.clone(),
+            Arc::clone(&routes),
+            config.otp_failures_per_minute,
+            config.auth.login_url.clone(),
+        ));
         let start_time = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -84,10 +85,7 @@ impl AppState {
             auth,
             connections,
             stopping,
-            otp_failures: Arc::new(RateLimiter::keyed(Quota::per_minute(
-                NonZeroU32::new(config_otp_failures).unwrap_or(NonZeroU32::MIN),
-            ))),
-            otp_blocked: Arc::default(),
+            gate,
             metrics,
         })
     }
@@ -121,25 +119,6 @@ struct SocketQuery {
     token: Option<String>,
 }
 
-/// The bearer token of a request: the Authorization header, else the `token` parameter.
-fn bearer(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_owned)
-        .or_else(|| query.map(str::to_owned))
-}
-
-fn refuse(metrics: &GatewayMetrics, error: &AuthError) -> Response {
-    let (status, reason) = match error {
-        AuthError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-        _ => (StatusCode::UNAUTHORIZED, "unauthorized"),
-    };
-    metrics.auth_refusals.with_label_values(&[reason]).inc();
-    (status, error.to_string()).into_response()
-}
-
 async fn socket_route(
     Path(id): Path<String>,
     query: Result<Query<SocketQuery>, axum::extract::rejection::QueryRejection>,
@@ -157,28 +136,24 @@ async fn socket_route(
     if query.client.as_deref().is_some_and(|c| !valid_client_id(c)) {
         return bad_request("invalid client id: use 1-64 of A-Z a-z 0-9 - _");
     }
-    let grant = match state
-        .auth
-        .authorize(bearer(&headers, query.token.as_deref()).as_deref(), &id)
-    {
+    let credentials =
+        Credentials::from_request(&headers, query.token.as_deref(), query.otp.as_deref());
+    // An unreachable owner lets the socket open: the session says so (4503), and the owner
+    // checks the password again at join.
+    let admitted = state
+        .gate
+        .admit(&id, &credentials, peer.ip(), IfOwnerUnreachable::Admit)
+        .await;
+    let grant = match admitted {
         Ok(grant) => grant,
-        Err(error) => return refuse(&state.metrics, &error),
-    };
-    if let Err(response) = authorize_otp(&state, &id, query.otp.as_deref(), peer.ip()).await {
-        match response.status() {
-            StatusCode::TOO_MANY_REQUESTS => state
-                .metrics
-                .rate_limited
-                .with_label_values(&[LIMIT_OTP])
-                .inc(),
-            _ => state
-                .metrics
-                .auth_refusals
-                .with_label_values(&["otp"])
-                .inc(),
+        // A browser cannot read a refused upgrade (it sees only 1006), so the refusal is
+        // an open socket closed at once with 4401/4403/4429 and a reason.
+        Err(refusal) => {
+            refusal.count(&state.metrics);
+            let login_url = state.gate.login_url().map(str::to_owned);
+            return upgrade.on_upgrade(move |ws| socket::refuse(ws, refusal, login_url));
         }
-        return response;
-    }
+    };
     let slot = ConnectionSlot::take(&state.connections, state.config.max_connections);
     let Some(slot) = slot else {
         state.metrics.connections_refused.inc();
@@ -192,7 +167,7 @@ async fn socket_route(
         document_id: id,
         client_id: query.client,
         resume: query.resume,
-        otp: query.otp,
+        otp: credentials.password,
         grant,
     };
     let routes = Arc::clone(&state.routes);
@@ -210,26 +185,61 @@ async fn socket_route(
         })
 }
 
-/// `token` on `/api/text`.
+/// `token` and `otp` on the read API (`/api/text`, presence).
 #[derive(Deserialize)]
-struct TextQuery {
-    token: Option<String>,
+pub struct ReadQuery {
+    /// Bearer token, when not in the Authorization header.
+    pub token: Option<String>,
+    /// The document's password, when not in the X-Document-Password header.
+    pub otp: Option<String>,
+}
+
+/// Admits a read of `id` through the gate, or answers with the refusal (JSON, 401, 403,
+/// 429 or 503). Every read API goes through here.
+pub async fn admit_read(
+    state: &AppState,
+    id: &str,
+    query: &ReadQuery,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    unreachable: IfOwnerUnreachable,
+) -> Result<(), Response> {
+    let credentials =
+        Credentials::from_request(headers, query.token.as_deref(), query.otp.as_deref());
+    let admitted = state
+        .gate
+        .admit(id, &credentials, peer.ip(), unreachable)
+        .await;
+    match admitted {
+        Ok(_) => Ok(()),
+        Err(refusal) => {
+            refusal.count(&state.metrics);
+            Err(refusal.response(state.gate.login_url()))
+        }
+    }
 }
 
 async fn text_route(
     Path(id): Path<String>,
-    Query(query): Query<TextQuery>,
+    Query(query): Query<ReadQuery>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     State(state): State<AppState>,
 ) -> Response {
     if !valid_document_id(&id) {
         return bad_request("invalid document id: use 1-256 of A-Z a-z 0-9 - _ .");
     }
-    if let Err(error) = state
-        .auth
-        .authorize(bearer(&headers, query.token.as_deref()).as_deref(), &id)
+    if let Err(response) = admit_read(
+        &state,
+        &id,
+        &query,
+        &headers,
+        peer,
+        IfOwnerUnreachable::Refuse,
+    )
+    .await
     {
-        return refuse(&state.metrics, &error);
+        return response;
     }
     let answer = state
         .routes
@@ -252,66 +262,6 @@ async fn text_route(
         Err(status) => {
             (StatusCode::SERVICE_UNAVAILABLE, status.message().to_owned()).into_response()
         }
-    }
-}
-
-/// Checks a protected document's password with its owner before the upgrade, so a refusal
-/// is a plain HTTP 401; an address that keeps guessing gets 429.
-async fn authorize_otp(
-    state: &AppState,
-    id: &str,
-    otp: Option<&str>,
-    peer: IpAddr,
-) -> Result<(), Response> {
-    let too_many = || {
-        (
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many wrong passwords from this address; wait a minute",
-        )
-            .into_response()
-    };
-    {
-        let mut blocked = state
-            .otp_blocked
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(until) = blocked.get(&peer) {
-            if *until > Instant::now() {
-                return Err(too_many());
-            }
-            blocked.remove(&peer);
-        }
-    }
-    let answer = state
-        .routes
-        .call(id, |mut client| {
-            let request = pb::AuthorizeRequest {
-                document_id: id.to_owned(),
-                otp: otp.map(str::to_owned),
-            };
-            async move { client.authorize(request).await }
-        })
-        .await;
-    match answer {
-        Ok(_) => Ok(()),
-        Err(status) if status.code() == tonic::Code::PermissionDenied => {
-            // Only failures spend the budget, so busy offices behind one address are fine.
-            if state.otp_failures.check_key(&peer).is_err() {
-                let mut blocked = state
-                    .otp_blocked
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                if blocked.len() > 100_000 {
-                    let now = Instant::now();
-                    blocked.retain(|_, until| *until > now);
-                }
-                blocked.insert(peer, Instant::now() + Duration::from_secs(60));
-                return Err(too_many());
-            }
-            Err((StatusCode::UNAUTHORIZED, status.message().to_owned()).into_response())
-        }
-        // The owner is unavailable: let the socket open; the session will say so (4503).
-        Err(_) => Ok(()),
     }
 }
 

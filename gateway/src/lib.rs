@@ -10,6 +10,9 @@
 //! 3. [`socket`] opens one `DocNode.Session` gRPC stream to the owner and relays frames both
 //!    ways, translating with [`protocol`] between Rustpad's JSON and the typed gRPC frames.
 //!
+//! Before any of that, [`gate`] checks the token ([`auth`]) and the document's password; every
+//! read path (`/api/text`, presence) goes through it too.
+//!
 //! [`config`] holds the settings and [`server`] runs the HTTP server; [`metrics`] holds the
 //! Prometheus series and [`pending`] times each edit's round trip (docs/operations.md lists
 //! the series and spans). [`presence`] answers `GET /api/documents/{id}/presence` from Redis.
@@ -17,6 +20,7 @@
 pub mod assets;
 pub mod auth;
 pub mod config;
+pub mod gate;
 pub mod handoff;
 pub mod http;
 pub mod metrics;

@@ -262,6 +262,25 @@ struct JoinedJson {
     revision: u64,
     resumed: bool,
     last_seq: u64,
+    /// Only present (true) on a read-only connection: the client must not edit.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    read_only: bool,
+}
+
+#[derive(Serialize)]
+struct AccessJson<'a> {
+    read_only: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct RefusedJson<'a> {
+    code: u16,
+    error: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    login_url: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -281,6 +300,8 @@ enum ServerMsg<'a> {
     Error(ErrorJson<'a>),
     #[serde(rename = "OTP")]
     Otp(Option<&'a str>),
+    Access(AccessJson<'a>),
+    Refused(RefusedJson<'a>),
 }
 
 /// A docnode frame rendered for one client, and whether the socket must close after it.
@@ -292,8 +313,13 @@ pub struct Rendered {
 }
 
 /// Renders a docnode frame as JSON for the client whose exactly-once id is `client_id`:
-/// history entries of that client id carry their `seq`, others do not.
-pub fn render(frame: &pb::ServerFrame, client_id: Option<&str>) -> Option<Rendered> {
+/// history entries of that client id carry their `seq`, others do not. `Joined` says
+/// `"read_only": true` to a connection whose token only grants reading.
+pub fn render(
+    frame: &pb::ServerFrame,
+    client_id: Option<&str>,
+    read_only: bool,
+) -> Option<Rendered> {
     let empty = pb::CursorData::default();
     let message = match frame.kind.as_ref()? {
         Out::Identity(identity) => ServerMsg::Identity(identity.user_id),
@@ -301,6 +327,7 @@ pub fn render(frame: &pb::ServerFrame, client_id: Option<&str>) -> Option<Render
             revision: joined.revision,
             resumed: joined.resumed,
             last_seq: joined.last_seq,
+            read_only,
         }),
         Out::History(history) => ServerMsg::History(HistoryJson {
             start: history.start,
@@ -354,6 +381,25 @@ pub fn render(frame: &pb::ServerFrame, client_id: Option<&str>) -> Option<Render
         _ => None,
     };
     Some(Rendered { text, close })
+}
+
+/// `{"Access": {"read_only": .., "name": ..}}`: what the connection's token allows, sent
+/// first when a token restricts the connection or names its user (clients that do not know
+/// the kind ignore it).
+pub fn access_message(read_only: bool, name: Option<&str>) -> String {
+    serde_json::to_string(&ServerMsg::Access(AccessJson { read_only, name })).unwrap_or_default()
+}
+
+/// `{"Refused": {"code", "error", "message", "login_url"}}`: why the socket is about to close
+/// without joining, in more than a close reason's 123 bytes.
+pub fn refused_message(code: u16, error: &str, message: &str, login_url: Option<&str>) -> String {
+    serde_json::to_string(&ServerMsg::Refused(RefusedJson {
+        code,
+        error,
+        message,
+        login_url,
+    }))
+    .unwrap_or_default()
 }
 
 /// The JSON of a gateway-side error message (the socket stays open).
@@ -475,12 +521,12 @@ mod tests {
                 log_revision: None,
             })),
         };
-        let other = render(&frame, Some("tab2")).expect("renders").text;
+        let other = render(&frame, Some("tab2"), false).expect("renders").text;
         assert_eq!(
             other,
             r#"{"History":{"start":5,"operations":[{"id":9,"operation":[2,"x",-1]}]}}"#
         );
-        let own = render(&frame, Some("tab1")).expect("renders").text;
+        let own = render(&frame, Some("tab1"), false).expect("renders").text;
         assert_eq!(
             own,
             r#"{"History":{"start":5,"operations":[{"id":9,"operation":[2,"x",-1],"seq":3}]}}"#
@@ -496,7 +542,7 @@ mod tests {
             })),
         };
         assert_eq!(
-            render(&frame, None).expect("renders").text,
+            render(&frame, None, false).expect("renders").text,
             r#"{"UserInfo":{"id":4,"info":null}}"#
         );
     }
@@ -511,7 +557,7 @@ mod tests {
                 reroute: false,
             })),
         };
-        let rendered = render(&frame, None).expect("renders");
+        let rendered = render(&frame, None, false).expect("renders");
         assert_eq!(
             rendered.text,
             r#"{"Error":{"code":4409,"message":"bad op"}}"#

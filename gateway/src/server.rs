@@ -42,11 +42,15 @@ pub struct Gateway {
     ring: watch::Receiver<Ring>,
     // Keeps the ring's sender alive for static membership.
     _ring_tx: Option<watch::Sender<Ring>>,
-    extra: Option<axum::Router>,
+    extra: Option<ExtraRoutes>,
     auth: Auth,
     /// Where the gateway's series go; `/metrics` renders all of it.
     metrics: prometheus::Registry,
 }
+
+/// Routes served beside the gateway's own, built over its state (so they can use its
+/// token and password checks).
+type ExtraRoutes = Box<dyn FnOnce(&AppState) -> axum::Router + Send>;
 
 /// A shared gRPC client for a docnode channel.
 pub fn docnode_client(channel: Channel) -> DocNodeClient<Channel> {
@@ -134,9 +138,12 @@ impl Gateway {
         Ok(self)
     }
 
-    /// Adds routes served beside the gateway's own.
-    pub fn with_routes(mut self, routes: axum::Router) -> Self {
-        self.extra = Some(routes);
+    /// Adds routes served beside the gateway's own, built over its state.
+    pub fn with_routes(
+        mut self,
+        routes: impl FnOnce(&AppState) -> axum::Router + Send + 'static,
+    ) -> Self {
+        self.extra = Some(Box::new(routes));
         self
     }
 
@@ -169,14 +176,16 @@ impl Gateway {
         let local = listener.local_addr().unwrap_or(addr);
         info!(addr = %local, docnodes = self.ring.borrow().nodes().len(), "gateway serving");
         let (stop_tx, stopping) = watch::channel(false);
-        let mut app = http::router(AppState::new(
+        let state = AppState::new(
             self.ring.clone(),
             self.config.clone(),
             self.auth.clone(),
             stopping,
             &self.metrics,
-        )?);
-        if let Some(extra) = self.extra {
+        )?;
+        let extra = self.extra.map(|routes| routes(&state));
+        let mut app = http::router(state);
+        if let Some(extra) = extra {
             app = app.merge(extra);
         }
         // Nagle's algorithm with delayed ACKs stalls every small frame ~40 ms; browsers turn

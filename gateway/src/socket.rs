@@ -37,6 +37,7 @@ use tracing::{debug, info_span, Instrument};
 use crate::{
     auth::{Access, Grant},
     config::GatewayConfig,
+    gate::Refusal,
     handoff::{Handoff, Incoming},
     metrics::{GatewayMetrics, LIMIT_EDITS, LIMIT_MESSAGES, MOVE_DONE, MOVE_FAILED, MOVE_REFUSED},
     pending::PendingEdits,
@@ -106,6 +107,16 @@ pub async fn relay(
         }
     };
     debug!(document = %request.document_id, %node, "relaying");
+    // Said before anything else, so a client never lets a reader type into text that the
+    // server will refuse to change.
+    let read_only = request.grant.access == Access::Read;
+    if read_only || request.grant.name.is_some() {
+        out.text(protocol::access_message(
+            read_only,
+            request.grant.name.as_deref(),
+        ))
+        .await;
+    }
 
     // Errors the gateway itself reports (bad JSON) go out through the one writer below.
     let (notices, mut notices_rx) = mpsc::channel::<String>(8);
@@ -287,7 +298,7 @@ pub async fn relay(
                             }
                             _ => {}
                         }
-                        let Some(rendered) = protocol::render(&frame, handoff.visible_client_id()) else { continue };
+                        let Some(rendered) = protocol::render(&frame, handoff.visible_client_id(), read_only) else { continue };
                         if !out.text(rendered.text).await {
                             return;
                         }
@@ -408,6 +419,37 @@ fn edit_span(document: &str, edit: &pb::Edit) -> tracing::Span {
         tracing::Span::none()
     }
 }
+
+/// Refuses a socket the gate turned away: a browser cannot read an HTTP refusal of the
+/// upgrade (it only sees 1006), so the socket opens, says why in a `Refused` message and
+/// closes with 4401, 4403 or 4429 and a reason starting with the refusal's kind.
+pub async fn refuse(mut socket: WebSocket, refusal: Refusal, login_url: Option<String>) {
+    let code = refusal.close_code();
+    let body = refusal.body(login_url.as_deref());
+    let text =
+        protocol::refused_message(code, body.error, &body.message, body.login_url.as_deref());
+    let closing = async {
+        socket.send(Message::Text(Utf8Bytes::from(text))).await?;
+        socket
+            .send(Message::Close(Some(CloseFrame {
+                code,
+                reason: Utf8Bytes::from(refusal.close_reason()),
+            })))
+            .await?;
+        // Wait for the client's close, so the close reaches it before the TCP connection
+        // ends.
+        while let Some(message) = socket.next().await {
+            if matches!(message?, Message::Close(_)) {
+                break;
+            }
+        }
+        Ok::<(), axum::Error>(())
+    };
+    let _ = tokio::time::timeout(REFUSAL_WAIT, closing).await;
+}
+
+/// How long a refused socket waits for the client to acknowledge its close.
+const REFUSAL_WAIT: Duration = Duration::from_secs(5);
 
 /// Whether a session that failed with `status` lost its docnode (so the document moves).
 fn may_move(status: &tonic::Status) -> bool {

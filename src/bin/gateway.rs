@@ -31,8 +31,9 @@ async fn main() -> anyhow::Result<()> {
     let (_keep_view, view) =
         membership::watch_view(&cli.membership).context("bad membership configuration")?;
     let mut gateway = Gateway::with_view(cli.gateway, view).with_auth_from_config()?;
-    if let Some(presence) = codraft_gateway::presence::routes(&cli.membership) {
-        gateway = gateway.with_routes(presence);
+    if let Some(presence) = codraft_gateway::presence::redis(&cli.membership) {
+        gateway = gateway
+            .with_routes(move |state| codraft_gateway::presence::routes(presence, state.clone()));
     }
     gateway.serve(codraft::shutdown::signal()).await?;
     telemetry.shutdown().await;

@@ -4,7 +4,9 @@
 
 import { EditorView, basicSetup } from "codemirror";
 import { Annotation, Compartment, EditorState, StateEffect, Transaction } from "@codemirror/state";
-import { Decoration, ViewPlugin, WidgetType } from "@codemirror/view";
+import { Decoration, ViewPlugin, WidgetType, placeholder as emptyHint } from "@codemirror/view";
+import { HighlightStyle, syntaxHighlighting } from "@codemirror/language";
+import { tags } from "@lezer/highlight";
 import { TextOperation, advance, cpLength, cpToUtf16Many, diffOperation, utf16ToCp } from "./ot.js";
 import { languageExtension } from "./languages.js";
 import { selectionColor, userColor } from "./colors.js";
@@ -14,17 +16,43 @@ const remoteEdit = Annotation.define();
 /** Tells the cursor plugin to redraw from the cursor store. */
 const refreshCursors = StateEffect.define();
 
-/** A remote user's caret: a coloured bar with the user's name above (below on line 1). */
+/** Colours for dark mode: the editor's surfaces follow the page (app.css); these are the
+ * syntax colours, which CodeMirror's default style picks for a light background. */
+const darkHighlight = HighlightStyle.define([
+  { tag: [tags.keyword, tags.modifier, tags.operatorKeyword, tags.controlKeyword], color: "#ff7b72" },
+  { tag: [tags.string, tags.special(tags.string), tags.regexp], color: "#a5d6ff" },
+  { tag: [tags.number, tags.bool, tags.null, tags.atom], color: "#79c0ff" },
+  { tag: [tags.comment, tags.meta], color: "#8b949e", fontStyle: "italic" },
+  { tag: [tags.function(tags.variableName), tags.function(tags.propertyName)], color: "#d2a8ff" },
+  { tag: [tags.typeName, tags.className, tags.namespace], color: "#ffa657" },
+  { tag: [tags.definition(tags.variableName), tags.propertyName], color: "#e6edf3" },
+  { tag: [tags.tagName, tags.heading], color: "#7ee787", fontWeight: "bold" },
+  { tag: [tags.attributeName, tags.link], color: "#79c0ff" },
+  { tag: tags.invalid, color: "#f85149" },
+]);
+
+/** Extensions of a dark or light editor. */
+function themeFor(dark) {
+  return dark ? [EditorView.theme({}, { dark: true }), syntaxHighlighting(darkHighlight)] : [];
+}
+
+/**
+ * A remote user's caret: a coloured bar with the user's name on a small flag above it
+ * (below on line 1). The flag shows while the caret moves and then fades (it stays while
+ * hovered), so it does not hide the line above for long; `at` makes a moved caret a new
+ * widget, which restarts the fade.
+ */
 class CaretWidget extends WidgetType {
-  constructor(name, hue, below) {
+  constructor(name, hue, below, at) {
     super();
     this.name = name;
     this.hue = hue;
     this.below = below;
+    this.at = at;
   }
 
   eq(other) {
-    return other.name === this.name && other.hue === this.hue && other.below === this.below;
+    return other.name === this.name && other.hue === this.hue && other.below === this.below && other.at === this.at;
   }
 
   toDOM() {
@@ -70,7 +98,7 @@ function buildDecorations(state, users) {
     }
     for (const pos of carets) {
       const below = state.doc.lineAt(pos).number === 1;
-      ranges.push(Decoration.widget({ widget: new CaretWidget(u.name, u.hue, below), side: 1 }).range(pos));
+      ranges.push(Decoration.widget({ widget: new CaretWidget(u.name, u.hue, below, pos), side: 1 }).range(pos));
     }
   }
   return Decoration.set(ranges, true);
@@ -115,10 +143,14 @@ function changesToOperation(doc, changes) {
  * @param {(op: TextOperation) => void} o.onLocalChange  each local edit, in code points
  * @param {() => void} o.onSelection  the local selection moved
  * @param {() => Array} o.users  remote users to draw: [{name, hue, cursors, selections}]
+ * @param {boolean} [o.dark]  start in dark mode
+ * @param {boolean} [o.wrap]  wrap long lines (narrow screens)
+ * @param {string} [o.placeholder]  the hint an empty document shows
  */
-export function createEditor(parent, { onLocalChange, onSelection, users }) {
+export function createEditor(parent, { onLocalChange, onSelection, users, dark = false, wrap = false, placeholder = "" }) {
   const language = new Compartment();
   const readOnly = new Compartment();
+  const theme = new Compartment();
 
   const view = new EditorView({
     parent,
@@ -129,6 +161,9 @@ export function createEditor(parent, { onLocalChange, onSelection, users }) {
         // Keep "\r" and "\r\n" as they are: the document must count exactly what the server counts.
         EditorState.lineSeparator.of("\n"),
         language.of([]),
+        theme.of(themeFor(dark)),
+        wrap ? EditorView.lineWrapping : [],
+        placeholder ? emptyHint(placeholder) : [],
         readOnly.of(EditorState.readOnly.of(true)),
         remoteCursors(users),
         EditorView.contentAttributes.of({ "aria-label": "Document text" }),
@@ -206,7 +241,12 @@ export function createEditor(parent, { onLocalChange, onSelection, users }) {
       view.dispatch({ effects: language.reconfigure(languageExtension(id)) });
     },
 
-    /** Allows or forbids typing (forbidden until the document has loaded). */
+    /** Switches between the dark and the light syntax colours. */
+    setDark(on) {
+      view.dispatch({ effects: theme.reconfigure(themeFor(on)) });
+    },
+
+    /** Allows or forbids typing (forbidden until the document has loaded, and for readers). */
     setReadOnly(on) {
       view.dispatch({ effects: readOnly.reconfigure(EditorState.readOnly.of(on)) });
     },

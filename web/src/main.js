@@ -1,11 +1,17 @@
 // The page: picks the document from the URL hash, sets up the editor and the session, and
-// keeps the sidebar (language, share link, name and colour, users) and the connection
-// status in step with them. Entry point of the esbuild bundle (dist/app.js).
+// keeps the sidebar (language, share link, password, name and colour, users) and the
+// connection status in step with them; asks for a protected document's password and says
+// in words why the server refused. Entry point of the esbuild bundle (dist/app.js).
+//
+// URL: `#<document>` and optionally `&otp=<password>` and `&token=<jwt>` after it (or
+// `?otp=` in the query). A token is kept in localStorage (`codraft:token`) for later
+// visits; a password in sessionStorage for this tab. Both are taken off the address bar.
 
 import "./app.css";
 import { createEditor } from "./editor.js";
-import { LANGUAGES } from "./languages.js";
+import { FILE_EXTENSIONS, LANGUAGES } from "./languages.js";
 import { Session } from "./session.js";
+import { describeError } from "./messages.js";
 import { userColor } from "./colors.js";
 
 const DOC_ID = /^[A-Za-z0-9._-]{1,256}$/;
@@ -26,19 +32,39 @@ function randomInt(n) {
   return crypto.getRandomValues(new Uint32Array(1))[0] % n;
 }
 
-/** The document id from `#id`; a bare URL gets a fresh random document. */
-function documentId() {
+/**
+ * What the URL says: the document id from `#id` (a bare URL gets a fresh random document),
+ * and a password and token handed over with `&otp=` / `&token=` after it (or `?otp=`).
+ * The address bar is left with `#id` only, so credentials are not shared by accident.
+ */
+function readLocation() {
+  const [head, ...rest] = location.hash.slice(1).split("&");
   let id = "";
   try {
-    id = decodeURIComponent(location.hash.slice(1));
+    id = decodeURIComponent(head);
   } catch {
     id = "";
   }
-  if (!DOC_ID.test(id)) {
-    id = randomId(10);
-    history.replaceState(null, "", `#${id}`);
+  const params = new URLSearchParams(rest.join("&"));
+  const query = new URLSearchParams(location.search);
+  const password = params.get("otp") ?? query.get("otp");
+  const token = params.get("token") ?? query.get("token");
+  const fresh = !DOC_ID.test(id);
+  if (fresh) id = randomId(10);
+  if (fresh || rest.length || query.has("otp") || query.has("token")) {
+    query.delete("otp");
+    query.delete("token");
+    const search = query.toString();
+    history.replaceState(null, "", `${location.pathname}${search ? `?${search}` : ""}#${id}`);
   }
-  return id;
+  return { id, password, token };
+}
+
+/** The page's theme: "light" or "dark" as chosen, else the system's. */
+function applyTheme(choice) {
+  const dark = choice ? choice === "dark" : matchMedia("(prefers-color-scheme: dark)").matches;
+  document.documentElement.dataset.theme = dark ? "dark" : "light";
+  return dark;
 }
 
 function storage(kind) {
@@ -136,20 +162,56 @@ function createBanner() {
 }
 
 async function main() {
-  const docId = documentId();
+  const place = readLocation();
+  const docId = place.id;
   const clientId = await claimClientId();
   let me = loadIdentity();
   const banner = createBanner();
+  const local = storage("localStorage");
+  const tab = storage("sessionStorage");
+  const passwordKey = `codraft:otp:${docId}`;
+  if (place.token) local?.setItem("codraft:token", place.token);
+  if (place.password) tab?.setItem(passwordKey, place.password);
+  const token = place.token ?? local?.getItem("codraft:token") ?? null;
+  let password = place.password ?? tab?.getItem(passwordKey) ?? null;
+  /** Name the token gives; replaces the one chosen here. */
+  let tokenName = null;
 
   document.title = `${docId} · codraft`;
   $("doc-id").textContent = docId;
-  const shareUrl = `${location.origin}${location.pathname}#${docId}`;
-  $("share").value = shareUrl;
+  const shareBase = `${location.origin}${location.pathname}#${docId}`;
+  const shareUrl = () => (password ? `${shareBase}&otp=${encodeURIComponent(password)}` : shareBase);
+  $("share").value = shareUrl();
+
+  // ---- theme ----
+  let dark = applyTheme(local?.getItem("codraft:theme"));
+  matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
+    if (!local?.getItem("codraft:theme")) dark = applyTheme(null);
+    editor?.setDark(dark);
+  });
+  $("theme-toggle").addEventListener("click", () => {
+    const next = dark ? "light" : "dark";
+    local?.setItem("codraft:theme", next);
+    dark = applyTheme(next);
+    editor.setDark(dark);
+  });
+
+  // ---- sidebar (collapsed on narrow screens at first) ----
+  const narrow = matchMedia("(max-width: 720px)");
+  function showSidebar(open) {
+    document.body.dataset.sidebar = open ? "open" : "closed";
+    $("sidebar-toggle").setAttribute("aria-expanded", String(open));
+  }
+  showSidebar(!narrow.matches);
+  $("sidebar-toggle").addEventListener("click", () => showSidebar(document.body.dataset.sidebar !== "open"));
 
   // ---- editor and session ----
   /** @type {Session} */
   let session = null;
   const editor = createEditor($("editor"), {
+    dark,
+    wrap: narrow.matches,
+    placeholder: "This document is empty. Start typing — everyone with the link sees your changes as you make them.",
     onLocalChange: (op) => session.localEdit(op),
     onSelection: () => session.cursorMoved(),
     users: () => {
@@ -167,29 +229,57 @@ async function main() {
     socketUrl,
     clientId,
     editor,
+    password,
+    token,
     on: {
       status: renderStatus,
       users: renderUsers,
       cursors: () => editor.refreshCursors(),
       language: applyLanguage,
       synced: () => {
-        editor.setReadOnly(false);
+        editor.setReadOnly(session.readOnly);
+        $("gate").hidden = true;
+        // The password that opened the document is the one to remember and share.
+        rememberPassword(session.password);
         if (!banner.sticky) banner.hide();
       },
-      error: ({ code, message }) => {
-        // 4400 leaves the connection open; every other code (and our own, 0) reconnects.
-        const closing = code !== 4400;
-        const text = String(message ?? "").replace(/[.\s]+$/, "") || "Connection error";
-        const suffix = code ? ` (error ${code})` : "";
-        banner.show(closing ? `${text}. Reconnecting…${suffix}` : `${text}.${suffix}`, {
-          kind: "error",
-          timeoutMs: closing ? 0 : 8000,
-        });
+      access: ({ readOnly, name }) => {
+        $("readonly-badge").hidden = !readOnly;
+        document.body.dataset.access = readOnly ? "read" : "write";
+        if (readOnly) editor.setReadOnly(true);
+        $("password-field").hidden = readOnly;
+        select.disabled = readOnly;
+        if (name) {
+          tokenName = name;
+          nameInput.value = name;
+          nameInput.disabled = true;
+          nameInput.title = "The name your sign-in gives you";
+          renderUsers(session.users);
+        }
       },
-      lost: ({ count, text }) => {
+      password: (now) => {
+        rememberPassword(now);
         banner.show(
-          `Reconnected, but ${plural(count, "unsaved change")} could not be merged: the server no longer ` +
-            "had the history to place them. The editor now shows the document as saved on the server.",
+          now
+            ? `This document is now protected. Its password is “${now}”: share it with the people who should open it.`
+            : "The password was removed: anyone with the link can open this document.",
+          { kind: "info", keep: true },
+        );
+      },
+      refused: showRefusal,
+      error: ({ code, message, closing }) => {
+        // Error messages with 4400 or 4403 leave the connection open; the rest close it.
+        const closes = closing || (code !== 4400 && code !== 4403);
+        banner.show(describeError(code, message), { kind: closes && code !== 4503 ? "error" : "warning", timeoutMs: closes ? 0 : 8000 });
+      },
+      lost: ({ count, text, code }) => {
+        const why =
+          code === 4413
+            ? "the document reached its size limit."
+            : "the server no longer had the history to place them.";
+        banner.show(
+          `Reconnected, but ${plural(count, "unsaved edit")} could not be saved: ${why} ` +
+            "The editor now shows the document as saved on the server.",
           {
             kind: "error",
             keep: true,
@@ -201,6 +291,85 @@ async function main() {
     },
   });
   session.setInfo(me);
+
+  // ---- password: the gate in front of a protected document, and the sidebar controls ----
+  function rememberPassword(now) {
+    password = now || null;
+    if (password) tab?.setItem(passwordKey, password);
+    else tab?.removeItem(passwordKey);
+    $("share").value = shareUrl();
+    $("remove-password").hidden = !password;
+    $("password-state").textContent = password
+      ? `Protected: people need the password “${password}” (the share link includes it).`
+      : "Anyone with the link can open this document.";
+  }
+  rememberPassword(password);
+
+  function showRefusal({ about, kind, message, loginUrl }) {
+    const gate = $("gate");
+    const input = $("gate-password");
+    gate.hidden = false;
+    gate.dataset.kind = kind;
+    $("gate-login").hidden = true;
+    input.closest(".share").hidden = about !== "password";
+    if (about === "token") {
+      $("gate-title").textContent = "Not authorised";
+      $("gate-text").textContent =
+        kind === "not_granted"
+          ? "Your sign-in does not give you access to this document. Ask its owner for access."
+          : `You need to sign in to open this document (${message.replace(/[.\s]+$/, "")}).`;
+      if (loginUrl && kind !== "not_granted") {
+        const target = `${loginUrl}${loginUrl.includes("?") ? "&" : "?"}return=${encodeURIComponent(location.href)}`;
+        $("gate-login").href = target;
+        $("gate-login").hidden = false;
+        // Sent there once per tab; a second refusal stays here rather than loop.
+        if (!tab?.getItem("codraft:login-sent")) {
+          tab?.setItem("codraft:login-sent", "1");
+          location.assign(target);
+        }
+      }
+      return;
+    }
+    $("gate-title").textContent = "This document is protected";
+    const texts = {
+      password_required: "Enter its password to open it.",
+      wrong_password: "That password is not right. Check it and try again.",
+      too_many_guesses: "Too many wrong passwords for this document from your network. Wait a minute, then try again.",
+    };
+    $("gate-text").textContent = texts[kind] ?? "Enter its password to open it.";
+    if (kind !== "password_required") tab?.removeItem(passwordKey);
+    input.value = "";
+    input.focus();
+  }
+  $("gate").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const typed = $("gate-password").value;
+    if (!typed) return;
+    $("gate-text").textContent = "Checking…";
+    session.usePassword(typed);
+  });
+  $("set-password").addEventListener("click", () => {
+    const typed = $("password").value.trim();
+    if (!typed) {
+      $("password").focus();
+      return;
+    }
+    session.setPassword(typed);
+    $("password").value = "";
+  });
+  $("remove-password").addEventListener("click", () => session.setPassword(null));
+
+  // ---- download ----
+  $("download").addEventListener("click", () => {
+    const ext = FILE_EXTENSIONS[select.value] ?? "txt";
+    const name = ext === "Dockerfile" ? "Dockerfile" : `${docId}.${ext}`;
+    const url = URL.createObjectURL(new Blob([editor.getText()], { type: "text/plain;charset=utf-8" }));
+    const link = Object.assign(document.createElement("a"), { href: url, download: name });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 1000);
+  });
 
   // ---- connection status ----
   let shown = { status: "connecting", attempt: 0, until: 0 };
@@ -217,8 +386,9 @@ async function main() {
   }
   function paintStatus() {
     const pending = session?.pendingChanges ?? 0;
-    const unsaved = pending ? ` · ${plural(pending, "unsaved change")}` : "";
+    const unsaved = pending ? ` · ${plural(pending, "unsaved edit")}` : "";
     let text = "Connected";
+    if (shown.status === "refused") text = $("gate-title").textContent === "Not authorised" ? "Not authorised" : "Password needed";
     if (shown.status === "connecting") text = `${shown.attempt ? "Reconnecting" : "Connecting"}…${unsaved}`;
     if (shown.status === "disconnected") {
       const s = Math.max(0, Math.ceil((shown.until - Date.now()) / 1000));
@@ -258,7 +428,7 @@ async function main() {
     }
   }
   $("copy").addEventListener("click", async () => {
-    await copyText(shareUrl);
+    await copyText(shareUrl());
     $("copy").textContent = "Copied";
     setTimeout(() => ($("copy").textContent = "Copy"), 1500);
   });
@@ -271,13 +441,13 @@ async function main() {
   hueInput.value = String(me.hue);
   const sendInfo = debounce(() => session.setInfo(me), 300);
   function identityChanged() {
-    me = { name: nameInput.value.trim() || me.name, hue: Number(hueInput.value) };
+    me = { name: tokenName ?? (nameInput.value.trim() || me.name), hue: Number(hueInput.value) };
     saveIdentity(me);
     renderUsers(session.users);
     sendInfo();
   }
   nameInput.addEventListener("input", identityChanged);
-  nameInput.addEventListener("blur", () => (nameInput.value = me.name));
+  nameInput.addEventListener("blur", () => (nameInput.value = tokenName ?? me.name));
   hueInput.addEventListener("input", identityChanged);
 
   // ---- users ----
@@ -301,7 +471,8 @@ async function main() {
   function renderUsers(users) {
     $("my-swatch").style.setProperty("--color", userColor(me.hue));
     const others = [...users.values()].sort((a, b) => a.name.localeCompare(b.name));
-    $("users").replaceChildren(userItem(me, true), ...others.map((u) => userItem(u, false)));
+    const self = { name: tokenName ?? me.name, hue: me.hue };
+    $("users").replaceChildren(userItem(self, true), ...others.map((u) => userItem(u, false)));
     $("user-count").textContent = String(others.length + 1);
     editor.refreshCursors();
   }

@@ -341,14 +341,44 @@ function checkCount(n) {
  * The caller does the I/O: `applyClient` and `serverAck` return the edit to send (or null),
  * `applyServer` returns the operation to apply to the local text.
  */
+/** Typing within this long of the last change, where it ended, continues the same edit. */
+const CONTINUE_MS = 2000;
+
+/**
+ * Where an operation changes its text: `from`..`to` on the old text (what it deletes) and
+ * `end`, where its change ends on the new text.
+ */
+export function changedSpan(op) {
+  let pos = 0;
+  let from = null;
+  let deleted = 0;
+  let inserted = 0;
+  for (const part of op.ops) {
+    if (typeof part === "string") {
+      if (from === null) from = pos;
+      inserted += cpLength(part);
+    } else if (part > 0) {
+      if (from !== null) break;
+      pos += part;
+    } else {
+      if (from === null) from = pos;
+      deleted += -part;
+    }
+  }
+  from ??= pos;
+  return { from, to: from + deleted, end: from + inserted };
+}
+
 export class OTClient {
   constructor() {
     /** History entries applied on the current connection (the Edit `revision`). */
     this.revision = 0;
-    /** The sent, unacknowledged edit: {op, seq, changes}, or null. */
+    /** The sent, unacknowledged edit: {op, seq, edits}, or null. */
     this.outstanding = null;
-    /** Local edits made while awaiting: {op, changes}, or null. */
+    /** Local edits made while awaiting: {op, edits}, or null. */
     this.buffer = null;
+    /** Where the last local change ended and when, to tell a new edit from more typing. */
+    this.lastChange = null;
     /** The seq the next edit to become outstanding gets. */
     this.nextSeq = 1;
   }
@@ -359,19 +389,30 @@ export class OTClient {
     return this.buffer ? "AwaitingWithBuffer" : "AwaitingConfirm";
   }
 
-  /** Number of local changes not yet acknowledged by the server. */
+  /**
+   * Number of local edits not yet acknowledged by the server, as a person counts them: a
+   * run of typing (or deleting) at one place is one edit, not one per keystroke.
+   */
   get pendingChanges() {
-    return (this.outstanding?.changes ?? 0) + (this.buffer?.changes ?? 0);
+    return (this.outstanding?.edits ?? 0) + (this.buffer?.edits ?? 0);
   }
 
-  /** A local edit; returns the edit to send now ({op, seq}) or null if it was buffered. */
-  applyClient(op) {
+  /**
+   * A local edit made at time `now` (ms); returns the edit to send now ({op, seq}) or null
+   * if it was buffered.
+   */
+  applyClient(op, now = Date.now()) {
+    const { from, to, end } = changedSpan(op);
+    const last = this.lastChange;
+    const continues = !!last && now - last.at < CONTINUE_MS && (from === last.end || to === last.end);
+    this.lastChange = { end, at: now };
     if (!this.outstanding) {
-      this.outstanding = { op, seq: this.nextSeq++, changes: 1 };
+      this.outstanding = { op, seq: this.nextSeq++, edits: 1 };
       return this.outstanding;
     }
-    if (!this.buffer) this.buffer = { op, changes: 1 };
-    else this.buffer = { op: this.buffer.op.compose(op), changes: this.buffer.changes + 1 };
+    // A buffer that only continues the outstanding edit counts 0 until that is acknowledged.
+    const edits = (this.buffer?.edits ?? 0) + (continues ? 0 : 1);
+    this.buffer = { op: this.buffer ? this.buffer.op.compose(op) : op, edits };
     return null;
   }
 
@@ -397,7 +438,7 @@ export class OTClient {
     if (!this.outstanding) throw new Error("acknowledgement with no outstanding edit");
     this.outstanding = null;
     if (this.buffer) {
-      this.outstanding = { op: this.buffer.op, seq: this.nextSeq++, changes: this.buffer.changes };
+      this.outstanding = { op: this.buffer.op, seq: this.nextSeq++, edits: Math.max(1, this.buffer.edits) };
       this.buffer = null;
     }
     return this.outstanding;

@@ -10,6 +10,10 @@ import { OTClient, TextOperation, transformIndex } from "./ot.js";
 
 /** Close codes after which the unacknowledged edits cannot be sent again as they are. */
 const DISCARD_PENDING = new Set([4409, 4413]);
+/** Close codes that refuse this tab until something changes (password, token): no retry. */
+const REFUSED = new Set([4401, 4403]);
+/** Refusal kinds about the token (the rest of 4401 is about the password). */
+const TOKEN_KINDS = new Set(["token_required", "token_invalid", "not_granted"]);
 /** Give up on a connection that has not delivered its first History in this long. */
 const CONNECT_TIMEOUT_MS = 15000;
 /** Coalesce cursor updates to at most one per this interval. */
@@ -21,10 +25,13 @@ export class Session {
    * @param {string} options.socketUrl  ws(s)://host/api/socket/{id}, without a query
    * @param {string} options.clientId   this tab's client id (the `client=` parameter)
    * @param {object} options.editor     {getText(), applyRemote(op), replaceText(text), cursorData()}
-   * @param {object} [options.on]       callbacks: status, users, cursors, language, error, lost, synced
+   * @param {object} [options.on]       callbacks: status, users, cursors, language, error, lost,
+   *                                     synced, refused, access, password
+   * @param {string} [options.password] the document's password (`otp=`), if known
+   * @param {string} [options.token]    a JWT for a gateway that requires one (`token=`)
    * @param {Function} [options.WebSocket]
    */
-  constructor({ socketUrl, clientId, editor, on = {}, WebSocket = globalThis.WebSocket }) {
+  constructor({ socketUrl, clientId, editor, on = {}, password = null, token = null, WebSocket = globalThis.WebSocket }) {
     /** Socket address without the query string. */
     this.socketUrl = socketUrl;
     /** This tab's client id, stable across reconnects. */
@@ -35,6 +42,18 @@ export class Session {
     this.on = on;
     /** The WebSocket constructor (injectable for tests). */
     this.WebSocket = WebSocket;
+    /** The document's password, sent as `otp=` on every connection; null if none known. */
+    this.password = password || null;
+    /** The JWT sent as `token=`, or null. */
+    this.token = token || null;
+    /** True when the server says this connection may only read (Access / Joined). */
+    this.readOnly = false;
+    /** The `Refused` message of this connection, before its close. */
+    this.refusal = null;
+    /** Set while refused (wrong password, no token): no reconnect until the page says. */
+    this.halted = false;
+    /** Why pending edits were dropped at the last close (a close code), for the page. */
+    this.discardCode = null;
 
     /** Outstanding edit, buffer, seq numbers and this connection's revision. */
     this.ot = new OTClient();
@@ -93,12 +112,27 @@ export class Session {
 
   /** Skips the backoff wait (the browser came back online, or the user asked). */
   reconnectNow() {
-    if (this.ws || this.stopped) return;
+    if (this.ws || this.stopped || this.halted) return;
     clearTimeout(this.retryTimer);
     this.connect();
   }
 
-  /** Number of local changes the server has not acknowledged. */
+  /** Tries again with `password` after a refusal (or to use a new one from now on). */
+  usePassword(password) {
+    this.password = password || null;
+    if (this.halted) {
+      this.halted = false;
+      this.attempt = 0;
+      this.reconnectNow();
+    }
+  }
+
+  /** Protects the document with `password`, or removes its password (null). */
+  setPassword(password) {
+    this.send({ SetOtp: password || null });
+  }
+
+  /** Number of local edits (runs of typing at one place) the server has not acknowledged. */
   get pendingChanges() {
     return this.ot.pendingChanges;
   }
@@ -107,7 +141,8 @@ export class Session {
 
   /** A local edit, in code points on the text before it. */
   localEdit(op) {
-    if (op.isNoop()) return;
+    // A reader's editor is read-only; this guards the protocol should a change slip through.
+    if (op.isNoop() || this.readOnly) return;
     for (const data of this.cursors.values()) transformCursor(data, op);
     const toSend = this.ot.applyClient(op);
     if (toSend) this.sendEdit(toSend);
@@ -141,6 +176,8 @@ export class Session {
   connect() {
     if (this.stopped) return;
     const params = new URLSearchParams({ client: this.clientId });
+    if (this.password) params.set("otp", this.password);
+    if (this.token) params.set("token", this.token);
     if (this.everSynced && !this.discardPending && this.heldLogRevision !== null) {
       params.set("resume", String(this.heldLogRevision));
     }
@@ -148,6 +185,7 @@ export class Session {
     this.joined = null;
     this.synced = false;
     this.lastError = null;
+    this.refusal = null;
     this.ot.revision = 0;
     this.users.clear();
     this.cursors.clear();
@@ -211,11 +249,44 @@ export class Session {
     this.ws = null;
     this.synced = false;
     if (this.stopped) return;
-    if (DISCARD_PENDING.has(code)) this.discardPending = true;
+    const refusal = this.refusalOf(code, reason);
+    if (refusal) {
+      // Retrying cannot help until the password or token changes: wait for the page.
+      this.halted = true;
+      this.on.status?.("refused", refusal);
+      this.on.refused?.(refusal);
+      return;
+    }
+    if (DISCARD_PENDING.has(code)) {
+      this.discardPending = true;
+      this.discardCode = code;
+    }
     if (code >= 4000 && code < 5000 && this.lastError?.code !== code && reason) {
-      this.on.error?.({ code, message: reason });
+      this.on.error?.({ code, message: reason, closing: true });
     }
     this.scheduleReconnect(code === 4429 ? 3000 : 0);
+  }
+
+  /**
+   * The refusal a close means, or null: {code, kind, message, loginUrl}. Kinds are those of
+   * docs/protocol.md (Refusals); a 4401 without one (the password changed while joining) is
+   * a password refusal.
+   */
+  refusalOf(code, reason) {
+    const sent = this.refusal;
+    let kind = sent?.error ?? /^([a-z_]+):/.exec(reason ?? "")?.[1] ?? null;
+    if (code === 4429 && kind !== "too_many_guesses") return null;
+    if (!REFUSED.has(code) && code !== 4429) return null;
+    if (!kind || (code === 4401 && !TOKEN_KINDS.has(kind) && kind !== "password_required" && kind !== "wrong_password")) {
+      kind = this.password ? "wrong_password" : "password_required";
+    }
+    return {
+      code,
+      kind,
+      about: TOKEN_KINDS.has(kind) ? "token" : "password",
+      message: sent?.message ?? String(reason ?? "").replace(/^[a-z_]+:\s*/, ""),
+      loginUrl: sent?.login_url ?? null,
+    };
   }
 
   scheduleReconnect(minimumMs) {
@@ -251,8 +322,21 @@ export class Session {
     if (!msg || typeof msg !== "object") return;
     if ("Identity" in msg) {
       this.me = msg.Identity;
+    } else if ("Access" in msg) {
+      this.readOnly = !!msg.Access.read_only;
+      this.on.access?.({ readOnly: this.readOnly, name: msg.Access.name ?? null });
     } else if ("Joined" in msg) {
       this.joined = msg.Joined;
+      if (msg.Joined.read_only && !this.readOnly) {
+        this.readOnly = true;
+        this.on.access?.({ readOnly: true, name: null });
+      }
+    } else if ("Refused" in msg) {
+      this.refusal = msg.Refused;
+    } else if ("OTP" in msg) {
+      // The password changed while we are in: reconnects need the new one.
+      this.password = msg.OTP || null;
+      this.on.password?.(this.password);
     } else if ("History" in msg) {
       const { start, operations } = msg.History;
       if (!this.synced) this.firstHistory(start, operations);
@@ -304,7 +388,19 @@ export class Session {
     } else {
       const local = this.ot.applyServer(op);
       for (const data of this.cursors.values()) transformCursor(data, local);
+      const before = this.synced ? this.editor.cursorData().cursors : null;
       this.editor.applyRemote(local);
+      // Others saw our caret one character off until we moved, for two reasons, both fixed
+      // by saying where our caret is after a remote edit moved it, or moved it differently
+      // from the server's idea: (1) CursorData carries no revision, so the server reads a
+      // position we sent while this edit was on its way to us against its newer text; (2)
+      // the server moves a caret after an insert right at it, but the editor keeps ours
+      // before text another user inserts there.
+      if (before) {
+        const after = this.editor.cursorData().cursors;
+        const stale = after.some((c, i) => c !== before[i] || c !== transformIndex(local, before[i]));
+        if (stale || after.length !== before.length) this.cursorMoved();
+      }
     }
     this.heldLogRevision = this.connLogBase === null ? null : this.connLogBase + this.ot.revision;
   }
@@ -367,11 +463,11 @@ export class Session {
       // Nothing changed on the server since our text: both still apply as they are.
     } else if (out && !this.discardPending && committed && text === out.op.apply(this.serverText)) {
       // Only our outstanding edit changed it: the buffer applies on top.
-      this.ot.outstanding = buf ? { op: buf.op, seq: lastSeq + 1, changes: buf.changes } : null;
+      this.ot.outstanding = buf ? { op: buf.op, seq: lastSeq + 1, edits: Math.max(1, buf.edits) } : null;
       this.ot.buffer = null;
     } else {
       // Edits with seq <= last_seq are in the text; the rest cannot be placed.
-      if (out) lost = (committed ? 0 : out.changes) + (buf?.changes ?? 0);
+      if (out) lost = (committed ? 0 : out.edits) + (buf ? Math.max(committed ? 1 : 0, buf.edits) : 0);
       this.ot.outstanding = null;
       this.ot.buffer = null;
     }
@@ -383,7 +479,8 @@ export class Session {
     if (out2) local = out2.op.apply(local);
     if (this.ot.buffer) local = this.ot.buffer.op.apply(local);
     this.editor.replaceText(local);
-    if (lost > 0) this.on.lost?.({ count: lost, text: previousText });
+    if (lost > 0) this.on.lost?.({ count: lost, text: previousText, code: this.discardPending ? this.discardCode : null });
+    this.discardCode = null;
   }
 }
 

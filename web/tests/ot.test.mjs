@@ -192,7 +192,8 @@ test("the client state machine moves between its three states", () => {
   assert.equal(c.applyClient(TextOperation.fromJSON([1, "b"])), null);
   assert.equal(c.applyClient(TextOperation.fromJSON([2, "c"])), null);
   assert.equal(c.state, "AwaitingWithBuffer");
-  assert.equal(c.pendingChanges, 3);
+  // "abc" typed in a row is one edit to a person, not three keystrokes.
+  assert.equal(c.pendingChanges, 1);
   // A concurrent server insert at 0: ours (outstanding) goes first, as on the server.
   const shown = c.applyServer(TextOperation.fromJSON(["X"]));
   assert.deepEqual(shown.toJSON(), [3, "X"]);
@@ -270,4 +271,24 @@ test("clients converge with the server under random interleavings", () => {
       assert.equal(c.text, server.text, `seed ${seed}, client ${c.id}`);
     }
   }
+});
+
+test("unsaved edits count runs of typing, not keystrokes", () => {
+  const c = new OTClient();
+  let t = 0;
+  c.applyClient(TextOperation.fromJSON(["a"]), (t += 100));
+  c.applyClient(TextOperation.fromJSON([1, "b"]), (t += 100));
+  c.applyClient(TextOperation.fromJSON([2, "c"]), (t += 100));
+  assert.equal(c.pendingChanges, 1);
+  // Backspace at the end of the run continues it too.
+  c.applyClient(TextOperation.fromJSON([2, -1]), (t += 100));
+  assert.equal(c.pendingChanges, 1);
+  // Typing somewhere else is a second edit; a long pause starts a third.
+  c.applyClient(TextOperation.fromJSON(["X", 2]), (t += 100));
+  assert.equal(c.pendingChanges, 2);
+  c.applyClient(TextOperation.fromJSON([1, "Y", 2]), (t += 5000));
+  assert.equal(c.pendingChanges, 3);
+  // The acknowledgement leaves the buffer's edits pending.
+  c.serverAck();
+  assert.equal(c.pendingChanges, 2);
 });

@@ -257,3 +257,97 @@ test("a gap in the history reconnects and resumes instead of discarding edits", 
   assert.equal(ctx.events.lost.length, 0);
   ctx.session.stop();
 });
+
+test("a password refusal stops reconnecting until the page gives a password, which is sent as otp", () => {
+  const refused = [];
+  FakeSocket.all = [];
+  const session = new Session({
+    socketUrl: "ws://test/api/socket/doc",
+    clientId: "tab1",
+    editor: fakeEditor(),
+    WebSocket: FakeSocket,
+    on: { refused: (r) => refused.push(r) },
+  });
+  session.start();
+  const first = FakeSocket.all[0];
+  assert.equal(first.url.searchParams.get("otp"), null);
+  first.open();
+  first.deliver({ Refused: { code: 4401, error: "password_required", message: "protected" } });
+  first.close(4401, "password_required: protected");
+  assert.equal(refused.length, 1);
+  assert.equal(refused[0].kind, "password_required");
+  assert.equal(refused[0].about, "password");
+  assert.equal(session.retryTimer, null, "no reconnect is scheduled after a refusal");
+  session.reconnectNow();
+  assert.equal(FakeSocket.all.length, 1, "reconnectNow must not retry a refused tab");
+
+  session.usePassword("pw");
+  assert.equal(FakeSocket.all.length, 2);
+  assert.equal(FakeSocket.all[1].url.searchParams.get("otp"), "pw");
+  FakeSocket.all[1].close(4401, "wrong_password: wrong password for this document");
+  assert.equal(refused[1].kind, "wrong_password");
+  assert.equal(FakeSocket.all.length, 2);
+  session.stop();
+});
+
+test("a read-only connection is announced and local edits are not sent", () => {
+  const access = [];
+  FakeSocket.all = [];
+  const editor = fakeEditor();
+  const session = new Session({
+    socketUrl: "ws://test/api/socket/doc",
+    clientId: "tab1",
+    editor,
+    WebSocket: FakeSocket,
+    on: { access: (a) => access.push(a) },
+  });
+  session.start();
+  const ws = FakeSocket.all[0];
+  ws.open();
+  ws.deliver(
+    { Access: { read_only: true, name: "Bob" } },
+    { Identity: 7 },
+    { Joined: { revision: 1, resumed: false, last_seq: 0, read_only: true } },
+    { History: { start: 0, operations: [{ id: 1, operation: ["text"] }] } },
+  );
+  assert.deepEqual(access[0], { readOnly: true, name: "Bob" });
+  session.localEdit(TextOperation.fromJSON([4, "!"]));
+  assert.deepEqual(ws.edits(), []);
+  assert.equal(session.pendingChanges, 0);
+  session.stop();
+});
+
+test("a remote edit that moves our caret, or that the server would move differently, re-sends our cursor", async () => {
+  const ctx = setup();
+  const ws = freshJoin(ctx);
+  let caret = 3; // at the end of "abc"
+  ctx.editor.cursorData = () => ({ cursors: [caret], selections: [] });
+  const sentCursors = () => ws.sent.filter((m) => m.CursorData).map((m) => m.CursorData.cursors);
+  const settle = () => new Promise((r) => setTimeout(r, 60));
+  await settle();
+  const before = sentCursors().length;
+  // (1) An insert before our caret moves it (3 -> 4): the server may have read our last
+  // position against the newer text, so the new one is sent.
+  const moveWith = (op) => {
+    const apply = ctx.editor.applyRemote.bind(ctx.editor);
+    ctx.editor.applyRemote = (o) => {
+      apply(o);
+      caret = op(caret);
+      ctx.editor.applyRemote = apply;
+    };
+  };
+  moveWith((c) => c + 1);
+  ws.deliver({ History: { start: 1, operations: [{ id: 99, operation: ["X", 3] }] } });
+  await settle();
+  assert.deepEqual(sentCursors().slice(before), [[4]], "the moved caret was not re-sent");
+  // (2) An insert right at our caret: the editor keeps the caret before it, the server
+  // would move it after; ours is sent to correct the server.
+  ws.deliver({ History: { start: 2, operations: [{ id: 99, operation: [4, "Y"] }] } });
+  await settle();
+  assert.deepEqual(sentCursors().slice(before), [[4], [4]], "the server's idea of our caret was not corrected");
+  // (3) An edit after our caret changes nothing and sends nothing.
+  ws.deliver({ History: { start: 3, operations: [{ id: 99, operation: [5, "Z"] }] } });
+  await settle();
+  assert.equal(sentCursors().length, before + 2);
+  ctx.session.stop();
+});
