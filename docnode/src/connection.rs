@@ -8,10 +8,14 @@
 
 use std::{
     collections::VecDeque,
-    sync::{Arc, OnceLock},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, OnceLock,
+    },
 };
 
 use codraft_proto as pb;
+use prost::Message;
 use tokio::sync::mpsc;
 
 /// Identifies a connection within a docnode.
@@ -26,43 +30,189 @@ pub enum SendFailure {
     Gone,
 }
 
+/// What a connection's queue holds: a frame of its own, or committed entries shared by
+/// every connection they fan out to (one copy per commit, not per recipient), turned into a
+/// frame only when the stream takes it.
+enum Queued {
+    Frame(pb::ServerFrame),
+    History {
+        start: u64,
+        entries: Arc<[pb::HistoryEntry]>,
+    },
+}
+
+/// How much one client's queue may hold: frames, and bytes (their encoded size).
+#[derive(Clone)]
+pub struct QueueLimits {
+    /// Most frames queued.
+    pub frames: usize,
+    /// Most bytes queued; a frame is always taken into an empty queue, whatever its size.
+    pub bytes: usize,
+    /// Bytes queued for all clients of the docnode (`codraft_client_queue_bytes`).
+    pub gauge: Option<prometheus::IntGauge>,
+}
+
+impl QueueLimits {
+    /// A queue of `frames` frames and no byte budget (short-lived queues).
+    pub fn frames(frames: usize) -> Self {
+        Self {
+            frames,
+            bytes: usize::MAX,
+            gauge: None,
+        }
+    }
+}
+
+/// Bytes queued on one connection, shared by its two ends.
+struct Usage {
+    bytes: AtomicUsize,
+    gauge: Option<prometheus::IntGauge>,
+}
+
+impl Usage {
+    fn add(&self, n: usize) {
+        self.bytes.fetch_add(n, Ordering::Relaxed);
+        if let Some(gauge) = &self.gauge {
+            gauge.add(n as i64);
+        }
+    }
+
+    fn sub(&self, n: usize) {
+        self.bytes.fetch_sub(n, Ordering::Relaxed);
+        if let Some(gauge) = &self.gauge {
+            gauge.sub(n as i64);
+        }
+    }
+}
+
 /// The sending end of a client's bounded frame queue, plus the reason it was closed, which the
 /// stream delivers as its last frame.
 pub struct Outbox {
-    tx: mpsc::Sender<pb::ServerFrame>,
+    tx: mpsc::Sender<(Queued, usize)>,
     closed: Arc<OnceLock<pb::Error>>,
+    usage: Arc<Usage>,
+    budget: usize,
 }
 
 /// The receiving end: what the gRPC stream drains.
 pub struct Inbox {
-    /// Frames for the client, in order.
-    pub frames: mpsc::Receiver<pb::ServerFrame>,
+    frames: mpsc::Receiver<(Queued, usize)>,
+    usage: Arc<Usage>,
     /// Set when the docnode closed the connection; sent after the last frame.
     pub closed: Arc<OnceLock<pb::Error>>,
 }
 
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        // Whatever is still queued is no longer held on the client's account.
+        self.frames.close();
+        while let Ok((_, bytes)) = self.frames.try_recv() {
+            self.usage.sub(bytes);
+        }
+    }
+}
+
+impl Inbox {
+    fn taken(&self, (queued, bytes): (Queued, usize)) -> pb::ServerFrame {
+        self.usage.sub(bytes);
+        match queued {
+            Queued::Frame(frame) => frame,
+            Queued::History { start, entries } => pb::ServerFrame {
+                kind: Some(pb::server_frame::Kind::History(pb::History {
+                    start,
+                    entries: entries.to_vec(),
+                    compacted: false,
+                    log_revision: None,
+                })),
+            },
+        }
+    }
+
+    /// The next frame, waiting for one; `None` once the queue is closed and empty.
+    pub async fn next(&mut self) -> Option<pb::ServerFrame> {
+        let queued = self.frames.recv().await?;
+        Some(self.taken(queued))
+    }
+
+    /// The next frame if one is queued now.
+    pub fn try_next(&mut self) -> Result<pb::ServerFrame, mpsc::error::TryRecvError> {
+        let queued = self.frames.try_recv()?;
+        Ok(self.taken(queued))
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+}
+
 impl Outbox {
-    /// A queue of `capacity` frames.
-    pub fn new(capacity: usize) -> (Self, Inbox) {
-        let (tx, frames) = mpsc::channel(capacity.max(1));
+    /// A queue within `limits`.
+    pub fn new(limits: QueueLimits) -> (Self, Inbox) {
+        let (tx, frames) = mpsc::channel(limits.frames.max(1));
         let closed = Arc::new(OnceLock::new());
+        let usage = Arc::new(Usage {
+            bytes: AtomicUsize::new(0),
+            gauge: limits.gauge,
+        });
         (
             Self {
                 tx,
                 closed: Arc::clone(&closed),
+                usage: Arc::clone(&usage),
+                budget: limits.bytes,
             },
-            Inbox { frames, closed },
+            Inbox {
+                frames,
+                usage,
+                closed,
+            },
         )
+    }
+
+    fn queue(&self, queued: Queued, bytes: usize) -> Result<(), SendFailure> {
+        let held = self.usage.bytes.load(Ordering::Relaxed);
+        if held > 0 && held.saturating_add(bytes) > self.budget {
+            return Err(if self.tx.is_closed() {
+                SendFailure::Gone
+            } else {
+                SendFailure::Full
+            });
+        }
+        self.tx.try_send((queued, bytes)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SendFailure::Full,
+            mpsc::error::TrySendError::Closed(_) => SendFailure::Gone,
+        })?;
+        self.usage.add(bytes);
+        Ok(())
     }
 
     /// Queues a frame without waiting: a document never waits for one slow client.
     pub fn send(&self, kind: pb::server_frame::Kind) -> Result<(), SendFailure> {
-        self.tx
-            .try_send(pb::ServerFrame { kind: Some(kind) })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => SendFailure::Full,
-                mpsc::error::TrySendError::Closed(_) => SendFailure::Gone,
-            })
+        let frame = pb::ServerFrame { kind: Some(kind) };
+        let bytes = frame.encoded_len();
+        self.queue(Queued::Frame(frame), bytes)
+    }
+
+    /// Queues committed entries shared with other connections (`bytes`: their encoded size).
+    pub fn send_shared(
+        &self,
+        start: u64,
+        entries: &Arc<[pb::HistoryEntry]>,
+        bytes: usize,
+    ) -> Result<(), SendFailure> {
+        let entries = Arc::clone(entries);
+        self.queue(Queued::History { start, entries }, bytes)
+    }
+
+    /// Sets the byte budget (a joiner's greeting is queued before it, whatever its size).
+    pub fn limit_bytes(&mut self, bytes: usize) {
+        self.budget = bytes;
+    }
+
+    /// Bytes queued now.
+    pub fn queued_bytes(&self) -> usize {
+        self.usage.bytes.load(Ordering::Relaxed)
     }
 
     /// How many frames can be queued right now without waiting.
@@ -241,11 +391,56 @@ mod tests {
 
     #[test]
     fn a_full_outbox_reports_full_and_a_dropped_inbox_reports_gone() {
-        let (outbox, inbox) = Outbox::new(1);
+        let (outbox, inbox) = Outbox::new(QueueLimits::frames(1));
         let frame = || pb::server_frame::Kind::Identity(pb::Identity { user_id: 1 });
         assert_eq!(outbox.send(frame()), Ok(()));
         assert_eq!(outbox.send(frame()), Err(SendFailure::Full));
         drop(inbox);
         assert_eq!(outbox.send(frame()), Err(SendFailure::Gone));
+    }
+
+    #[test]
+    fn a_queue_holds_at_most_its_bytes_and_shares_fanned_out_entries() {
+        let gauge = prometheus::IntGauge::new("queued", "test").expect("gauge");
+        let limits = QueueLimits {
+            frames: 100,
+            bytes: 1000,
+            gauge: Some(gauge.clone()),
+        };
+        let (outbox, mut inbox) = Outbox::new(limits);
+        let entry = pb::HistoryEntry {
+            user_id: 1,
+            operation: Some(pb::Operation {
+                components: vec![pb::Component {
+                    kind: Some(pb::component::Kind::Insert("x".repeat(600))),
+                }],
+            }),
+            client_id: None,
+            seq: None,
+        };
+        let entries: Arc<[pb::HistoryEntry]> = Arc::from(vec![entry]);
+        let bytes = entries[0].encoded_len();
+        assert_eq!(
+            outbox.send_shared(0, &entries, bytes),
+            Ok(()),
+            "an empty queue takes it"
+        );
+        assert_eq!(
+            outbox.send_shared(1, &entries, bytes),
+            Err(SendFailure::Full),
+            "a second one is over the byte budget"
+        );
+        assert_eq!(Arc::strong_count(&entries), 2, "queued as a shared copy");
+        assert_eq!(gauge.get(), bytes as i64);
+        let frame = inbox.try_next().expect("a frame");
+        assert!(matches!(
+            frame.kind,
+            Some(pb::server_frame::Kind::History(h)) if h.entries.len() == 1 && h.start == 0
+        ));
+        assert_eq!(outbox.queued_bytes(), 0);
+        assert_eq!(gauge.get(), 0);
+        assert_eq!(outbox.send_shared(1, &entries, bytes), Ok(()));
+        drop(inbox);
+        assert_eq!(gauge.get(), 0, "a dropped queue gives its bytes back");
     }
 }

@@ -48,6 +48,9 @@ pub struct DocnodeMetrics {
     pub pending_limit_hits: IntCounter,
     /// Bytes of edits held in memory by document history windows (pending ones included).
     pub history_bytes: IntGauge,
+    /// Bytes of frames queued for clients (encoded size; fanned-out entries are shared, so
+    /// this counts what each client holds, an upper bound of the memory).
+    pub client_queue_bytes: IntGauge,
     /// Documents that left this docnode for another owner, by `reason`.
     pub ownership_moves: IntCounterVec,
     /// Failed store calls, by `operation` and `kind` (unavailable, conflict, corrupt).
@@ -142,6 +145,11 @@ impl DocnodeMetrics {
                 "codraft_history_bytes",
                 "Bytes of edits held in memory by document history windows, pending included.",
             )?,
+            client_queue_bytes: IntGauge::new(
+                "codraft_client_queue_bytes",
+                "Bytes of frames queued for clients, by each client's account (CLIENT_QUEUE_KB \
+                 each at most).",
+            )?,
             ownership_moves: IntCounterVec::new(
                 Opts::new(
                     "codraft_ownership_moves_total",
@@ -172,6 +180,7 @@ impl DocnodeMetrics {
         registry.register(Box::new(metrics.lagging_clients.clone()))?;
         registry.register(Box::new(metrics.pending_limit_hits.clone()))?;
         registry.register(Box::new(metrics.history_bytes.clone()))?;
+        registry.register(Box::new(metrics.client_queue_bytes.clone()))?;
         registry.register(Box::new(metrics.ownership_moves.clone()))?;
         registry.register(Box::new(metrics.store_errors.clone()))?;
         // Pre-create the label sets alerts look at, so a quiet docnode shows 0, not nothing.

@@ -20,7 +20,6 @@ use codraft_proto as pb;
 use futures::{Stream, StreamExt};
 use pb::{client_frame::Kind as In, server_frame::Kind as Out};
 use tokio::sync::oneshot;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info_span, Instrument};
 
@@ -172,7 +171,11 @@ pub(crate) async fn join(
 type FrameStream = Pin<Box<dyn Stream<Item = Result<pb::ServerFrame, Status>> + Send>>;
 
 fn outbound(inbox: Inbox) -> FrameStream {
-    let Inbox { frames, closed } = inbox;
+    let closed = Arc::clone(&inbox.closed);
+    let frames = futures::stream::unfold(inbox, |mut inbox| async move {
+        let frame = inbox.next().await?;
+        Some((Ok(frame), inbox))
+    });
     let last = futures::stream::once(async move { closed.get().cloned() }).filter_map(|error| {
         futures::future::ready(error.map(|e| {
             Ok(pb::ServerFrame {
@@ -180,7 +183,7 @@ fn outbound(inbox: Inbox) -> FrameStream {
             })
         }))
     });
-    Box::pin(ReceiverStream::new(frames).map(Ok).chain(last))
+    Box::pin(frames.chain(last))
 }
 
 /// Turns a client frame into the actor command it stands for.

@@ -14,7 +14,7 @@ use tracing::debug;
 
 use super::{
     access::otp_matches, close, pb, wire, ConnId, Connection, Document, Entry, Join, JoinRefused,
-    Kind, Numbering, Origin, Outbox,
+    Kind, Numbering, Origin, Outbox, QueueLimits,
 };
 
 impl Document {
@@ -58,7 +58,7 @@ impl Document {
             }
         }
         if let Err((code, reason)) = self.admit(&join) {
-            let (outbox, inbox) = Outbox::new(2);
+            let (outbox, inbox) = Outbox::new(QueueLimits::frames(2));
             outbox.close(code, reason);
             let _ = join.reply.send(Ok(inbox));
             return;
@@ -105,7 +105,12 @@ impl Document {
             + 2 * self.connections.len()
             + self.restored_frames_len()
             + 8;
-        let (outbox, inbox) = Outbox::new(capacity);
+        // The greeting goes in whatever its size; the byte budget holds from then on.
+        let (mut outbox, inbox) = Outbox::new(QueueLimits {
+            frames: capacity,
+            bytes: usize::MAX,
+            gauge: Some(self.deps.metrics.client_queue_bytes.clone()),
+        });
         let sent = entries.len() as u64;
         let joined = join.client_id.is_some().then_some(pb::Joined {
             revision: match numbering.origin {
@@ -124,6 +129,7 @@ impl Document {
         if join.reply.send(Ok(inbox)).is_err() {
             return;
         }
+        outbox.limit_bytes(self.deps.config.client_queue_bytes());
         self.connections.insert(
             join.conn,
             Connection {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tracing::{debug, warn};
 
-use super::{close, Command, Document, Entry, Join, JoinRefused, Outbox};
+use super::{close, Command, Document, Entry, Join, JoinRefused, Outbox, QueueLimits};
 use crate::store::{LoggedOp, StoreError};
 
 impl Document {
@@ -105,7 +105,7 @@ impl Document {
                     let _ = join.reply.send(Err(JoinRefused::Retry));
                     return;
                 }
-                let (outbox, inbox) = Outbox::new(2);
+                let (outbox, inbox) = Outbox::new(QueueLimits::frames(2));
                 outbox.close(
                     close::UNAVAILABLE,
                     "storage is unavailable; reconnect shortly",

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use codraft_common::telemetry;
+use prost::Message;
 use tracing::{info_span, warn, Span};
 
 use super::{
@@ -79,7 +80,7 @@ impl Document {
             .iter()
             .map(|span| info_span!(parent: span, "fanout", connections))
             .collect();
-        self.fan_out(&entries, from, from_len);
+        self.fan_out(entries, from, from_len);
         drop(fanouts);
         drop(spans);
         if let Some(language) = language {
@@ -142,24 +143,22 @@ impl Document {
 
     /// Queues newly committed entries for every connection that is not lagging; one whose
     /// queue is full starts lagging at `from` (where the text had `from_len` code points).
-    fn fan_out(&mut self, entries: &[pb::HistoryEntry], from: u64, from_len: u64) {
+    fn fan_out(&mut self, entries: Vec<pb::HistoryEntry>, from: u64, from_len: u64) {
         if entries.is_empty() {
             return;
         }
+        // One copy of the entries for every connection, and their size counted once.
+        let count = entries.len() as u64;
+        let bytes = entries.iter().map(|e| e.encoded_len()).sum::<usize>() + 16;
+        let entries: Arc<[pb::HistoryEntry]> = Arc::from(entries);
         let mut slow = Vec::new();
         for (&id, c) in self.connections.iter_mut() {
             if c.lagging.is_some() {
                 // Its catch-up will carry these entries.
                 continue;
             }
-            let frame = Kind::History(pb::History {
-                start: c.sent,
-                entries: entries.to_vec(),
-                compacted: false,
-                log_revision: None,
-            });
-            match c.outbox.send(frame) {
-                Ok(()) => c.sent += entries.len() as u64,
+            match c.outbox.send_shared(c.sent, &entries, bytes) {
+                Ok(()) => c.sent += count,
                 Err(failure) => slow.push((id, failure)),
             }
         }

@@ -63,7 +63,7 @@ pub use mailbox::{Command, Deps, DocumentHandle, Join, JoinRefused};
 pub use codraft_proto::close;
 
 use crate::{
-    connection::{ConnId, Numbering, Origin, Outbox, SendFailure},
+    connection::{ConnId, Numbering, Origin, Outbox, QueueLimits, SendFailure},
     store::StoredDocument,
     wire,
 };

@@ -76,6 +76,7 @@ fn config() -> DocnodeConfig {
         "--data-dir=/nonexistent".to_owned(),
         "--commit-max-batch=8".to_owned(),
         format!("--max-pending-edits={MAX_PENDING}"),
+        "--client-queue-kb=1".to_owned(),
         format!("--history-window-kb={}", HISTORY_WINDOW_BYTES / 1024),
     ];
     match Settings::try_parse_from(args) {
@@ -396,7 +397,7 @@ impl World {
             let Some(live) = &mut self.clients[i].live else {
                 return Ok(());
             };
-            let frame = match live.inbox.frames.try_recv() {
+            let frame = match live.inbox.try_next() {
                 Ok(frame) => frame,
                 Err(TryRecvError::Empty) => return Ok(()),
                 Err(TryRecvError::Disconnected) => {
@@ -880,7 +881,7 @@ impl World {
                 let quiet = self
                     .clients
                     .iter()
-                    .all(|c| c.live.as_ref().is_some_and(|l| l.inbox.frames.is_empty()));
+                    .all(|c| c.live.as_ref().is_some_and(|l| l.inbox.is_empty()));
                 if quiet && actor.is_some_and(|a| a.lagging == 0 && a.pending == 0) {
                     return Ok(());
                 }
@@ -1101,7 +1102,7 @@ async fn join_one(owner: &Owner, client: &str, conn: u64) -> Inbox {
 
 /// Every frame queued for a client now.
 fn frames(inbox: &mut Inbox) -> Vec<Kind> {
-    std::iter::from_fn(|| inbox.frames.try_recv().ok())
+    std::iter::from_fn(|| inbox.try_next().ok())
         .filter_map(|f| f.kind)
         .collect()
 }
