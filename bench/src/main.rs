@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use codraft_bench::{
     plot, process,
     report::{self, Environment, Outcome},
-    scenario::{failover, idle, join_storm, late_join, typing, RunOptions, ScenarioError},
+    scenario::{failover, idle, join_storm, late_join, soak, typing, RunOptions, ScenarioError},
 };
 
 /// Load generator for codraft (and any Rustpad-protocol server).
@@ -52,6 +52,8 @@ enum Scenario {
     LateJoin(late_join::LateJoinConfig),
     /// Start a cluster, kill document owners under load, time the failover.
     Failover(failover::FailoverConfig),
+    /// Many documents opened, edited and left; do they unload, is every text intact?
+    Soak(soak::SoakConfig),
 }
 
 fn main() -> ExitCode {
@@ -84,6 +86,7 @@ fn main() -> ExitCode {
             Scenario::LateJoin(config) => {
                 finish(&cli, &mut environment, late_join::run(&run, config).await)
             }
+            Scenario::Soak(config) => finish(&cli, &mut environment, soak::run(&run, config).await),
             Scenario::Failover(config) => match failover::run(config).await {
                 Ok(outcome) => {
                     if cli.json {

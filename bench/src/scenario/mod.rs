@@ -7,7 +7,9 @@
 //! - [`idle`]: many idle connections; connect rate and server memory per connection;
 //! - [`join_storm`]: many clients joining one document at once;
 //! - [`late_join`]: a document with a long history, and how fast a newcomer gets its text;
-//! - [`failover`]: starts a cluster, kills document owners, times the failover.
+//! - [`failover`]: starts a cluster, kills document owners, times the failover;
+//! - [`soak`]: many documents opened, edited and left over a long run; memory and loaded
+//!   documents must come back down after IDLE_UNLOAD_SECS, and every text be intact.
 //!
 //! What they share lives here: where the server is ([`RunOptions`]), the error type,
 //! document naming and connecting many clients at once.
@@ -16,6 +18,7 @@ pub mod failover;
 pub mod idle;
 pub mod join_storm;
 pub mod late_join;
+pub mod soak;
 pub mod typing;
 
 use std::time::{Duration, Instant};
