@@ -1190,3 +1190,112 @@ fn a_document_left_alone_unloads_at_the_default_settings() {
         assert_eq!(store.text(DOC).ok().as_deref(), Some("x"));
     });
 }
+
+#[test]
+fn uncommitted_edits_stop_at_their_limit_while_the_store_is_down() {
+    paused(async {
+        let store = MemoryStore::new();
+        // A window wide enough that every edit, all based on the join, stays transformable.
+        let settings = Settings::try_parse_from([
+            "model".to_owned(),
+            "--data-dir=/nonexistent".to_owned(),
+            "--history-window=1000".to_owned(),
+            "--commit-max-batch=5".to_owned(),
+            format!("--max-pending-edits={MAX_PENDING}"),
+        ]);
+        let config = match settings {
+            Ok(settings) => settings.docnode,
+            Err(error) => panic!("settings: {error}"),
+        };
+        let owner = Owner {
+            node: Docnode::with_store(config, Arc::clone(&store) as Arc<dyn Store>),
+        };
+        let mut inbox = join_one(&owner, "typist", 1).await;
+        frames(&mut inbox);
+        let handle = owner.loaded().expect("loaded");
+        store.set_fault(Fault::Down);
+        // Edits keep coming (each based on the join snapshot, as a client that never hears
+        // back would send them); the actor must stop taking them at MAX_PENDING.
+        let sender = tokio::spawn({
+            let handle = handle.clone();
+            async move {
+                for seq in 1..=(4 * MAX_PENDING) {
+                    let edit = pb::Edit {
+                        revision: 1,
+                        operation: Some(wire::operation_to_proto(&Operation::insert_text("a"))),
+                        seq: Some(seq),
+                        trace_context: HashMap::new(),
+                    };
+                    if handle.send(Command::Edit { conn: 1, edit }).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        settle(Duration::from_secs(30)).await;
+        assert!(
+            owner.inspect().await.is_none(),
+            "the actor holds commands back"
+        );
+        let held: u64 = counter(&owner, "codraft_pending_limit_hits_total");
+        assert!(held >= 1, "and counts it");
+        // The store comes back: the backlog commits (in batches) and everything is taken.
+        store.release();
+        settle(Duration::from_secs(30)).await;
+        let after = owner.inspect().await.expect("answers again");
+        assert_eq!(after.pending, 0);
+        let log = store.log(DOC);
+        assert_eq!(log.len() as u64, 4 * MAX_PENDING, "every edit, once");
+        sender.await.expect("the sender finished");
+    });
+}
+
+#[test]
+fn joined_never_promises_an_edit_the_resume_does_not_carry() {
+    paused(async {
+        let store = MemoryStore::new();
+        let owner = Owner::new(&store);
+        let mut first = join_one(&owner, "writer", 1).await;
+        frames(&mut first);
+        let handle = owner.loaded().expect("loaded");
+        // The commit of seq 1 happens, but its answer is lost: the actor does not know yet.
+        store.set_fault(Fault::LoseAnswer);
+        let edit = pb::Edit {
+            revision: 1,
+            operation: Some(wire::operation_to_proto(&Operation::insert_text("x"))),
+            seq: Some(1),
+            trace_context: HashMap::new(),
+        };
+        if handle.send(Command::Edit { conn: 1, edit }).await.is_err() {
+            panic!("the actor stopped");
+        }
+        settle(Duration::from_millis(1)).await;
+        assert_eq!(store.log(DOC).len(), 1, "committed in the store");
+        // The same client reconnects (its socket dropped) and resumes from revision 0.
+        let open = pb::Open {
+            document_id: DOC.to_owned(),
+            client_id: Some("writer".to_owned()),
+            resume_revision: Some(0),
+            ..Default::default()
+        };
+        let Ok((_, mut second)) = crate::service::join(owner.node.registry(), &open, 2).await
+        else {
+            // Refused while the document reloads: nothing was promised.
+            return;
+        };
+        settle(Duration::from_millis(1)).await;
+        let greeting = frames(&mut second);
+        let last_seq = greeting.iter().find_map(|f| match f {
+            Kind::Joined(j) => Some(j.last_seq),
+            _ => None,
+        });
+        let carried = greeting
+            .iter()
+            .any(|f| matches!(f, Kind::History(h) if h.entries.iter().any(|e| e.seq == Some(1))));
+        assert!(
+            last_seq.unwrap_or(0) == 0 || carried,
+            "Joined.last_seq {last_seq:?} says seq 1 is committed, but the resume does not \
+             carry it: {greeting:?}"
+        );
+    });
+}
