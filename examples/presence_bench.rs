@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use codraft_bench::client::{Client, Event, Options};
+use codraft_testkit::client::{Client, Event, Options};
 
 struct Settings {
     url: String,

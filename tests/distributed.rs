@@ -3,13 +3,12 @@
 //! docnodes that both believe they own a document cannot both commit, and a rolling restart
 //! under load loses nothing and closes no client's socket.
 
-mod cluster;
-
 use std::time::{Duration, Instant};
 
-use cluster::{
+use codraft_testkit::{
+    cluster::Cluster,
     editing::{assert_each_token_once, finish_typists, type_tokens, unique_document, Typist},
-    Cluster,
+    http::{http_get, metric},
 };
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -193,8 +192,8 @@ async fn a_rolling_restart_under_load_loses_nothing_and_closes_no_socket() {
     }
     let port = cluster.gateways[0].ready_port;
     let reconnects = finish_typists(port, &documents, tasks).await;
-    let (_, metrics) = cluster::http_get(port, "/metrics").await;
-    let moved = cluster::metric(&metrics, "codraft_gateway_moves_total{outcome=\"moved\"}");
+    let (_, metrics) = http_get(port, "/metrics").await;
+    let moved = metric(&metrics, "codraft_gateway_moves_total{outcome=\"moved\"}");
     eprintln!("connections moved: {moved}, reconnects: {reconnects}");
     assert!(
         moved > 0.0,

@@ -1,14 +1,13 @@
 //! Nothing acknowledged is ever lost: the standalone process killed with SIGKILL at random
 //! moments while clients type, and a docnode whose PostgreSQL becomes unreachable mid-edit.
 
-mod cluster;
-
 use std::time::Duration;
 
-use cluster::{
+use codraft_testkit::{
+    cluster::Cluster,
     editing::{finish_typists, type_tokens, unique_document, Typist},
     proxy::Proxy,
-    Cluster, Standalone,
+    standalone::Standalone,
 };
 use rand::{rngs::StdRng, Rng, SeedableRng};
 

@@ -8,16 +8,18 @@
 //!   series they expose is documented there.
 //! - Standalone mode's one `/metrics` shows the gateway's and the docnode's series, each once.
 
-mod cluster;
-
 use std::{
     collections::{HashMap, HashSet},
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
-use cluster::{http_get, Cluster, Setup, Standalone};
-use codraft_bench::client::{Client, ClientError, Options};
+use codraft_testkit::{
+    client::{Client, ClientError, Options},
+    cluster::{Cluster, Setup},
+    http::http_get,
+    standalone::Standalone,
+};
 use opentelemetry_proto::tonic::{
     collector::trace::v1::{
         trace_service_server::{TraceService, TraceServiceServer},

@@ -2,12 +2,15 @@
 //! across gateways, cursors moved by edits, the presence API and its TTL, restore after a
 //! failover, a Redis outage in the middle of editing, and a join storm.
 
-mod cluster;
-
 use std::time::Duration;
 
-use cluster::{http_get, proxy::Proxy, Cluster};
-use codraft_bench::client::{Client, Options};
+use codraft_testkit::{
+    client::{Client, Options},
+    cluster::{Cluster, Setup},
+    http::{http_get, metric},
+    proxy::Proxy,
+    redis::require_redis,
+};
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -256,8 +259,8 @@ async fn after_a_failover_clients_see_cursors_without_anyone_resending() {
     );
     let mut moved = 0.0;
     for gateway in &cluster.gateways {
-        let (_, page) = cluster::http_get(gateway.ready_port, "/metrics").await;
-        moved += cluster::metric(&page, "codraft_gateway_moves_total{outcome=\"moved\"}");
+        let (_, page) = http_get(gateway.ready_port, "/metrics").await;
+        moved += metric(&page, "codraft_gateway_moves_total{outcome=\"moved\"}");
     }
     assert_eq!(moved, 2.0, "both connections were moved, not reconnected");
     wait_sees(&mut ada, bob_id, "Bob", &[11]).await;
@@ -272,12 +275,12 @@ async fn after_a_failover_clients_see_cursors_without_anyone_resending() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_redis_outage_never_pauses_edits_and_presence_recovers() {
-    cluster::require_redis();
+    require_redis();
     let upstream = "127.0.0.1:6379".parse().expect("address");
     let proxy = Proxy::start(upstream).await;
     let via_proxy = format!("redis://{}", proxy.addr);
     // Membership entries outlive the outage, so only presence is affected by it.
-    let env = move |_: usize, _: &cluster::Setup| {
+    let env = move |_: usize, _: &Setup| {
         vec![
             ("REDIS_URL".to_owned(), via_proxy.clone()),
             ("MEMBERSHIP_TTL_MS".to_owned(), "30000".to_owned()),

@@ -5,15 +5,13 @@
 //! readers that pause and are brought back with a compacted catch-up (or, once behind the
 //! history window, with the whole text or a resume).
 
-mod cluster;
-
 use std::time::Duration;
 
-use cluster::{
+use codraft_testkit::{
+    client::{Client, ClientError, Event, Options},
     editing::{expect_close, unique_document},
-    Standalone,
+    standalone::Standalone,
 };
-use codraft_bench::client::{Client, ClientError, Event, Options};
 use futures::{SinkExt, StreamExt};
 use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::{json, Value};

@@ -1,16 +1,14 @@
 //! The standalone server, driven as a real process over real WebSockets: convergence under
 //! concurrent editing, late joiners, restarts, bad input and the HTTP API.
 
-mod cluster;
-
 use std::time::Duration;
 
-use cluster::{
-    editing::{self, expect_close, expect_error, unique_document},
-    Standalone,
-};
-use codraft_bench::client::{Client, Options};
 use codraft_ot::Operation;
+use codraft_testkit::{
+    client::{Client, Options},
+    editing::{self, expect_close, expect_error, unique_document},
+    standalone::Standalone,
+};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(20);

@@ -1,9 +1,9 @@
-//! codraft's protocol client, shared by the load generator and the integration tests, and the
-//! load generator's scenarios.
+//! codraft's load generator: its scenarios, measurements and reports.
 //!
-//! [`client::Client`] speaks Rustpad's protocol with codraft's exactly-once extension, keeps
-//! its own copy of the text with the usual OT client state machine (one edit outstanding plus
-//! a buffer), and can reconnect and resume without applying an edit twice.
+//! Its clients are the test kit's protocol client (`codraft_testkit::client`, Rustpad's
+//! protocol with codraft's exactly-once extension), and the failover scenario starts its
+//! cluster with the test kit's process launcher, so the tests and the load generator drive
+//! servers with one copy of each.
 //!
 //! The load generator (`codraft-bench`, src/main.rs) is a thin command line over the library:
 //!
@@ -14,13 +14,10 @@
 //! - [`latency`]: HDR histograms and their percentile summary;
 //! - [`plot`]: the latency plot (SVG) for BENCHMARKS.md;
 //! - [`progress`]: the progress bar of long runs;
-//! - [`http`]: the tiny HTTP GET that fetches a document's committed text;
 //! - [`process`]: what /proc says about the server (RSS, CPU time) and the machine.
 
 #![warn(missing_docs)]
 
-pub mod client;
-pub mod http;
 pub mod latency;
 pub mod plot;
 pub mod process;

@@ -26,10 +26,12 @@ use std::{
 use clap::Parser;
 use codraft_docnode::{
     commit::{CommitPolicy, Committer},
-    store::{postgres::PgStore, DocumentCommit, LoggedOp, Store, StoreError},
+    store::{postgres::PgStore, DocumentCommit, Store, StoreError},
 };
-use codraft_ot::Operation;
-use tokio_postgres::NoTls;
+use codraft_testkit::{
+    database::{connect, TestDatabase},
+    store::typing,
+};
 
 /// Command-line settings.
 #[derive(Debug, Parser)]
@@ -80,17 +82,9 @@ impl Outcome {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let admin = connect(&args.database_url).await?;
-    let scratch = format!("codraft_bench_{:08x}", rand::random::<u32>());
-    admin
-        .batch_execute(&format!("CREATE DATABASE {scratch}"))
-        .await?;
-    let url = with_database(&args.database_url, &scratch);
-    let result = run(&args, &url).await;
-    admin
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {scratch} WITH (FORCE)"))
-        .await?;
-    let outcomes = result?;
+    // Dropped (with FORCE) at the end of main, whatever the run's result.
+    let scratch = TestDatabase::create_on(&args.database_url).await?;
+    let outcomes = run(&args, &scratch.url).await?;
     print_table(&args, &outcomes);
     Ok(())
 }
@@ -266,21 +260,7 @@ impl Typist {
     }
 
     fn next_op(&self) -> DocumentCommit {
-        let mut operation = Operation::new();
-        operation.retain(self.revision).insert("x");
-        DocumentCommit {
-            document: Arc::clone(&self.document),
-            base_revision: self.revision,
-            epoch: self.epoch,
-            ops: vec![LoggedOp {
-                revision: self.revision,
-                operation,
-                author: 1,
-                client_id: Some("bench".into()),
-                seq: Some(self.revision + 1),
-            }],
-            language: None,
-        }
+        typing(&self.document, self.epoch, self.revision, 1, "bench")
     }
 
     fn acknowledged(&mut self, latency: Duration) {
@@ -361,30 +341,4 @@ fn print_table(args: &Args, outcomes: &[Outcome]) {
             args.documents
         );
     }
-}
-
-async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
-    let (client, connection) =
-        tokio::time::timeout(Duration::from_secs(5), tokio_postgres::connect(url, NoTls))
-            .await
-            .map_err(|_| {
-                anyhow::anyhow!("connecting to {url} timed out; is Postgres running?")
-            })??;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(client)
-}
-
-/// `url` pointing at database `name` instead of its own.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, format!("?{query}")),
-        None => (url, String::new()),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let path_start = base[authority_start..]
-        .find('/')
-        .map_or(base.len(), |i| authority_start + i);
-    format!("{}/{name}{query}", &base[..path_start])
 }

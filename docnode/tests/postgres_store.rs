@@ -1,9 +1,8 @@
 //! The Postgres store against a real Postgres: loading, group commit, fencing by epoch,
 //! migrations, compaction, expiry and failure when the server is gone.
 //!
-//! Every test works in a database of its own (see `support`), so they run in parallel.
-
-mod support;
+//! Every test works in a database of its own (see `codraft_testkit::database`), so they run
+//! in parallel.
 
 use std::{
     sync::atomic::Ordering,
@@ -14,7 +13,10 @@ use codraft_docnode::{
     store::{postgres::PgStore, Snapshot, Store, StoreError},
     sweeper::{self, SweepPolicy, SweepReport},
 };
-use support::{batch, typed_text, typing, TestDatabase};
+use codraft_testkit::{
+    database::TestDatabase,
+    store::{batch, typed_text, typing},
+};
 
 /// Pool size for tests: small, since many tests (and their databases) run at once.
 const POOL: usize = 2;

@@ -1,13 +1,11 @@
 //! The embedded file store's housekeeping: compaction keeps what exactly-once needs, and
 //! expiry removes old documents with all their rows. Each test uses its own temp directory.
 
-mod support;
-
 use std::time::Duration;
 
 use codraft_docnode::store::{sqlite::SqliteStore, Snapshot, Store};
+use codraft_testkit::store::{batch, typed_text, typing};
 use rusqlite::Connection;
-use support::{batch, typed_text, typing};
 
 /// A store in a fresh directory, plus a second connection to the same file for adjusting
 /// timestamps (SQLite's WAL mode allows both).

@@ -6,21 +6,24 @@
 //! planned drain. At the end every typist must converge with the server's text.
 
 use std::{
-    net::TcpListener,
     path::PathBuf,
-    process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use serde_json::{json, Value};
-
-use crate::{
+use codraft_testkit::{
     client::{Client, ClientError, Options},
     http::HttpTarget,
-    latency::Latency,
-    scenario::ScenarioError,
+    ports::try_free_port,
+    process::Process,
+    tempdir::TempDir,
 };
+use serde_json::{json, Value};
+
+use crate::{latency::Latency, scenario::ScenarioError};
+
+/// How long a (re)started docnode or gateway may take to become ready.
+const READY_WITHIN: Duration = Duration::from_secs(30);
 
 /// Settings of the failover scenario.
 #[derive(Debug, Clone, clap::Args)]
@@ -119,68 +122,25 @@ impl FailoverOutcome {
 }
 
 fn free_port() -> Result<u16, ScenarioError> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| ScenarioError::Setup(format!("no free loopback port: {e}")))
+    try_free_port().map_err(|e| ScenarioError::Setup(format!("no free loopback port: {e}")))
 }
 
-/// One process of the cluster; killed when dropped.
-struct Node {
-    command: Vec<(String, String)>,
-    program: PathBuf,
-    child: Option<Child>,
-    http: HttpTarget,
+/// Starts a process of the cluster and waits until it is ready.
+async fn start(process: &mut Process) -> Result<(), ScenarioError> {
+    process.spawn()?;
+    process.wait_ready(READY_WITHIN).await?;
+    Ok(())
 }
 
-impl Node {
-    fn spawn(&mut self) -> Result<(), ScenarioError> {
-        let mut command = Command::new(&self.program);
-        command
-            .envs(self.command.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        self.child = Some(command.spawn().map_err(|e| {
-            ScenarioError::Setup(format!("cannot start {}: {e}", self.program.display()))
-        })?);
-        Ok(())
+/// Stops a process of the cluster: SIGTERM (a planned drain) or SIGKILL (a crash), and waits
+/// for it to exit.
+async fn bring_down(process: &mut Process, drain: bool) -> Result<(), ScenarioError> {
+    if drain {
+        process.stop().await?;
+    } else {
+        process.kill();
     }
-
-    async fn ready(&self, body: Option<&str>) -> Result<(), ScenarioError> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok((200, text)) = self.http.get("/readyz").await {
-                if body.is_none_or(|want| String::from_utf8_lossy(&text).contains(want)) {
-                    return Ok(());
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Err(ScenarioError::Setup(format!(
-            "{} not ready in 30 s",
-            self.program.display()
-        )))
-    }
-
-    fn signal(&mut self, drain: bool) {
-        if let Some(mut child) = self.child.take() {
-            if drain {
-                let _ = Command::new("kill")
-                    .args(["-TERM", &child.id().to_string()])
-                    .status();
-            } else {
-                let _ = child.kill();
-            }
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.signal(false);
-    }
+    Ok(())
 }
 
 /// Acknowledgement times of each document's typist.
@@ -254,52 +214,52 @@ async fn first_ack_after(acks: &Acks, document: usize, since: Instant) -> Option
 /// Runs the scenario.
 pub async fn run(config: &FailoverConfig) -> Result<FailoverOutcome, ScenarioError> {
     let prefix = format!("bench_failover_{:08x}", rand::random::<u32>());
+    // The processes' logs; declared first, so it is removed after they are killed.
+    let logs = TempDir::try_new("codraft-failover")
+        .map_err(|e| ScenarioError::Setup(format!("cannot create a log directory: {e}")))?;
+    let common = |extra: Vec<(&str, String)>| -> Vec<(String, String)> {
+        let mut env = vec![
+            ("REDIS_URL".to_owned(), config.redis_url.clone()),
+            ("REDIS_PREFIX".to_owned(), prefix.clone()),
+            (
+                "MEMBERSHIP_TTL_MS".to_owned(),
+                config.membership_ttl_ms.to_string(),
+            ),
+            ("RUST_LOG".to_owned(), "warn".to_owned()),
+        ];
+        env.extend(extra.into_iter().map(|(k, v)| (k.to_owned(), v)));
+        env
+    };
     let mut nodes = Vec::new();
     for i in 0..config.docnodes.max(2) {
         let (grpc, admin) = (free_port()?, free_port()?);
-        nodes.push(Node {
-            command: vec![
-                ("NODE_ID".into(), format!("dn{i}")),
-                ("DOCNODE_ADDR".into(), format!("127.0.0.1:{grpc}")),
-                ("ADMIN_ADDR".into(), format!("127.0.0.1:{admin}")),
-                ("DATABASE_URL".into(), config.database_url.clone()),
-                ("REDIS_URL".into(), config.redis_url.clone()),
-                ("REDIS_PREFIX".into(), prefix.clone()),
-                (
-                    "MEMBERSHIP_TTL_MS".into(),
-                    config.membership_ttl_ms.to_string(),
-                ),
-                ("SHUTDOWN_TIMEOUT_SECS".into(), "5".into()),
-            ],
-            program: config.docnode_bin.clone(),
-            child: None,
-            http: HttpTarget::from_ws_url(&format!("ws://127.0.0.1:{admin}"))?,
-        });
+        let env = common(vec![
+            ("NODE_ID", format!("dn{i}")),
+            ("DOCNODE_ADDR", format!("127.0.0.1:{grpc}")),
+            ("ADMIN_ADDR", format!("127.0.0.1:{admin}")),
+            ("DATABASE_URL", config.database_url.clone()),
+            ("SHUTDOWN_TIMEOUT_SECS", "5".to_owned()),
+        ]);
+        nodes.push(Process::new(
+            &format!("docnode dn{i}"),
+            &config.docnode_bin,
+            env,
+            logs.path(),
+            admin,
+        ));
     }
     let port = free_port()?;
     let base = format!("ws://127.0.0.1:{port}");
-    let mut gateway = Node {
-        command: vec![
-            ("PORT".into(), port.to_string()),
-            ("BIND".into(), "127.0.0.1".into()),
-            ("REDIS_URL".into(), config.redis_url.clone()),
-            ("REDIS_PREFIX".into(), prefix.clone()),
-            (
-                "MEMBERSHIP_TTL_MS".into(),
-                config.membership_ttl_ms.to_string(),
-            ),
-        ],
-        program: config.gateway_bin.clone(),
-        child: None,
-        http: HttpTarget::from_ws_url(&base)?,
-    };
+    let env = common(vec![
+        ("PORT", port.to_string()),
+        ("BIND", "127.0.0.1".to_owned()),
+    ]);
+    let mut gateway = Process::new("gateway", &config.gateway_bin, env, logs.path(), port)
+        .ready_when(format!("ready: {} docnodes", nodes.len()));
     for node in &mut nodes {
-        node.spawn()?;
-        node.ready(None).await?;
+        start(node).await?;
     }
-    let all = format!("ready: {} docnodes", nodes.len());
-    gateway.spawn()?;
-    gateway.ready(Some(&all)).await?;
+    start(&mut gateway).await?;
 
     let run = format!("{:08x}", rand::random::<u32>());
     let documents: Vec<String> = (0..config.documents.max(1))
@@ -334,16 +294,15 @@ pub async fn run(config: &FailoverConfig) -> Result<FailoverOutcome, ScenarioErr
         let document = kill % documents.len();
         let owner = codraft_owner(&ids, &documents[document]);
         let killed_at = Instant::now();
-        nodes[owner].signal(config.drain);
+        bring_down(&mut nodes[owner], config.drain).await?;
         if let Some(ack) = first_ack_after(&acks, document, killed_at).await {
             let pause = ack - killed_at;
             pauses.record(pause);
             samples_ms.push(pause.as_secs_f64() * 1000.0);
         }
         // Bring it back and let the document settle on it again before the next kill.
-        nodes[owner].spawn()?;
-        nodes[owner].ready(None).await?;
-        gateway.ready(Some(&all)).await?;
+        start(&mut nodes[owner]).await?;
+        gateway.wait_ready(READY_WITHIN).await?;
         let back = Instant::now();
         first_ack_after(&acks, document, back + Duration::from_millis(300)).await;
     }

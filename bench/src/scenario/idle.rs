@@ -14,11 +14,12 @@
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use codraft_testkit::client::Client;
 use serde::Serialize;
 
 use super::{connect_many, document_name, group_errors, run_id, RunOptions, ScenarioError};
+
 use crate::{
-    client::Client,
     latency::{Latency, LatencySummary},
     process::{self, Process},
     progress::Progress,

@@ -6,11 +6,12 @@
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use codraft_testkit::client::{Client, ClientError};
 use serde::Serialize;
 
 use super::{connect, document_name, group_errors, run_id, RunOptions, ScenarioError};
+
 use crate::{
-    client::{Client, ClientError},
     latency::{Latency, LatencySummary},
     process,
     progress::Progress,

@@ -19,6 +19,10 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use codraft_ot::Operation;
+use codraft_testkit::{
+    client::{Client, ClientError, Options},
+    http::HttpTarget,
+};
 use futures::StreamExt;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -26,9 +30,8 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{document_name, run_id, RunOptions, ScenarioError};
+
 use crate::{
-    client::{Client, ClientError, Options},
-    http::HttpTarget,
     latency::{ms, Latency, LatencySummary},
     progress::Progress,
     report::{bytes, rate, thousands, Outcome},

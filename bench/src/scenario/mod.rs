@@ -25,9 +25,10 @@ use std::time::{Duration, Instant};
 
 use futures::{stream, StreamExt};
 
-use crate::{
+use codraft_testkit::{
     client::{Client, ClientError, Options},
     http::HttpError,
+    process::ProcessError,
 };
 
 /// Where the server is and how to talk to it: the settings every scenario shares.
@@ -74,6 +75,9 @@ pub enum ScenarioError {
     /// The HTTP API could not be reached.
     #[error(transparent)]
     Http(#[from] HttpError),
+    /// A server process the scenario starts (failover) did not start or stop.
+    #[error(transparent)]
+    Process(#[from] ProcessError),
     /// The scenario's settings or the server's state make it impossible to run.
     #[error("{0}")]
     Setup(String),

@@ -30,14 +30,17 @@ use std::{
 };
 
 use clap::Args;
+use codraft_testkit::{
+    client::{Client, ClientError, Event},
+    http::HttpTarget,
+};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::Serialize;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::{connect_many, document_name, group_errors, run_id, RunOptions, ScenarioError};
+
 use crate::{
-    client::{Client, ClientError, Event},
-    http::HttpTarget,
     latency::{Latency, LatencySummary},
     process::{Process, Sample},
     progress::Progress,

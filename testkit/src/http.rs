@@ -1,9 +1,10 @@
-//! A tiny HTTP/1.0 GET over plain TCP, enough to fetch `GET /api/text/{id}` from the server a
-//! scenario is pointed at, so the convergence check needs no HTTP client library.
+//! A tiny HTTP/1.0 GET over plain TCP, enough for what tests and the load generator read
+//! from a server: `/readyz`, `GET /api/text/{id}`, `/metrics` pages, so none of them needs an
+//! HTTP client library.
 //!
-//! The HTTP address is derived from the WebSocket URL (`ws://host:port/prefix` becomes
-//! `http://host:port/prefix`). TLS (`wss://`) is out of scope: the load generator measures
-//! servers on this machine.
+//! The load generator derives the HTTP address from the WebSocket URL it is pointed at
+//! (`ws://host:port/prefix` becomes `http://host:port/prefix`); tests name a loopback port.
+//! TLS (`wss://`) is out of scope: both talk to servers on this machine.
 
 use std::time::Duration;
 
@@ -57,6 +58,15 @@ pub struct HttpTarget {
 }
 
 impl HttpTarget {
+    /// The server on loopback port `port`, at the root.
+    pub fn loopback(port: u16) -> Self {
+        Self {
+            host: "127.0.0.1".to_owned(),
+            port,
+            prefix: String::new(),
+        }
+    }
+
     /// The HTTP side of a `ws://host[:port][/prefix]` URL.
     pub fn from_ws_url(url: &str) -> Result<Self, HttpError> {
         let bad = |why| HttpError::Url {
@@ -143,6 +153,31 @@ impl HttpTarget {
         String::from_utf8(body)
             .map_err(|_| HttpError::Response(format!("{path} returned text that is not UTF-8")))
     }
+}
+
+/// GETs `path` from the server on loopback port `port`; returns status and body (lossily
+/// decoded). Fails the test if there is no answer.
+pub async fn http_get(port: u16, path: &str) -> (u16, String) {
+    match HttpTarget::loopback(port).get(path).await {
+        Ok((status, body)) => (status, String::from_utf8_lossy(&body).into_owned()),
+        Err(error) => panic!("GET {path} on port {port}: {error}"),
+    }
+}
+
+/// The committed text of a document through the HTTP port `port`; fails the test unless the
+/// server answers 200.
+pub async fn text(port: u16, document: &str) -> String {
+    let (status, body) = http_get(port, &format!("/api/text/{document}")).await;
+    assert_eq!(status, 200, "GET /api/text/{document}: {body}");
+    body
+}
+
+/// The value of one series in a Prometheus text exposition (0 if absent).
+pub fn metric(exposition: &str, series: &str) -> f64 {
+    exposition
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// Splits a whole HTTP/1.x response into status and body (decoding chunked bodies).

@@ -1,4 +1,6 @@
-//! A codraft client: WebSocket, JSON protocol and the OT client state machine.
+//! A codraft client: WebSocket, Rustpad's JSON protocol with codraft's exactly-once extension,
+//! and the OT client state machine. The tests drive servers through it, and the load
+//! generator's clients are made of it.
 //!
 //! The state machine is ot.js's: at most one edit is outstanding (sent, not yet acknowledged)
 //! and newer local changes wait composed in a buffer. Incoming operations are transformed

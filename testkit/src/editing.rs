@@ -1,10 +1,12 @@
-//! Concurrent editing workloads for the integration tests: clients typing at random places
-//! (non-ASCII included), and the convergence check at the end.
+//! Concurrent editing workloads for the tests, on top of the protocol client: clients typing
+//! at random places (non-ASCII included), typists of unique tokens that survive server
+//! restarts, and the checks at the end (convergence, every token exactly once).
 
 use std::time::Duration;
 
-use codraft_bench::client::{Client, ClientError, Options};
 use rand::{rngs::StdRng, Rng, SeedableRng};
+
+use crate::client::{Client, ClientError, Event, Options};
 
 /// Snippets the editors type: ASCII, accents, CJK, astral emoji and a 7-code-point family.
 pub const SNIPPETS: &[&str] = &["a", "hello ", "é", "中文", "🎉", "👨‍👩‍👧‍👦", "\n", "naïve ", "x"];
@@ -256,7 +258,7 @@ pub async fn type_tokens(mut typist: Typist, tokens: usize, seed: u64) -> Typist
 pub async fn expect_error(client: &mut Client) -> u64 {
     loop {
         match client.next_event(Duration::from_secs(20)).await {
-            Ok(codraft_bench::client::Event::Error(code, _)) => return code,
+            Ok(Event::Error(code, _)) => return code,
             Ok(_) => continue,
             Err(e) => panic!("expected an Error message, got {e}"),
         }
@@ -287,7 +289,7 @@ pub async fn finish_typists(
         by_document[d].push(task.await.expect("typist panicked"));
     }
     for (document, typists) in documents.iter().zip(by_document.iter_mut()) {
-        let text = super::text(port, document).await;
+        let text = crate::http::text(port, document).await;
         for typist in typists.iter_mut() {
             typist.converge(&text).await;
         }
