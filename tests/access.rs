@@ -4,12 +4,14 @@
 //! another; refusals reach a browser as a close code and a reason; a reader is told at join
 //! that it is read-only.
 
-mod cluster;
-
 use std::time::Duration;
 
-use cluster::{editing::unique_document, Cluster, Standalone};
-use codraft_bench::client::{Client, Event, Options};
+use codraft_testkit::{
+    client::{Client, Event, Options},
+    cluster::Cluster,
+    editing::unique_document,
+    standalone::Standalone,
+};
 use futures::StreamExt;
 use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::{json, Value};

@@ -8,12 +8,12 @@
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use codraft_testkit::http::HttpTarget;
 use futures::{stream, StreamExt};
 use serde::Serialize;
 
 use super::{connect, document_name, group_errors, run_id, RunOptions, ScenarioError};
 use crate::{
-    http::HttpTarget,
     latency::Latency,
     process::Process,
     progress::Progress,
