@@ -10,10 +10,10 @@ use codraft_testkit::{
     client::{Client, Event, Options},
     cluster::Cluster,
     editing::unique_document,
+    jwt::{in_an_hour, token},
     standalone::Standalone,
 };
 use futures::StreamExt;
-use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::{protocol::frame::coding::CloseCode, Message};
@@ -213,23 +213,6 @@ async fn refusals_reach_a_browser_as_close_codes_and_never_lock_out_other_docume
     server.assert_no_panic();
 }
 
-fn token(claims: Value) -> String {
-    encode(
-        &Header::default(),
-        &claims,
-        &EncodingKey::from_secret(b"s3cret"),
-    )
-    .expect("token encodes")
-}
-
-fn in_an_hour() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-        + 3600
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_is_told_at_join_that_it_is_read_only() {
     let server = Standalone::start_with(&[
@@ -245,8 +228,14 @@ async fn a_reader_is_told_at_join_that_it_is_read_only() {
             server.ws()
         )
     };
-    let reader = token(json!({"name": "Bob", "exp": in_an_hour(), "read": ["*"]}));
-    let writer = token(json!({"name": "Ada", "exp": in_an_hour(), "write": ["*"]}));
+    let reader = token(
+        json!({"name": "Bob", "exp": in_an_hour(), "read": ["*"]}),
+        "s3cret",
+    );
+    let writer = token(
+        json!({"name": "Ada", "exp": in_an_hour(), "write": ["*"]}),
+        "s3cret",
+    );
 
     let Answer::Joined(messages) = open(&url(&reader)).await else {
         panic!("the reader could not join");
@@ -288,7 +277,10 @@ async fn a_reader_is_told_at_join_that_it_is_read_only() {
         }
         joined => panic!("joined without a token: {joined:?}"),
     }
-    let narrow = token(json!({"exp": in_an_hour(), "read": ["elsewhere"]}));
+    let narrow = token(
+        json!({"exp": in_an_hour(), "read": ["elsewhere"]}),
+        "s3cret",
+    );
     assert_eq!(open(&url(&narrow)).await.close_code(), Some(4403));
     server.assert_no_panic();
 }

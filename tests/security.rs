@@ -10,10 +10,10 @@ use std::time::Duration;
 use codraft_testkit::{
     client::{Client, ClientError, Event, Options},
     editing::{expect_close, unique_document},
+    jwt::{in_an_hour, token},
     standalone::Standalone,
 };
 use futures::{SinkExt, StreamExt};
-use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -279,23 +279,6 @@ async fn a_wrong_password_is_refused_before_the_document_loads() {
     }
     assert_eq!(codes.last(), Some(&4429), "{codes:?}");
     server.assert_no_panic();
-}
-
-fn token(claims: Value, secret: &str) -> String {
-    encode(
-        &Header::default(),
-        &claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("token encodes")
-}
-
-fn in_an_hour() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-        + 3600
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,6 +15,7 @@
 //! - [`standalone`]: the `codraft` binary with a fresh data directory;
 //! - [`cluster`]: docnodes and gateways over one database and one Redis prefix;
 //! - [`http`]: a tiny HTTP GET (readiness, committed text, metrics pages);
+//! - [`jwt`]: signed tokens for the access tests;
 //! - [`client`]: the Rustpad-protocol JSON WebSocket client with the exactly-once extension;
 //! - [`editing`]: workloads on top of the client — random edits, typists that survive
 //!   restarts, convergence and token checks;
@@ -32,6 +33,7 @@ pub mod cluster;
 pub mod database;
 pub mod editing;
 pub mod http;
+pub mod jwt;
 pub mod ports;
 pub mod process;
 pub mod proxy;

@@ -217,23 +217,7 @@ impl Document {
                 language: language.clone(),
             }));
         }
-        for other in self.connections.values() {
-            if let Some(info) = &other.info {
-                frames.push(Kind::UserInfo(pb::UserInfo {
-                    user_id: other.user_id,
-                    info: Some(info.clone()),
-                }));
-            }
-        }
-        for other in self.connections.values() {
-            if let Some(data) = &other.cursor {
-                frames.push(Kind::UserCursor(pb::UserCursor {
-                    user_id: other.user_id,
-                    data: Some(data.clone()),
-                }));
-            }
-        }
-        self.restored_frames(&mut frames);
+        self.present_users(None, &mut frames);
         frames
     }
 

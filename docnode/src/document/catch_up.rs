@@ -282,24 +282,7 @@ impl Document {
                 }));
             }
         }
-        let others = || self.connections.iter().filter(|(&o, _)| o != id);
-        for (_, other) in others() {
-            if let Some(info) = &other.info {
-                frames.push(Kind::UserInfo(pb::UserInfo {
-                    user_id: other.user_id,
-                    info: Some(info.clone()),
-                }));
-            }
-        }
-        for (_, other) in others() {
-            if let Some(data) = &other.cursor {
-                frames.push(Kind::UserCursor(pb::UserCursor {
-                    user_id: other.user_id,
-                    data: Some(data.clone()),
-                }));
-            }
-        }
-        self.restored_frames(&mut frames);
+        self.present_users(Some(id), &mut frames);
         frames
     }
 

@@ -741,18 +741,7 @@ impl World {
         self.note(format!("client {i} re-sends acknowledged seq {seq}"));
         // The same edit as sent, at the client's current revision: it may no longer fit, so
         // only its seq matters; the server must not apply it again.
-        let c = &self.clients[i];
-        let Some(live) = &c.live else { return };
-        if !live.synced {
-            return;
-        }
-        let edit = pb::Edit {
-            revision: c.revision,
-            operation: Some(wire::operation_to_proto(&operation)),
-            seq: Some(seq),
-            trace_context: HashMap::new(),
-        };
-        self.send(i, |conn| Command::Edit { conn, edit });
+        self.send_edit(i, operation, seq);
     }
 
     fn fault(&mut self) {

@@ -142,6 +142,34 @@ impl Document {
     }
 
     /// How many frames a joiner receives about restored users, at most.
+    /// UserInfo and UserCursor frames for every user present (but `except`), restored ones
+    /// included: what a joiner, or a client catching up, is told of the others.
+    pub(super) fn present_users(&self, except: Option<ConnId>, frames: &mut Vec<Kind>) {
+        let others = || {
+            self.connections
+                .iter()
+                .filter(move |(&id, _)| Some(id) != except)
+                .map(|(_, c)| c)
+        };
+        for other in others() {
+            if let Some(info) = &other.info {
+                frames.push(Kind::UserInfo(pb::UserInfo {
+                    user_id: other.user_id,
+                    info: Some(info.clone()),
+                }));
+            }
+        }
+        for other in others() {
+            if let Some(data) = &other.cursor {
+                frames.push(Kind::UserCursor(pb::UserCursor {
+                    user_id: other.user_id,
+                    data: Some(data.clone()),
+                }));
+            }
+        }
+        self.restored_frames(frames);
+    }
+
     pub(super) fn restored_frames_len(&self) -> usize {
         2 * self.presence.restored.len()
     }
