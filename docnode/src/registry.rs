@@ -35,6 +35,8 @@ pub struct Registry {
     documents: Mutex<HashMap<Arc<str>, DocumentHandle>>,
     next_generation: AtomicU64,
     closing: AtomicBool,
+    /// Actors that stopped since [`Registry::take_unloads`] was last called.
+    unloads: AtomicU64,
     deps: Deps,
 }
 
@@ -45,6 +47,7 @@ impl Registry {
             documents: Mutex::default(),
             next_generation: AtomicU64::new(1),
             closing: AtomicBool::new(false),
+            unloads: AtomicU64::new(0),
             deps,
         })
     }
@@ -87,6 +90,7 @@ impl Registry {
         let mut documents = self.lock();
         if documents.get(id).map(DocumentHandle::generation) == Some(generation) {
             documents.remove(id);
+            self.unloads.fetch_add(1, Ordering::Relaxed);
             self.deps
                 .metrics
                 .documents_loaded
@@ -112,6 +116,11 @@ impl Registry {
     /// Who owns what, by this docnode's view.
     pub fn ownership(&self) -> &Arc<crate::ownership::Ownership> {
         &self.deps.ownership
+    }
+
+    /// How many actors stopped since the last call (see [`crate::memory`]).
+    pub fn take_unloads(&self) -> u64 {
+        self.unloads.swap(0, Ordering::Relaxed)
     }
 
     /// How many documents are loaded.

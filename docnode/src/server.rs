@@ -62,6 +62,8 @@ pub struct Docnode {
     presence: Presence,
     /// The compaction and expiry task, if sweeping is on.
     sweeper_task: Option<tokio::task::JoinHandle<()>>,
+    /// Returns unloaded documents' memory to the operating system.
+    trim_task: tokio::task::JoinHandle<()>,
 }
 
 impl Docnode {
@@ -143,6 +145,7 @@ impl Docnode {
             metrics: Arc::clone(&metrics),
             presence: presence.clone(),
         });
+        let trim_task = crate::memory::start(&registry);
         Self {
             config,
             store,
@@ -151,6 +154,7 @@ impl Docnode {
             committer_task,
             presence,
             sweeper_task,
+            trim_task,
         }
     }
 
@@ -351,11 +355,13 @@ impl Docnode {
             registry,
             committer_task,
             sweeper_task,
+            trim_task,
             ..
         } = self;
         if let Some(sweeper) = sweeper_task {
             sweeper.abort();
         }
+        trim_task.abort();
         // Every actor waited for its own commits before stopping, so the committer has nothing
         // left to do; it may still be referenced by an in-process server, so stop it here.
         drop(registry);
