@@ -88,6 +88,12 @@ pub async fn relay(
         parent: None,
         "gateway.open",
         otel.kind = "client",
+        rpc.system = "grpc",
+        rpc.service = RPC_SERVICE,
+        rpc.method = "Session",
+        server.address = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        otel.status_message = tracing::field::Empty,
         document = %request.document_id,
     );
     let open = pb::Open {
@@ -104,9 +110,13 @@ pub async fn relay(
         mut inbound,
         mut outbound,
         node,
-    } = match routes.open(open).instrument(open_span).await {
-        Ok(session) => session,
+    } = match routes.open(open).instrument(open_span.clone()).await {
+        Ok(session) => {
+            open_span.record("server.address", server_address(&session.node));
+            session
+        }
         Err(status) => {
+            failed(&open_span, &status);
             let (code, reason) = close_for(&status);
             out.close(&metrics, code, &reason).await;
             return;
@@ -356,6 +366,12 @@ pub async fn relay(
             parent: None,
             "gateway.move",
             otel.kind = "client",
+            rpc.system = "grpc",
+            rpc.service = RPC_SERVICE,
+            rpc.method = "Session",
+            server.address = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            otel.status_message = tracing::field::Empty,
             document = %document,
             resume = point.log,
         );
@@ -369,7 +385,7 @@ pub async fn relay(
             made_up_client_id: handoff.made_up(),
         };
         let opened = tokio::select! {
-            opened = routes.open(open).instrument(open_span) => opened,
+            opened = routes.open(open).instrument(open_span.clone()) => opened,
             _ = &mut upstream => return,
             _ = stopping.changed() => {
                 out.close(&metrics, UNAVAILABLE, "gateway restarting; reconnect").await;
@@ -378,6 +394,7 @@ pub async fn relay(
         };
         match opened {
             Ok(session) => {
+                open_span.record("server.address", server_address(&session.node));
                 inbound = session.inbound;
                 outbound = session.outbound;
                 session_open = true;
@@ -391,6 +408,7 @@ pub async fn relay(
                 debug!(%document, node = %session.node, moves = handoff.moves(), "moved a live connection");
             }
             Err(status) => {
+                failed(&open_span, &status);
                 metrics.moves.with_label_values(&[MOVE_FAILED]).inc();
                 let (code, reason) = close_for(&status);
                 out.close(&metrics, code, &reason).await;
@@ -400,6 +418,31 @@ pub async fn relay(
     }
 }
 
+/// The gRPC service the gateway's client spans call (`rpc.service`).
+const RPC_SERVICE: &str = "codraft.docnode.v1.DocNode";
+
+/// The OpenTelemetry `server.address` of a docnode named by id or by URL: the URL's host, or
+/// the id (a pod name, which is its host name too).
+fn server_address(node: &str) -> String {
+    let Some((_, rest)) = node.split_once("://") else {
+        return node.to_owned();
+    };
+    let authority = rest.split('/').next().unwrap_or(rest);
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host.to_owned(),
+        _ => authority.to_owned(),
+    }
+}
+
+/// Marks a span as failed with the gRPC status that ended it.
+fn failed(span: &tracing::Span, status: &tonic::Status) {
+    span.record("otel.status_code", "ERROR");
+    span.record(
+        "otel.status_message",
+        format!("{:?}: {}", status.code(), status.message()),
+    );
+}
+
 /// The root of an edit's trace; it ends when the edit comes back acknowledged.
 fn edit_span(document: &str, edit: &pb::Edit) -> tracing::Span {
     if telemetry::traces_enabled() {
@@ -407,6 +450,9 @@ fn edit_span(document: &str, edit: &pb::Edit) -> tracing::Span {
             parent: None,
             "gateway.edit",
             otel.kind = "client",
+            rpc.system = "grpc",
+            rpc.service = RPC_SERVICE,
+            rpc.method = "Session",
             document = %document,
             revision = edit.revision,
             seq = edit.seq,
@@ -525,5 +571,20 @@ impl Outgoing {
         if self.tx.send(frame).await.is_ok() {
             self.tx.closed().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_address_is_the_docnode_host() {
+        assert_eq!(
+            server_address("http://dn-0.dn.ns.svc:50051"),
+            "dn-0.dn.ns.svc"
+        );
+        assert_eq!(server_address("https://[::1]:7000/"), "[::1]");
+        assert_eq!(server_address("dn-0"), "dn-0");
     }
 }
