@@ -30,9 +30,13 @@ fn http_status(result: Result<Client, ClientError>) -> u16 {
     }
 }
 
-/// The value of an unlabelled series on the standalone server's `/metrics`.
+/// The value of an unlabelled series on the standalone server's `/metrics` (its admin port).
 async fn metric(server: &Standalone, name: &str) -> f64 {
-    let (status, page) = server.get("/metrics").await;
+    let port = server
+        .process
+        .admin_port
+        .expect("start the server with ADMIN_ADDR to read its metrics");
+    let (status, page) = cluster::http_get(port, "/metrics").await;
     assert_eq!(status, 200);
     page.lines()
         .find_map(|line| {
@@ -478,6 +482,9 @@ async fn slow_client_server(grace_ms: &str, extra: &[(&str, &str)]) -> Standalon
         ("EDIT_BURST", "100000"),
         ("WRITE_WAIT_SECS", "600"),
     ];
+    // The metrics these tests read are on the admin port.
+    let admin = format!("127.0.0.1:{}", cluster::free_port());
+    env.push(("ADMIN_ADDR", &admin));
     env.extend_from_slice(extra);
     Standalone::start_with(&env).await
 }

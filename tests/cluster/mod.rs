@@ -137,15 +137,20 @@ pub struct Process {
     program: &'static str,
     env: Vec<(String, String)>,
     log: PathBuf,
-    /// The port whose `/readyz` says the process is ready.
+    /// The port whose `/readyz` says the process is ready (a gateway's or standalone
+    /// server's public port, unless it has an admin port).
     pub ready_port: u16,
+    /// The admin port (ADMIN_ADDR) of a gateway or standalone server given one: `/readyz` and
+    /// `/metrics` are there, and its public port (`ready_port`) serves only the editor and API.
+    pub admin_port: Option<u16>,
     /// What `/readyz` must contain (e.g. a gateway seeing all docnodes).
     ready_body: Option<String>,
     child: Option<Child>,
 }
 
 impl Process {
-    fn new(
+    /// A process of `program` with `env`, logging into `dir`, ready when `ready_port` says so.
+    pub fn new(
         name: &str,
         program: &'static str,
         env: Vec<(String, String)>,
@@ -158,6 +163,7 @@ impl Process {
             env,
             log: dir.join(format!("{}.log", name.replace(' ', "-"))),
             ready_port,
+            admin_port: None,
             ready_body: None,
             child: None,
         }
@@ -189,10 +195,15 @@ impl Process {
         self.wait_ready().await;
     }
 
+    /// The port serving `/readyz` and `/metrics`.
+    pub fn health_port(&self) -> u16 {
+        self.admin_port.unwrap_or(self.ready_port)
+    }
+
     async fn wait_ready(&self) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok((200, body)) = try_http_get(self.ready_port, "/readyz").await {
+            if let Ok((200, body)) = try_http_get(self.health_port(), "/readyz").await {
                 if self
                     .ready_body
                     .as_deref()
@@ -304,6 +315,7 @@ impl Standalone {
             ),
         ];
         vars.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let admin_port = admin_port_of(&vars);
         let mut process = Process::new(
             "standalone",
             env!("CARGO_BIN_EXE_codraft"),
@@ -311,6 +323,7 @@ impl Standalone {
             data.path(),
             port,
         );
+        process.admin_port = admin_port;
         process.start().await;
         Self {
             process,
@@ -454,6 +467,7 @@ impl Cluster {
                 dir.path(),
                 port,
             );
+            gw.admin_port = admin_port_of(&gw.env);
             gw.ready_body = Some(format!("ready: {sees} docnodes"));
             gws.push(gw);
         }
@@ -494,7 +508,7 @@ impl Cluster {
         let want = format!("ready: {count} docnodes");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok((200, body)) = try_http_get(self.gateways[i].ready_port, "/readyz").await {
+            if let Ok((200, body)) = try_http_get(self.gateways[i].health_port(), "/readyz").await {
                 if body.contains(&want) {
                     return;
                 }
@@ -513,6 +527,12 @@ impl Cluster {
             p.assert_no_panic();
         }
     }
+}
+
+/// The port of ADMIN_ADDR in a process's environment, if it sets one.
+fn admin_port_of(env: &[(String, String)]) -> Option<u16> {
+    let (_, addr) = env.iter().rev().find(|(k, _)| k == "ADMIN_ADDR")?;
+    addr.rsplit_once(':')?.1.parse().ok()
 }
 
 /// The committed text of a document through the HTTP port `port`.
