@@ -820,7 +820,27 @@ def compose() -> int:
         if build:
             expect((ROOT / build.get("context", ".") / build.get("dockerfile", "Dockerfile")).exists(),
                    f"{name}: Dockerfile {build.get('dockerfile')} does not exist")
-    print(f"  {len(docnodes)} docnodes, {len(gateways)} gateways, DOCNODES and nginx upstreams agree")
+    # Metrics: every gateway and docnode serves its admin port, and Prometheus scrapes
+    # exactly those, with the chart's rules file; Grafana gets the chart's dashboard.
+    for wanted in ("prometheus", "grafana"):
+        expect(wanted in services, f"no {wanted} service")
+    for name, svc in gateways.items():
+        admin = svc.get("environment", {}).get("ADMIN_ADDR", "")
+        expect(admin.startswith("0.0.0.0:"), f"{name}: ADMIN_ADDR {admin!r} does not listen on all interfaces")
+    admin_targets = {f"{n}:{s.get('environment', {}).get('ADMIN_ADDR', '').rsplit(':', 1)[-1]}"
+                     for n, s in {**gateways, **docnodes}.items()}
+    prometheus_config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    scraped = {t for job in prometheus_config.get("scrape_configs", []) if job.get("job_name", "").startswith("codraft")
+               for sc in job.get("static_configs", []) for t in sc.get("targets", [])}
+    expect(scraped == admin_targets, f"Prometheus scrapes {sorted(scraped)}, want the admin ports {sorted(admin_targets)}")
+    mounts = " ".join(str(v) for v in services.get("prometheus", {}).get("volumes", []))
+    expect("helm/codraft/files/prometheus-rules.yaml" in mounts, "Prometheus does not load the chart's rules file")
+    for rule_file in prometheus_config.get("rule_files", []):
+        expect(rule_file in mounts, f"Prometheus loads {rule_file}, which is not mounted")
+    mounts = " ".join(str(v) for v in services.get("grafana", {}).get("volumes", []))
+    expect("helm/codraft/files/grafana-dashboard.json" in mounts, "Grafana does not load the chart's dashboard")
+    print(f"  {len(docnodes)} docnodes, {len(gateways)} gateways, DOCNODES and nginx upstreams agree;"
+          f" Prometheus scrapes {len(scraped)} admin ports")
     return finish()
 
 
