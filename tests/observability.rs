@@ -245,15 +245,26 @@ async fn one_edit_is_one_trace_across_gateway_and_docnode() {
 
     // The spans speak the OpenTelemetry semantic conventions.
     for (span, kind) in [(&open, "gateway.open"), (&join, "docnode.join")] {
-        assert_eq!(attribute(span, "rpc.system").as_deref(), Some("grpc"), "{kind}");
-        assert_eq!(attribute(span, "rpc.method").as_deref(), Some("Session"), "{kind}");
+        assert_eq!(
+            attribute(span, "rpc.system").as_deref(),
+            Some("grpc"),
+            "{kind}"
+        );
+        assert_eq!(
+            attribute(span, "rpc.method").as_deref(),
+            Some("Session"),
+            "{kind}"
+        );
         assert_eq!(
             attribute(span, "rpc.service").as_deref(),
             Some("codraft.docnode.v1.DocNode"),
             "{kind}"
         );
     }
-    assert_eq!(attribute(&open, "server.address").as_deref(), Some("127.0.0.1"));
+    assert_eq!(
+        attribute(&open, "server.address").as_deref(),
+        Some("127.0.0.1")
+    );
     let commit = collector
         .wait_for("store.commit", |spans| {
             named(spans, "codraft-docnode", "store.commit")
@@ -261,9 +272,18 @@ async fn one_edit_is_one_trace_across_gateway_and_docnode() {
                 .map(|r| r.span.clone())
         })
         .await;
-    assert_eq!(attribute(&commit, "db.system.name").as_deref(), Some("postgresql"));
-    assert_eq!(attribute(&commit, "db.operation.name").as_deref(), Some("commit"));
-    assert_eq!(attribute(&commit, "server.address").as_deref(), Some("127.0.0.1"));
+    assert_eq!(
+        attribute(&commit, "db.system.name").as_deref(),
+        Some("postgresql")
+    );
+    assert_eq!(
+        attribute(&commit, "db.operation.name").as_deref(),
+        Some("commit")
+    );
+    assert_eq!(
+        attribute(&commit, "server.address").as_deref(),
+        Some("127.0.0.1")
+    );
 
     // JSON log lines written inside a traced span carry its ids: the docnode's "group
     // commit" line names the trace and span of a group_commit span the collector received.
@@ -274,10 +294,13 @@ async fn one_edit_is_one_trace_across_gateway_and_docnode() {
                 .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
                 .filter(|line| line["fields"]["message"] == "group commit")
                 .find_map(|line| {
-                    let (trace_id, span_id) = (line["trace_id"].as_str()?, line["span_id"].as_str()?);
+                    let (trace_id, span_id) =
+                        (line["trace_id"].as_str()?, line["span_id"].as_str()?);
                     named(spans, "codraft-docnode", "group_commit")
                         .into_iter()
-                        .find(|r| hex(&r.span.trace_id) == trace_id && hex(&r.span.span_id) == span_id)
+                        .find(|r| {
+                            hex(&r.span.trace_id) == trace_id && hex(&r.span.span_id) == span_id
+                        })
                         .map(|_| trace_id.to_owned())
                 })
         })
@@ -382,7 +405,9 @@ async fn both_services_expose_the_documented_metrics_after_traffic() {
     assert_closed(&mut flood).await;
 
     // The writer is still connected while the pages are read.
-    let gateway_page = http_get(cluster.gateways[0].health_port(), "/metrics").await.1;
+    let gateway_page = http_get(cluster.gateways[0].health_port(), "/metrics")
+        .await
+        .1;
     let docnode_page = http_get(cluster.docnodes[0].ready_port, "/metrics").await.1;
     // With an admin port, the public port serves the editor and the API only.
     for path in ["/metrics", "/readyz", "/healthz"] {
@@ -440,7 +465,10 @@ async fn both_services_expose_the_documented_metrics_after_traffic() {
             .keys()
             .find(|k| k.starts_with("codraft_build_info{"))
             .unwrap_or_else(|| panic!("{service} has no codraft_build_info"));
-        assert!(build.contains("version=\"0.1.0\"") && build.contains("commit=\""), "{build}");
+        assert!(
+            build.contains("version=\"0.1.0\"") && build.contains("commit=\""),
+            "{build}"
+        );
         assert_eq!(page.get(build), Some(&1.0));
     }
     assert_eq!(docnode.get("codraft_db_pool_waiting"), Some(&0.0));
@@ -483,11 +511,18 @@ async fn standalone_metrics_show_gateway_and_docnode_series_once() {
         .expect("client joins");
     client.insert(0, "one process").await.expect("edit sent");
     client.settle(WAIT).await.expect("edit acknowledged");
-    assert_eq!(server.get("/metrics").await.0, 404, "metrics on the public port");
+    assert_eq!(
+        server.get("/metrics").await.0,
+        404,
+        "metrics on the public port"
+    );
     let admin_port = server.process.health_port();
     let (status, page) = http_get(admin_port, "/metrics").await;
     assert_eq!(status, 200);
-    assert_eq!(http_get(admin_port, "/healthz").await, (200, "ok".to_owned()));
+    assert_eq!(
+        http_get(admin_port, "/healthz").await,
+        (200, "ok".to_owned())
+    );
     let declared = families(&page);
     let unique: HashSet<&String> = declared.iter().collect();
     assert_eq!(unique.len(), declared.len(), "a family is declared twice");
@@ -543,7 +578,13 @@ async fn a_docnode_advertising_loopback_in_a_multi_host_cluster_warns_at_start()
         ),
     ];
     let env = env.map(|(k, v)| (k.to_owned(), v)).to_vec();
-    let mut docnode = Process::new("docnode dn0", env!("CARGO_BIN_EXE_docnode"), env, dir.path(), admin);
+    let mut docnode = Process::new(
+        "docnode dn0",
+        env!("CARGO_BIN_EXE_docnode"),
+        env,
+        dir.path(),
+        admin,
+    );
     docnode.start().await;
     let log = docnode.log();
     let warning = log
