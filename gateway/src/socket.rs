@@ -110,9 +110,13 @@ pub async fn relay(
         mut inbound,
         mut outbound,
         node,
+        ..
     } = match routes.open(open).instrument(open_span.clone()).await {
         Ok(session) => {
-            open_span.record("server.address", server_address(&session.node));
+            open_span.record(
+                "server.address",
+                server_address(session.url.as_deref().unwrap_or(&session.node)),
+            );
             session
         }
         Err(status) => {
@@ -122,6 +126,8 @@ pub async fn relay(
             return;
         }
     };
+    // The open span covers routing and opening the session, not the session's whole life.
+    drop(open_span);
     debug!(document = %request.document_id, %node, "relaying");
 
     // Errors the gateway itself reports (bad JSON) go out through the one writer below.
@@ -394,7 +400,11 @@ pub async fn relay(
         };
         match opened {
             Ok(session) => {
-                open_span.record("server.address", server_address(&session.node));
+                open_span.record(
+                    "server.address",
+                    server_address(session.url.as_deref().unwrap_or(&session.node)),
+                );
+                drop(open_span);
                 inbound = session.inbound;
                 outbound = session.outbound;
                 session_open = true;
