@@ -599,3 +599,57 @@ async fn a_docnode_advertising_loopback_in_a_multi_host_cluster_warns_at_start()
     );
     docnode.terminate().await;
 }
+
+/// A session the docnode refuses (here: it may load one document and a second is asked for)
+/// is a failed trace on both sides: the spans carry the error status and the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_session_marks_its_spans_as_errors() {
+    let (collector, endpoint) = Collector::start().await;
+    let docnode_env = |_: usize, _: &Setup| {
+        let mut env = otel_env(&endpoint);
+        env.push(("MAX_LOADED_DOCUMENTS".into(), "1".into()));
+        env
+    };
+    let gateway_env = |_: usize, _: &Setup| otel_env(&endpoint);
+    let cluster = Cluster::start_with(1, 1, docnode_env, gateway_env).await;
+    let mut first = Client::connect(&cluster.ws(0), &doc("loaded"), Options::default())
+        .await
+        .expect("the first document loads");
+    first.insert(0, "x").await.expect("edit sent");
+    first.settle(WAIT).await.expect("edit acknowledged");
+    // Refused by the docnode: the gateway closes the socket (4503) once it is open, or the
+    // client sees the close while joining; either way no session exists.
+    if let Ok(mut second) =
+        Client::connect(&cluster.ws(0), &doc("refused"), Options::default()).await
+    {
+        assert_closed(&mut second).await;
+    }
+    const ERROR: i32 = 2; // opentelemetry.proto.trace.v1.Status.StatusCode.STATUS_CODE_ERROR
+    let failed = |spans: &[Received], service: &str, name: &str| {
+        named(spans, service, name).into_iter().find_map(|r| {
+            let status = r.span.status.as_ref()?;
+            (status.code == ERROR).then(|| status.message.clone())
+        })
+    };
+    let open = collector
+        .wait_for("a failed gateway.open", |spans| {
+            failed(spans, "codraft-gateway", "gateway.open")
+        })
+        .await;
+    let join = collector
+        .wait_for("a failed docnode.join", |spans| {
+            failed(spans, "codraft-docnode", "docnode.join")
+        })
+        .await;
+    assert!(open.contains("ResourceExhausted"), "{open}");
+    assert!(join.contains("ResourceExhausted"), "{join}");
+    // The session that worked is not marked.
+    let ok = collector.spans();
+    let fine = named(&ok, "codraft-gateway", "gateway.open")
+        .into_iter()
+        .filter(|r| r.span.status.as_ref().is_none_or(|s| s.code != ERROR))
+        .count();
+    assert!(fine >= 1, "the successful open is marked as failed too");
+    first.close().await;
+    cluster.assert_no_panic();
+}

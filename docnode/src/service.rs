@@ -225,7 +225,7 @@ impl pb::doc_node_server::DocNode for DocNodeService {
             rpc.service = "codraft.docnode.v1.DocNode",
             rpc.method = "Session",
             otel.status_code = tracing::field::Empty,
-            otel.status_message = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
             document = %open.document_id,
             conn
         );
@@ -234,7 +234,7 @@ impl pb::doc_node_server::DocNode for DocNodeService {
         if let Err(status) = &joined {
             span.record("otel.status_code", "ERROR");
             span.record(
-                "otel.status_message",
+                "otel.status_description",
                 format!("{:?}: {}", status.code(), status.message()),
             );
         }

@@ -93,7 +93,7 @@ pub async fn relay(
         rpc.method = "Session",
         server.address = tracing::field::Empty,
         otel.status_code = tracing::field::Empty,
-        otel.status_message = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
         document = %request.document_id,
     );
     let open = pb::Open {
@@ -377,7 +377,7 @@ pub async fn relay(
             rpc.method = "Session",
             server.address = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
-            otel.status_message = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
             document = %document,
             resume = point.log,
         );
@@ -448,7 +448,7 @@ fn server_address(node: &str) -> String {
 fn failed(span: &tracing::Span, status: &tonic::Status) {
     span.record("otel.status_code", "ERROR");
     span.record(
-        "otel.status_message",
+        "otel.status_description",
         format!("{:?}: {}", status.code(), status.message()),
     );
 }

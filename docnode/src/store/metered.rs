@@ -31,7 +31,7 @@ macro_rules! store_span {
             db.operation.name = $operation,
             server.address = $store.address.as_deref(),
             otel.status_code = Empty,
-            otel.status_message = Empty
+            otel.status_description = Empty
         )
     };
 }
@@ -68,7 +68,7 @@ impl MeteredStore {
     ) -> Result<T, StoreError> {
         if let Err(error) = &result {
             span.record("otel.status_code", "ERROR");
-            span.record("otel.status_message", error.to_string());
+            span.record("otel.status_description", error.to_string());
             let kind = match error {
                 StoreError::Unavailable(_) => "unavailable",
                 StoreError::Conflict { .. } => "conflict",
