@@ -23,15 +23,17 @@ fn main() {
         .filter(|c| !c.trim().is_empty())
         .or_else(|| git(&["rev-parse", "--short=12", "HEAD"]))
         .unwrap_or_else(|| "unknown".to_owned());
-    // Rebuild when HEAD moves (a new commit or a checkout), so the label never goes stale.
-    for path in ["HEAD", "refs/heads"] {
-        if let Some(file) = git(&["rev-parse", "--git-path", path]) {
-            println!("cargo:rerun-if-changed={file}");
-        }
-    }
-    if let Some(reference) = git(&["symbolic-ref", "-q", "HEAD"]) {
-        if let Some(file) = git(&["rev-parse", "--git-path", &reference]) {
-            println!("cargo:rerun-if-changed={file}");
+    // Rebuild when HEAD moves (a checkout, or a commit on the current branch), so the label
+    // never goes stale; and only then: other branches' commits must not rebuild the
+    // workspace. Paths that do not exist (a packed ref) are left out, since Cargo reruns
+    // the script on every build for a missing one.
+    let mut watched = vec!["HEAD".to_owned(), "packed-refs".to_owned()];
+    watched.extend(git(&["symbolic-ref", "-q", "HEAD"]));
+    for path in watched {
+        if let Some(file) = git(&["rev-parse", "--git-path", &path]) {
+            if std::path::Path::new(&file).exists() {
+                println!("cargo:rerun-if-changed={file}");
+            }
         }
     }
     println!("cargo:rustc-env=CODRAFT_COMMIT={commit}");
