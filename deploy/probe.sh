@@ -6,15 +6,22 @@
 # Asks the process in this container for PATH (default /readyz) over plain HTTP on
 # 127.0.0.1 and exits 0 only on a 200 answer. It needs nothing but bash (its /dev/tcp), so
 # the runtime image carries no curl or wget. The port comes from the same variables the
-# binaries read: PORT for the gateway and standalone (default 3030), the port of ADMIN_ADDR
-# for a docnode (default 9090). Kubernetes does not use this: the chart declares httpGet
-# probes on the same endpoints.
+# binaries read: the port of ADMIN_ADDR when set (the gateway and standalone serve their
+# health there, and only there, when it is), else PORT for the gateway and standalone
+# (default 3030); a docnode always has ADMIN_ADDR (default 9090). Kubernetes does not use
+# this: the chart declares httpGet probes on the same endpoints.
 set -euo pipefail
 
 role=${1:?usage: codraft-probe gateway|docnode|standalone [PATH]}
 path=${2:-/readyz}
 case $role in
-  gateway | standalone) port=${PORT:-3030} ;;
+  gateway | standalone)
+    if [[ -n ${ADMIN_ADDR:-} ]]; then
+      port=${ADMIN_ADDR##*:}
+    else
+      port=${PORT:-3030}
+    fi
+    ;;
   docnode)
     admin=${ADMIN_ADDR:-127.0.0.1:9090}
     port=${admin##*:}

@@ -8,7 +8,13 @@ runs them and counts). Needs the packages in deploy/requirements-ci.txt: helm-py
                                                      OUT_DIR/core/*.yaml (built-in kinds)
                                                      and OUT_DIR/crd/*.yaml (ServiceMonitor)
     validate.py helm-reject                          bad values are refused
-    validate.py servicemonitor DIR                   ServiceMonitors against a CRD subset schema
+    validate.py crds DIR                             ServiceMonitor, PrometheusRule, HTTPRoute
+                                                     against subsets of their CRD schemas
+    validate.py dashboard OUT_RULES                  the Grafana dashboard parses; writes each
+                                                     PromQL expression of it into OUT_RULES (a
+                                                     rules file for `promtool check rules`)
+    validate.py metric-names                         every codraft series the alerts and the
+                                                     dashboard use is documented
     validate.py compose                              docker-compose.yml <-> configs consistency
     validate.py otel                                 deploy/otel-collector.yaml structure
     validate.py nginx                                deploy/nginx.conf required directives
@@ -117,7 +123,10 @@ def helm_render(values_arg: str, out_dir: str) -> int:
         for i, doc in enumerate(docs):
             kind = doc["kind"]
             name = doc["metadata"]["name"]
-            folder = "crd" if doc["apiVersion"].startswith("monitoring.coreos.com/") else "core"
+            # Custom resources (Prometheus Operator, Gateway API): kubernetes-validate has no
+            # schema for them, so `crds` checks them against subsets of their CRDs.
+            custom = ("monitoring.coreos.com/", "gateway.networking.k8s.io/")
+            folder = "crd" if doc["apiVersion"].startswith(custom) else "core"
             path = out / folder / f"{kind.lower()}-{name}-{i}.yaml"
             path.write_text(yaml.safe_dump(doc, sort_keys=False))
             objects.append(doc)
@@ -280,6 +289,155 @@ def check_invariants(objects: list[dict[str, Any]]) -> None:
                 expect(endpoint["port"] in port_names,
                        f"ServiceMonitor/{monitor['metadata']['name']} scrapes port {endpoint['port']!r} its Service lacks")
 
+    check_admin_ports(by_kind, deployment, statefulset, gw, gw_config)
+    check_identity(by_kind, workloads)
+    check_network_policies(by_kind, deployment, statefulset)
+    check_monitoring(by_kind)
+    check_helm_test(by_kind)
+
+
+def ports_of(container: dict[str, Any]) -> dict[str, int]:
+    return {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+
+
+def check_admin_ports(by_kind: dict[str, list[dict[str, Any]]], deployment: dict[str, Any],
+                      statefulset: dict[str, Any], gw: dict[str, Any], gw_config: dict[str, str]) -> None:
+    """Health and metrics live on the admin ports; nothing public routes to them."""
+    gw_ports = ports_of(gw)
+    expect("admin" in gw_ports, f"gateway ports are {sorted(gw_ports)}, want http and admin")
+    expect(gw_config.get("ADMIN_ADDR") == f"0.0.0.0:{gw_ports.get('admin')}",
+           f"gateway ADMIN_ADDR {gw_config.get('ADMIN_ADDR')!r} does not listen on its admin port")
+    expect(gw_ports.get("admin") != gw_ports.get("http"), "gateway admin port is its public port")
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        port = gw.get(probe, {}).get("httpGet", {}).get("port")
+        expect(port == "admin", f"gateway {probe} uses port {port!r}, want the admin port")
+    gateway_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    services = {s["metadata"]["name"]: s for s in by_kind.get("Service", [])}
+    public = {name: {p["name"]: p for p in svc["spec"]["ports"]} for name, svc in services.items()
+              if matches(svc["spec"]["selector"], gateway_labels)}
+    for ingress in by_kind.get("Ingress", []):
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                port = path["backend"]["service"].get("port", {})
+                expect(port.get("name") == "http", f"Ingress routes to port {port}, want the http port only")
+    for route in by_kind.get("HTTPRoute", []):
+        expect(bool(route["spec"].get("parentRefs")), "HTTPRoute has no parentRefs")
+        for rule in route["spec"]["rules"]:
+            for ref in rule["backendRefs"]:
+                ports = public.get(ref["name"])
+                expect(ports is not None, f"HTTPRoute backend {ref['name']!r} is not the gateway Service")
+                if ports:
+                    expect(ref.get("port") == ports.get("http", {}).get("port"),
+                           f"HTTPRoute routes to port {ref.get('port')}, want the Service's http port")
+    for name, ports in public.items():
+        expect("admin" in ports, f"Service/{name} has no admin port for the ServiceMonitor")
+
+
+def check_identity(by_kind: dict[str, list[dict[str, Any]]], workloads: list[dict[str, Any]]) -> None:
+    """Pods run as the chart's ServiceAccount (or a named one) with no API token."""
+    accounts = {a["metadata"]["name"] for a in by_kind.get("ServiceAccount", [])}
+    for w in workloads:
+        spec = pod_spec(w)
+        name = f"{w['kind']}/{w['metadata']['name']}"
+        expect(spec.get("automountServiceAccountToken") is False, f"{name} mounts an API token")
+        account = spec.get("serviceAccountName")
+        expect(bool(account), f"{name} names no ServiceAccount")
+        if accounts:
+            expect(account in accounts, f"{name} runs as {account!r}, which the chart does not create")
+        container = spec["containers"][0]
+        env = env_of(container)
+        key_file = env.get("JWT_PUBLIC_KEY_FILE", {}).get("value")
+        if key_file:
+            volumes = {v["name"]: v for v in spec.get("volumes", [])}
+            mounted = [m for m in container.get("volumeMounts", [])
+                       if key_file.startswith(m["mountPath"].rstrip("/") + "/")]
+            expect(len(mounted) == 1, f"{name}: JWT_PUBLIC_KEY_FILE {key_file} is not on a mounted volume")
+            for m in mounted:
+                expect("secret" in volumes.get(m["name"], {}), f"{name}: the JWT key volume is not a Secret")
+                expect(m.get("readOnly") is True, f"{name}: the JWT key is mounted writable")
+        if "JWT_SECRET" in env:
+            expect("secretKeyRef" in env["JWT_SECRET"].get("valueFrom", {}), f"{name}: JWT_SECRET is not from a Secret")
+        mounts = {m["name"] for m in container.get("volumeMounts", [])}
+        volumes = {v["name"] for v in spec.get("volumes", [])}
+        expect(mounts <= volumes, f"{name} mounts volumes it does not declare: {sorted(mounts - volumes)}")
+
+
+def selects(policy: dict[str, Any], labels: dict[str, str]) -> bool:
+    return matches(policy["spec"]["podSelector"].get("matchLabels", {}), labels)
+
+
+def check_network_policies(by_kind: dict[str, list[dict[str, Any]]], deployment: dict[str, Any],
+                           statefulset: dict[str, Any]) -> None:
+    """Gateways reach docnodes; nothing but gateways reaches the docnodes' gRPC port."""
+    policies = by_kind.get("NetworkPolicy", [])
+    if not policies:
+        return
+    gateway_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    docnode_labels = statefulset["spec"]["template"]["metadata"]["labels"]
+    for labels, component in ((gateway_labels, "gateway"), (docnode_labels, "docnode")):
+        own = [p for p in policies if selects(p, labels)]
+        expect(len(own) == 1, f"{len(own)} NetworkPolicies select the {component}s, want 1")
+        for p in own:
+            expect(set(p["spec"].get("policyTypes", [])) == {"Ingress", "Egress"},
+                   f"NetworkPolicy/{p['metadata']['name']} does not restrict both directions")
+    for p in policies:
+        if not selects(p, docnode_labels):
+            continue
+        for rule in p["spec"].get("ingress", []):
+            ports = {port.get("port") for port in rule.get("ports", [])}
+            expect(bool(ports), f"NetworkPolicy/{p['metadata']['name']}: an ingress rule opens every port")
+            if "grpc" in ports:
+                peers = rule.get("from", [])
+                expect(len(peers) > 0 and all(
+                    set(peer) == {"podSelector"} and matches(peer["podSelector"]["matchLabels"], gateway_labels)
+                    for peer in peers), "docnode gRPC is reachable from more than the gateways")
+            expect(ports <= {"grpc", "admin"}, f"docnodes accept traffic on {sorted(ports)}")
+    gw_egress = [r for p in policies if selects(p, gateway_labels) for r in p["spec"].get("egress", [])]
+    grpc = statefulset["spec"]["template"]["spec"]["containers"][0]
+    grpc_port = ports_of(grpc).get("grpc")
+    expect(any(any(port.get("port") == grpc_port for port in r.get("ports", []))
+               and any(matches(peer.get("podSelector", {}).get("matchLabels", {}), docnode_labels)
+                       for peer in r.get("to", []))
+               for r in gw_egress), "gateways may not reach the docnodes' gRPC port")
+
+
+def check_monitoring(by_kind: dict[str, list[dict[str, Any]]]) -> None:
+    """The PrometheusRule and the dashboard ConfigMap carry the repository's files unchanged."""
+    for monitor in by_kind.get("ServiceMonitor", []):
+        for endpoint in monitor["spec"]["endpoints"]:
+            expect(endpoint.get("port") == "admin", f"ServiceMonitor/{monitor['metadata']['name']} scrapes {endpoint.get('port')!r}, not the admin port")
+    rules_file = yaml.safe_load((CHART / "files" / "prometheus-rules.yaml").read_text())
+    for rule in by_kind.get("PrometheusRule", []):
+        expect(rule["spec"] == rules_file, "the PrometheusRule differs from files/prometheus-rules.yaml")
+    dashboard = json.loads((CHART / "files" / "grafana-dashboard.json").read_text())
+    for cm in by_kind.get("ConfigMap", []):
+        data = cm.get("data", {})
+        if "grafana-dashboard.json" in data:
+            expect(json.loads(data["grafana-dashboard.json"]) == dashboard,
+                   "the dashboard ConfigMap differs from files/grafana-dashboard.json")
+            expect(cm["metadata"].get("labels", {}).get("grafana_dashboard") == "1",
+                   "the dashboard ConfigMap lacks the sidecar's grafana_dashboard label")
+
+
+def check_helm_test(by_kind: dict[str, list[dict[str, Any]]]) -> None:
+    """`helm test` opens a document through the gateway Service."""
+    tests = [p for p in by_kind.get("Pod", [])
+             if p["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"]
+    expect(len(tests) == 1, f"{len(tests)} helm test pods, want 1")
+    for pod in tests:
+        container = pod["spec"]["containers"][0]
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        gateway_services = [s for s in by_kind.get("Service", [])
+                            if s["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "gateway"]
+        hosts = {f"{s['metadata']['name']}.{NAMESPACE}.svc." for s in gateway_services}
+        expect(any(str(env.get("HOST", "")).startswith(h) for h in hosts),
+               f"the test pod dials {env.get('HOST')!r}, not the gateway Service")
+        ports = {str(p["port"]) for s in gateway_services for p in s["spec"]["ports"] if p["name"] == "http"}
+        expect(env.get("PORT") in ports, f"the test pod dials port {env.get('PORT')!r}, not the Service's http port")
+        expect("/api/socket/" in " ".join(container.get("args", [])), "the test pod does not open a document socket")
+        expect(container.get("securityContext", {}).get("readOnlyRootFilesystem") is True,
+               "the test pod's root filesystem is writable")
+
 
 def helm_reject() -> int:
     """Values the chart must refuse, and how."""
@@ -293,6 +451,11 @@ def helm_reject() -> int:
         ("a DATABASE_URL that is not postgres://", {"database": {"url": "mysql://x@y/z"}}),
         ("a grace period not above SHUTDOWN_TIMEOUT_SECS",
          {"docnode": {"shutdownTimeoutSecs": 30, "terminationGracePeriodSeconds": 30}}),
+        ("JWT on without a Secret holding the key", {"auth": {"jwt": {"enabled": True}}}),
+        ("an unknown JWT algorithm", {"auth": {"jwt": {"algorithm": "none"}}}),
+        ("an HTTPRoute attached to no Gateway", {"gateway": {"httpRoute": {"enabled": True}}}),
+        ("a NetworkPolicy egress port of 0", {"networkPolicy": {"enabled": True, "postgres": {"port": 0}}}),
+        ("a priorityClassName that is not a name", {"docnode": {"priorityClassName": "Not A Name"}}),
     ]
     for label, values in cases:
         try:
@@ -371,15 +534,216 @@ SERVICE_MONITOR_SCHEMA: dict[str, Any] = {
 }
 
 
-def servicemonitor(directory: str) -> int:
+DURATION = "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
+OBJECT_META: dict[str, Any] = SERVICE_MONITOR_SCHEMA["properties"]["metadata"]
+
+# The part of the Prometheus Operator's PrometheusRule CRD the chart uses.
+PROMETHEUS_RULE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "PrometheusRule"},
+        "metadata": OBJECT_META,
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "groups": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "rules"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "name": {"type": "string", "minLength": 1},
+                            "interval": {"type": "string", "pattern": DURATION},
+                            "rules": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "required": ["expr"],
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "alert": {"type": "string"},
+                                        "record": {"type": "string"},
+                                        "expr": {"type": ["string", "integer"]},
+                                        "for": {"type": "string", "pattern": DURATION},
+                                        "keep_firing_for": {"type": "string", "pattern": DURATION},
+                                        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                                        "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+                                    },
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+# The part of the Gateway API's HTTPRoute (gateway.networking.k8s.io/v1) the chart uses.
+HTTP_ROUTE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"const": "gateway.networking.k8s.io/v1"},
+        "kind": {"const": "HTTPRoute"},
+        "metadata": OBJECT_META,
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "parentRefs": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": 32,
+                    "items": {
+                        "type": "object",
+                        "required": ["name"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "group": {"type": "string"},
+                            "kind": {"type": "string"},
+                            "namespace": {"type": "string"},
+                            "name": {"type": "string", "minLength": 1, "maxLength": 253},
+                            "sectionName": {"type": "string"},
+                            "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                        },
+                    },
+                },
+                "hostnames": {"type": "array", "maxItems": 16, "items": {"type": "string", "pattern": r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"}},
+                "rules": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "matches": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "path": {
+                                            "type": "object",
+                                            "additionalProperties": False,
+                                            "properties": {
+                                                "type": {"enum": ["Exact", "PathPrefix", "RegularExpression"]},
+                                                "value": {"type": "string", "pattern": "^/"},
+                                            },
+                                        },
+                                    },
+                                },
+                            },
+                            "backendRefs": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "required": ["name", "port"],
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "name": {"type": "string", "minLength": 1},
+                                        "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                                        "weight": {"type": "integer", "minimum": 0},
+                                    },
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+CRD_SCHEMAS: dict[str, dict[str, Any]] = {
+    "ServiceMonitor": SERVICE_MONITOR_SCHEMA,
+    "PrometheusRule": PROMETHEUS_RULE_SCHEMA,
+    "HTTPRoute": HTTP_ROUTE_SCHEMA,
+}
+
+
+def crds(directory: str) -> int:
     files = sorted(Path(directory).glob("*.yaml"))
-    validator = jsonschema.Draft7Validator(SERVICE_MONITOR_SCHEMA)
+    kinds: dict[str, int] = {}
     for path in files:
         doc = yaml.safe_load(path.read_text())
-        for error in validator.iter_errors(doc):
+        schema = CRD_SCHEMAS.get(doc.get("kind"))
+        if schema is None:
+            problem(f"{path.name}: no schema for kind {doc.get('kind')!r}")
+            continue
+        kinds[doc["kind"]] = kinds.get(doc["kind"], 0) + 1
+        for error in jsonschema.Draft7Validator(schema).iter_errors(doc):
             where = ".".join(str(p) for p in error.absolute_path)
             problem(f"{path.name}: {where}: {error.message}")
-    print(f"  {len(files)} ServiceMonitor(s) checked")
+    print("  checked " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())))
+    return finish()
+
+
+# ------------------------------------------------------------------------------ dashboards, rules
+
+DASHBOARD = CHART / "files" / "grafana-dashboard.json"
+RULES = CHART / "files" / "prometheus-rules.yaml"
+# Grafana's own variables, replaced by what they stand for so promtool can parse the query.
+GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h"}
+
+
+def dashboard_queries(board: dict[str, Any]) -> list[tuple[str, str]]:
+    """(panel title, PromQL) of every target, rows' nested panels included."""
+    queries = []
+    panels = list(board.get("panels", []))
+    while panels:
+        panel = panels.pop(0)
+        panels.extend(panel.get("panels", []))
+        for target in panel.get("targets", []):
+            queries.append((panel.get("title", "?"), target.get("expr", "")))
+    return queries
+
+
+def dashboard(out_rules: str) -> int:
+    board = json.loads(DASHBOARD.read_text())
+    expect(bool(board.get("uid")) and bool(board.get("title")), "the dashboard has no uid or title")
+    ids: list[int] = []
+    panels = list(board.get("panels", []))
+    while panels:
+        panel = panels.pop(0)
+        panels.extend(panel.get("panels", []))
+        ids.append(panel.get("id"))
+        if panel.get("type") != "row":
+            expect(bool(panel.get("targets")), f"panel {panel.get('title')!r} has no query")
+            expect(panel.get("datasource", {}).get("uid") == "${datasource}",
+                   f"panel {panel.get('title')!r} does not use the datasource variable")
+    expect(len(ids) == len(set(ids)), "panel ids repeat")
+    rules = []
+    for i, (title, expr) in enumerate(dashboard_queries(board)):
+        expect(bool(expr.strip()), f"panel {title!r} has an empty query")
+        for variable, value in GRAFANA_VARIABLES.items():
+            expr = expr.replace(variable, value)
+        expect("$" not in expr, f"panel {title!r} uses a variable promtool cannot stand in for: {expr}")
+        rules.append({"record": f"codraft:dashboard_query:{i}", "expr": expr})
+    Path(out_rules).write_text(yaml.safe_dump({"groups": [{"name": "dashboard-queries", "rules": rules}]}, sort_keys=False))
+    print(f"  {len(ids)} panels, {len(rules)} queries written to {out_rules} for promtool")
+    return finish()
+
+
+def metric_names() -> int:
+    """Every codraft series the alerts and the dashboard name is in docs/operations.md, so a
+    renamed series cannot silently break an alert or a panel."""
+    docs = (ROOT / "docs" / "operations.md").read_text()
+    rules = yaml.safe_load(RULES.read_text())
+    exprs = [str(r["expr"]) for g in rules["groups"] for r in g["rules"]]
+    exprs += [e for _, e in dashboard_queries(json.loads(DASHBOARD.read_text()))]
+    used: set[str] = set()
+    for expr in exprs:
+        for name in re.findall(r"\b((?:codraft|process)_[a-z0-9_]+)", expr):
+            used.add(re.sub(r"_(bucket|sum|count)$", "", name))
+    for name in sorted(used):
+        expect(f"`{name}`" in docs, f"{name} is used by an alert or panel but not documented in docs/operations.md")
+    print(f"  {len(used)} series used by alerts and dashboard, all documented")
     return finish()
 
 
@@ -456,7 +820,27 @@ def compose() -> int:
         if build:
             expect((ROOT / build.get("context", ".") / build.get("dockerfile", "Dockerfile")).exists(),
                    f"{name}: Dockerfile {build.get('dockerfile')} does not exist")
-    print(f"  {len(docnodes)} docnodes, {len(gateways)} gateways, DOCNODES and nginx upstreams agree")
+    # Metrics: every gateway and docnode serves its admin port, and Prometheus scrapes
+    # exactly those, with the chart's rules file; Grafana gets the chart's dashboard.
+    for wanted in ("prometheus", "grafana"):
+        expect(wanted in services, f"no {wanted} service")
+    for name, svc in gateways.items():
+        admin = svc.get("environment", {}).get("ADMIN_ADDR", "")
+        expect(admin.startswith("0.0.0.0:"), f"{name}: ADMIN_ADDR {admin!r} does not listen on all interfaces")
+    admin_targets = {f"{n}:{s.get('environment', {}).get('ADMIN_ADDR', '').rsplit(':', 1)[-1]}"
+                     for n, s in {**gateways, **docnodes}.items()}
+    prometheus_config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    scraped = {t for job in prometheus_config.get("scrape_configs", []) if job.get("job_name", "").startswith("codraft")
+               for sc in job.get("static_configs", []) for t in sc.get("targets", [])}
+    expect(scraped == admin_targets, f"Prometheus scrapes {sorted(scraped)}, want the admin ports {sorted(admin_targets)}")
+    mounts = " ".join(str(v) for v in services.get("prometheus", {}).get("volumes", []))
+    expect("helm/codraft/files/prometheus-rules.yaml" in mounts, "Prometheus does not load the chart's rules file")
+    for rule_file in prometheus_config.get("rule_files", []):
+        expect(rule_file in mounts, f"Prometheus loads {rule_file}, which is not mounted")
+    mounts = " ".join(str(v) for v in services.get("grafana", {}).get("volumes", []))
+    expect("helm/codraft/files/grafana-dashboard.json" in mounts, "Grafana does not load the chart's dashboard")
+    print(f"  {len(docnodes)} docnodes, {len(gateways)} gateways, DOCNODES and nginx upstreams agree;"
+          f" Prometheus scrapes {len(scraped)} admin ports")
     return finish()
 
 
@@ -523,7 +907,9 @@ COMMANDS: dict[str, Callable[..., int]] = {
     "helm-lint": helm_lint,
     "helm-render": helm_render,
     "helm-reject": helm_reject,
-    "servicemonitor": servicemonitor,
+    "crds": crds,
+    "dashboard": dashboard,
+    "metric-names": metric_names,
     "compose": compose,
     "otel": otel,
     "nginx": nginx,

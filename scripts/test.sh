@@ -17,6 +17,8 @@ need_apt=()
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v docker-compose >/dev/null || need_apt+=(docker-compose)
 command -v node >/dev/null || need_apt+=(nodejs npm)
+# promtool, for the alert rules and dashboard queries (deploy/check.sh).
+command -v promtool >/dev/null || need_apt+=(prometheus)
 if ((${#need_apt[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq

@@ -2,9 +2,14 @@
 //! docnode through the same gRPC contract as in a cluster, over in-process pipes; documents
 //! live in the embedded file store under DATA_DIR. With no configuration it serves the editor
 //! at http://localhost:3030.
+//!
+//! The admin port is off unless ADMIN_ADDR is given explicitly (the docnode's default,
+//! 127.0.0.1:9090, is not taken here: a laptop run should not claim a second port, and two
+//! standalone processes on one machine should not collide on it). Off, the public port keeps
+//! `/healthz` and `/readyz`, and `/metrics` is not served.
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{parser::ValueSource, CommandFactory, FromArgMatches, Parser};
 use codraft_common::TelemetryConfig;
 use codraft_docnode::{Docnode, DocnodeConfig};
 use codraft_gateway::{server::docnode_client, Gateway, GatewayConfig, Ring, RingNode};
@@ -23,7 +28,14 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let admin_addr = match matches.value_source("admin_addr") {
+        Some(ValueSource::EnvVariable | ValueSource::CommandLine) => matches
+            .get_one::<std::net::SocketAddr>("admin_addr")
+            .copied(),
+        _ => None,
+    };
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // Kept to the end: dropping it exports the spans still queued.
     let telemetry = codraft_common::telemetry::init(&cli.telemetry, "codraft")?;
     let node_id = cli.docnode.node_id();
@@ -38,7 +50,8 @@ async fn main() -> anyhow::Result<()> {
     // One registry for both halves: the gateway's `/metrics` shows the docnode's series too.
     let gateway = Gateway::with_ring(cli.gateway, ring)
         .with_auth_from_config()?
-        .with_metrics_registry(docnode.metrics_registry().clone());
+        .with_metrics_registry(docnode.metrics_registry().clone())
+        .with_admin_addr(admin_addr);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(gateway.serve(async {
         let _ = stop_rx.await;

@@ -9,6 +9,7 @@ use codraft_testkit::{
     cluster::Cluster,
     editing::{assert_each_token_once, finish_typists, type_tokens, unique_document, Typist},
     http::{http_get, metric},
+    ports::free_port,
 };
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -161,7 +162,14 @@ async fn two_docnodes_that_both_claim_a_document_cannot_both_commit() {
 /// clients (no client id, so they could not resume by themselves) included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rolling_restart_under_load_loses_nothing_and_closes_no_socket() {
-    let mut cluster = Cluster::start(3, 1).await;
+    let admin = format!("127.0.0.1:{}", free_port());
+    let mut cluster = Cluster::start_with(
+        3,
+        1,
+        |_, _| Vec::new(),
+        |_, _| vec![("ADMIN_ADDR".to_owned(), admin.clone())],
+    )
+    .await;
     let bases = vec![cluster.ws(0)];
     let documents: Vec<String> = (0..6)
         .map(|i| unique_document(&format!("roll{i}")))
@@ -192,7 +200,7 @@ async fn a_rolling_restart_under_load_loses_nothing_and_closes_no_socket() {
     }
     let port = cluster.gateways[0].ready_port;
     let reconnects = finish_typists(port, &documents, tasks).await;
-    let (_, metrics) = http_get(port, "/metrics").await;
+    let (_, metrics) = http_get(cluster.gateways[0].health_port(), "/metrics").await;
     let moved = metric(&metrics, "codraft_gateway_moves_total{outcome=\"moved\"}");
     eprintln!("connections moved: {moved}, reconnects: {reconnects}");
     assert!(

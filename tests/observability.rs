@@ -18,7 +18,10 @@ use codraft_testkit::{
     client::{Client, ClientError, Options},
     cluster::{Cluster, Setup},
     http::http_get,
+    ports::free_port,
+    process::{Binary, Process},
     standalone::Standalone,
+    tempdir::TempDir,
 };
 use opentelemetry_proto::tonic::{
     collector::trace::v1::{
@@ -137,6 +140,23 @@ fn otel_env(endpoint: &str) -> Vec<(String, String)> {
     ]
 }
 
+/// The string value of a span attribute.
+fn attribute(span: &Span, key: &str) -> Option<String> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+        .map(|v| match v {
+            AnyValue::StringValue(s) => s.clone(),
+            other => format!("{other:?}"),
+        })
+}
+
+/// Trace ids as the collector gets them (bytes) and as log lines carry them (hex).
+fn hex(id: &[u8]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn named<'a>(spans: &'a [Received], service: &str, name: &str) -> Vec<&'a Received> {
     spans
         .iter()
@@ -147,7 +167,11 @@ fn named<'a>(spans: &'a [Received], service: &str, name: &str) -> Vec<&'a Receiv
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_edit_is_one_trace_across_gateway_and_docnode() {
     let (collector, endpoint) = Collector::start().await;
-    let env = |_: usize, _: &Setup| otel_env(&endpoint);
+    let env = |_: usize, _: &Setup| {
+        let mut env = otel_env(&endpoint);
+        env.push(("LOG_FORMAT".into(), "json".into()));
+        env
+    };
     let cluster = Cluster::start_with(1, 1, env, env).await;
     let document = doc("traced");
     let mut client = Client::connect(&cluster.ws(0), &document, Options::default())
@@ -224,6 +248,70 @@ async fn one_edit_is_one_trace_across_gateway_and_docnode() {
         .await;
     assert_eq!(join.parent_span_id, open.span_id);
 
+    // The spans speak the OpenTelemetry semantic conventions.
+    for (span, kind) in [(&open, "gateway.open"), (&join, "docnode.join")] {
+        assert_eq!(
+            attribute(span, "rpc.system").as_deref(),
+            Some("grpc"),
+            "{kind}"
+        );
+        assert_eq!(
+            attribute(span, "rpc.method").as_deref(),
+            Some("Session"),
+            "{kind}"
+        );
+        assert_eq!(
+            attribute(span, "rpc.service").as_deref(),
+            Some("codraft.docnode.v1.DocNode"),
+            "{kind}"
+        );
+    }
+    assert_eq!(
+        attribute(&open, "server.address").as_deref(),
+        Some("127.0.0.1")
+    );
+    let commit = collector
+        .wait_for("store.commit", |spans| {
+            named(spans, "codraft-docnode", "store.commit")
+                .first()
+                .map(|r| r.span.clone())
+        })
+        .await;
+    assert_eq!(
+        attribute(&commit, "db.system.name").as_deref(),
+        Some("postgresql")
+    );
+    assert_eq!(
+        attribute(&commit, "db.operation.name").as_deref(),
+        Some("commit")
+    );
+    assert_eq!(
+        attribute(&commit, "server.address").as_deref(),
+        Some("127.0.0.1")
+    );
+
+    // JSON log lines written inside a traced span carry its ids: the docnode's "group
+    // commit" line names the trace and span of a group_commit span the collector received.
+    let logged = collector
+        .wait_for("a group commit log line with trace ids", |spans| {
+            let log = cluster.docnodes[0].log();
+            log.lines()
+                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+                .filter(|line| line["fields"]["message"] == "group commit")
+                .find_map(|line| {
+                    let (trace_id, span_id) =
+                        (line["trace_id"].as_str()?, line["span_id"].as_str()?);
+                    named(spans, "codraft-docnode", "group_commit")
+                        .into_iter()
+                        .find(|r| {
+                            hex(&r.span.trace_id) == trace_id && hex(&r.span.span_id) == span_id
+                        })
+                        .map(|_| trace_id.to_owned())
+                })
+        })
+        .await;
+    assert_eq!(logged.len(), 32);
+
     // Every span of the edit's trace comes from one of the two services, and both are there.
     let services: HashSet<String> = collector
         .spans()
@@ -283,11 +371,13 @@ fn assert_documented(families: &[String]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn both_services_expose_the_documented_metrics_after_traffic() {
+    let admin = format!("127.0.0.1:{}", free_port());
     // A tight edit budget, so one client can be rate-limited on purpose.
     let gateway_env = |_: usize, _: &Setup| {
         vec![
             ("EDITS_PER_SECOND".to_owned(), "1".to_owned()),
             ("EDIT_BURST".to_owned(), "1".to_owned()),
+            ("ADMIN_ADDR".to_owned(), admin.clone()),
         ]
     };
     let cluster = Cluster::start_with(1, 1, |_, _| Vec::new(), gateway_env).await;
@@ -320,8 +410,15 @@ async fn both_services_expose_the_documented_metrics_after_traffic() {
     assert_closed(&mut flood).await;
 
     // The writer is still connected while the pages are read.
-    let gateway_page = http_get(cluster.gateways[0].ready_port, "/metrics").await.1;
+    let gateway_page = http_get(cluster.gateways[0].health_port(), "/metrics")
+        .await
+        .1;
     let docnode_page = http_get(cluster.docnodes[0].ready_port, "/metrics").await.1;
+    // With an admin port, the public port serves the editor and the API only.
+    for path in ["/metrics", "/readyz", "/healthz"] {
+        let (status, _) = http_get(cluster.gateways[0].ready_port, path).await;
+        assert_eq!(status, 404, "public port serves {path}");
+    }
     let gateway = samples(&gateway_page);
     let docnode = samples(&docnode_page);
     assert_positive(
@@ -353,8 +450,33 @@ async fn both_services_expose_the_documented_metrics_after_traffic() {
             "codraft_commit_batch_documents_count",
             "codraft_commit_duration_seconds_count",
             "codraft_document_load_duration_seconds_count",
+            "codraft_db_pool_max_connections",
+            "codraft_db_pool_connections",
         ],
     );
+    // Both services describe their process and their build.
+    for (service, page) in [("gateway", &gateway), ("docnode", &docnode)] {
+        assert_positive(
+            page,
+            service,
+            &[
+                "process_resident_memory_bytes",
+                "process_open_fds",
+                "process_max_fds",
+                "process_start_time_seconds",
+            ],
+        );
+        let build = page
+            .keys()
+            .find(|k| k.starts_with("codraft_build_info{"))
+            .unwrap_or_else(|| panic!("{service} has no codraft_build_info"));
+        assert!(
+            build.contains("version=\"0.1.0\"") && build.contains("commit=\""),
+            "{build}"
+        );
+        assert_eq!(page.get(build), Some(&1.0));
+    }
+    assert_eq!(docnode.get("codraft_db_pool_waiting"), Some(&0.0));
     // Present (and zero) while nothing went wrong.
     for series in [
         "codraft_membership_heartbeat_failures_total",
@@ -386,15 +508,26 @@ async fn assert_closed(client: &mut Client) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn standalone_metrics_show_gateway_and_docnode_series_once() {
-    let server = Standalone::start().await;
+    let admin = format!("127.0.0.1:{}", free_port());
+    let server = Standalone::start_with(&[("ADMIN_ADDR", &admin)]).await;
     let document = doc("standalone-metrics");
     let mut client = Client::connect(&server.ws(), &document, Options::default())
         .await
         .expect("client joins");
     client.insert(0, "one process").await.expect("edit sent");
     client.settle(WAIT).await.expect("edit acknowledged");
-    let (status, page) = server.get("/metrics").await;
+    assert_eq!(
+        server.get("/metrics").await.0,
+        404,
+        "metrics on the public port"
+    );
+    let admin_port = server.process.health_port();
+    let (status, page) = http_get(admin_port, "/metrics").await;
     assert_eq!(status, 200);
+    assert_eq!(
+        http_get(admin_port, "/healthz").await,
+        (200, "ok".to_owned())
+    );
     let declared = families(&page);
     let unique: HashSet<&String> = declared.iter().collect();
     assert_eq!(unique.len(), declared.len(), "a family is declared twice");
@@ -409,9 +542,119 @@ async fn standalone_metrics_show_gateway_and_docnode_series_once() {
             "codraft_documents_loaded",
             "codraft_edits_committed_total",
             "codraft_commit_duration_seconds_count",
+            "process_resident_memory_bytes",
+            "process_open_fds",
         ],
     );
     assert_documented(&declared);
     client.close().await;
     server.assert_no_panic();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_an_admin_port_health_stays_public_and_metrics_are_not_served() {
+    let server = Standalone::start().await;
+    assert_eq!(server.get("/healthz").await, (200, "ok".to_owned()));
+    let (status, body) = server.get("/readyz").await;
+    assert_eq!((status, body.as_str()), (200, "ready: 1 docnodes"));
+    assert_eq!(server.get("/metrics").await.0, 404);
+    assert!(
+        server.log().contains("ADMIN_ADDR is not set"),
+        "the log does not say why /metrics is off:\n{}",
+        server.log()
+    );
+    server.assert_no_panic();
+}
+
+/// A docnode that advertises a loopback address while DOCNODES names another host starts, but
+/// says at once that gateways elsewhere cannot reach it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_docnode_advertising_loopback_in_a_multi_host_cluster_warns_at_start() {
+    let dir = TempDir::new("codraft-unroutable");
+    let (grpc, admin) = (free_port(), free_port());
+    let env = [
+        ("NODE_ID", "dn0".to_owned()),
+        ("DOCNODE_ADDR", format!("127.0.0.1:{grpc}")),
+        ("ADMIN_ADDR", format!("127.0.0.1:{admin}")),
+        ("DATA_DIR", dir.path().join("store").display().to_string()),
+        (
+            "DOCNODES",
+            format!("dn0=http://127.0.0.1:{grpc},dn1=http://docnode-1.example:50051"),
+        ),
+    ];
+    let env = env.map(|(k, v)| (k.to_owned(), v)).to_vec();
+    let mut docnode = Process::new(
+        "docnode dn0",
+        Binary::Docnode.path(),
+        env,
+        dir.path(),
+        admin,
+    );
+    docnode.start().await;
+    let log = docnode.log();
+    let warning = log
+        .lines()
+        .find(|line| line.contains("WARN") && line.contains("advertises"))
+        .unwrap_or_else(|| panic!("no warning about the advertised address:\n{log}"));
+    assert!(
+        warning.contains(&format!("http://127.0.0.1:{grpc}"))
+            && warning.contains("docnode-1.example")
+            && warning.contains("ADVERTISE_ADDR"),
+        "{warning}"
+    );
+    docnode.terminate().await;
+}
+
+/// A session the docnode refuses (here: it may load one document and a second is asked for)
+/// is a failed trace on both sides: the spans carry the error status and the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_session_marks_its_spans_as_errors() {
+    let (collector, endpoint) = Collector::start().await;
+    let docnode_env = |_: usize, _: &Setup| {
+        let mut env = otel_env(&endpoint);
+        env.push(("MAX_LOADED_DOCUMENTS".into(), "1".into()));
+        env
+    };
+    let gateway_env = |_: usize, _: &Setup| otel_env(&endpoint);
+    let cluster = Cluster::start_with(1, 1, docnode_env, gateway_env).await;
+    let mut first = Client::connect(&cluster.ws(0), &doc("loaded"), Options::default())
+        .await
+        .expect("the first document loads");
+    first.insert(0, "x").await.expect("edit sent");
+    first.settle(WAIT).await.expect("edit acknowledged");
+    // Refused by the docnode: the gateway closes the socket (4503) once it is open, or the
+    // client sees the close while joining; either way no session exists.
+    if let Ok(mut second) =
+        Client::connect(&cluster.ws(0), &doc("refused"), Options::default()).await
+    {
+        assert_closed(&mut second).await;
+    }
+    const ERROR: i32 = 2; // opentelemetry.proto.trace.v1.Status.StatusCode.STATUS_CODE_ERROR
+    let failed = |spans: &[Received], service: &str, name: &str| {
+        named(spans, service, name).into_iter().find_map(|r| {
+            let status = r.span.status.as_ref()?;
+            (status.code == ERROR).then(|| status.message.clone())
+        })
+    };
+    let open = collector
+        .wait_for("a failed gateway.open", |spans| {
+            failed(spans, "codraft-gateway", "gateway.open")
+        })
+        .await;
+    let join = collector
+        .wait_for("a failed docnode.join", |spans| {
+            failed(spans, "codraft-docnode", "docnode.join")
+        })
+        .await;
+    assert!(open.contains("ResourceExhausted"), "{open}");
+    assert!(join.contains("ResourceExhausted"), "{join}");
+    // The session that worked is not marked.
+    let ok = collector.spans();
+    let fine = named(&ok, "codraft-gateway", "gateway.open")
+        .into_iter()
+        .filter(|r| r.span.status.as_ref().is_none_or(|s| s.code != ERROR))
+        .count();
+    assert!(fine >= 1, "the successful open is marked as failed too");
+    first.close().await;
+    cluster.assert_no_panic();
 }

@@ -8,6 +8,7 @@ use codraft_testkit::{
     client::{Client, Options},
     cluster::{Cluster, Setup},
     http::{http_get, metric},
+    ports::free_port,
     proxy::Proxy,
     redis::require_redis,
 };
@@ -195,7 +196,14 @@ async fn presence_api_lists_live_users_and_forgets_vanished_ones_within_the_ttl(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn after_a_failover_clients_see_cursors_without_anyone_resending() {
-    let mut cluster = Cluster::start(2, 2).await;
+    let admin = [free_port(), free_port()];
+    let mut cluster = Cluster::start_with(
+        2,
+        2,
+        |_, _| Vec::new(),
+        |i, _| vec![("ADMIN_ADDR".to_owned(), format!("127.0.0.1:{}", admin[i]))],
+    )
+    .await;
     let document = doc("failover");
     let owner = if codraft_common::ring::owner(["dn0", "dn1"], &document) == Some("dn0") {
         0
@@ -259,7 +267,7 @@ async fn after_a_failover_clients_see_cursors_without_anyone_resending() {
     );
     let mut moved = 0.0;
     for gateway in &cluster.gateways {
-        let (_, page) = http_get(gateway.ready_port, "/metrics").await;
+        let (_, page) = http_get(gateway.health_port(), "/metrics").await;
         moved += metric(&page, "codraft_gateway_moves_total{outcome=\"moved\"}");
     }
     assert_eq!(moved, 2.0, "both connections were moved, not reconnected");

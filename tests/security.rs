@@ -10,7 +10,9 @@ use std::time::Duration;
 use codraft_testkit::{
     client::{Client, ClientError, Event, Options},
     editing::{expect_close, unique_document},
+    http::http_get,
     jwt::{in_an_hour, token},
+    ports::free_port,
     standalone::Standalone,
 };
 use futures::{SinkExt, StreamExt};
@@ -46,9 +48,13 @@ async fn close_code(url: &str) -> u16 {
     }
 }
 
-/// The value of an unlabelled series on the standalone server's `/metrics`.
+/// The value of an unlabelled series on the standalone server's `/metrics` (its admin port).
 async fn metric(server: &Standalone, name: &str) -> f64 {
-    let (status, page) = server.get("/metrics").await;
+    let port = server
+        .process
+        .admin_port
+        .expect("start the server with ADMIN_ADDR to read its metrics");
+    let (status, page) = http_get(port, "/metrics").await;
     assert_eq!(status, 200);
     page.lines()
         .find_map(|line| {
@@ -453,6 +459,9 @@ async fn slow_client_server(grace_ms: &str, extra: &[(&str, &str)]) -> Standalon
         ("EDIT_BURST", "100000"),
         ("WRITE_WAIT_SECS", "600"),
     ];
+    // The metrics these tests read are on the admin port.
+    let admin = format!("127.0.0.1:{}", free_port());
+    env.push(("ADMIN_ADDR", &admin));
     env.extend_from_slice(extra);
     Standalone::start_with(&env).await
 }

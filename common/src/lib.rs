@@ -1,8 +1,10 @@
 //! What the gateway and the docnode both need, in one small crate: how logs and traces are
-//! set up ([`telemetry`]), how Prometheus series are served ([`metrics`]), who the live
+//! set up ([`telemetry`]), how Prometheus series are kept ([`metrics`]) and served on the admin
+//! port with health and readiness ([`admin`]), who the live
 //! docnodes are ([`membership`]), who is in a document ([`presence`], kept in Redis), and which of them owns a document ([`ring`]). Each module
 //! owns one concept; nothing else belongs here.
 
+pub mod admin;
 pub mod ids;
 pub mod membership;
 pub mod metrics;

@@ -1,5 +1,6 @@
-//! Prometheus plumbing both services share: rendering a registry as the text format, and a
-//! counter read from an atomic at scrape time.
+//! Prometheus plumbing both services share: rendering a registry as the text format, a
+//! counter read from an atomic at scrape time, and the series every codraft process exports
+//! whatever its role ([`register_process`]: `process_*` and `codraft_build_info`).
 //!
 //! Each process has one [`prometheus::Registry`]; the gateway and the docnode register their
 //! own series in it. Standalone mode hands the docnode's registry to the gateway, so its one
@@ -33,6 +34,39 @@ pub fn render(registry: &Registry) -> String {
         out.clear();
     }
     String::from_utf8(out).unwrap_or_default()
+}
+
+/// The version every binary of this build reports.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The git commit of this build (`unknown` outside a git checkout; see common/build.rs).
+pub const COMMIT: &str = env!("CODRAFT_COMMIT");
+
+/// Registers the series that describe the process rather than its work: `process_*` (CPU,
+/// resident memory, open and maximum file descriptors, threads, start time; Linux only) and
+/// `codraft_build_info{version,commit}` (always 1, to join on or to spot a mixed rollout).
+/// Registering them twice in one registry (standalone mode, where the gateway and the docnode
+/// share one) is not an error: the second call finds them there and leaves them.
+pub fn register_process(registry: &Registry) -> prometheus::Result<()> {
+    let build = prometheus::IntGaugeVec::new(
+        prometheus::Opts::new(
+            "codraft_build_info",
+            "The running build: always 1, labelled with its version and git commit.",
+        ),
+        &["version", "commit"],
+    )?;
+    build.with_label_values(&[VERSION, COMMIT]).set(1);
+    let collectors: Vec<Box<dyn Collector>> = vec![
+        Box::new(build),
+        #[cfg(target_os = "linux")]
+        Box::new(prometheus::process_collector::ProcessCollector::for_self()),
+    ];
+    for collector in collectors {
+        match registry.register(collector) {
+            Ok(()) | Err(prometheus::Error::AlreadyReg) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
 }
 
 /// A counter whose value is an [`AtomicU64`] kept by someone else (e.g. a store's own
@@ -96,5 +130,32 @@ mod tests {
         let text = render(&registry);
         assert!(text.contains("# TYPE codraft_test_total counter"), "{text}");
         assert!(text.contains("codraft_test_total 5"), "{text}");
+    }
+
+    #[test]
+    fn process_and_build_series_register_once_even_when_asked_twice() {
+        let registry = Registry::new();
+        register_process(&registry).expect("first registration");
+        register_process(&registry).expect("a second registration is a no-op");
+        let text = render(&registry);
+        let build = format!("codraft_build_info{{commit=\"{COMMIT}\",version=\"{VERSION}\"}} 1");
+        assert!(text.contains(&build), "{text}");
+        assert_eq!(
+            text.matches("# TYPE codraft_build_info gauge").count(),
+            1,
+            "{text}"
+        );
+        #[cfg(target_os = "linux")]
+        for name in [
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_max_fds",
+            "process_cpu_seconds_total",
+        ] {
+            assert!(
+                text.contains(&format!("# TYPE {name}")),
+                "{name} missing: {text}"
+            );
+        }
     }
 }

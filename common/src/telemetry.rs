@@ -2,7 +2,9 @@
 //!
 //! Logs go to standard error, human-readable by default and one JSON object per line with
 //! `LOG_FORMAT=json` (what log shippers on Kubernetes want). `RUST_LOG` filters them as usual
-//! and defaults to `info`.
+//! and defaults to `info`. While traces are exported, a JSON line logged inside a traced span
+//! carries that span's `trace_id` and `span_id` ([`TraceIds`]), so a log search leads to the
+//! trace and a trace to its log lines.
 //!
 //! Traces are exported over OTLP/gRPC when the standard `OTEL_EXPORTER_OTLP_ENDPOINT` (or
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, and are off otherwise, so a laptop run pays
@@ -20,7 +22,10 @@
 
 use std::{
     collections::HashMap,
-    sync::atomic::{AtomicBool, Ordering},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, OnceLock,
+    },
 };
 
 use clap::{Args, ValueEnum};
@@ -30,11 +35,17 @@ use opentelemetry::{
     Key,
 };
 use opentelemetry_sdk::{propagation::TraceContextPropagator, trace::SdkTracerProvider, Resource};
+use tracing::{dispatcher::WeakDispatch, Dispatch};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{
     filter::{LevelFilter, Targets},
-    fmt,
+    fmt::{
+        self,
+        format::{FormatEvent, FormatFields, Writer},
+        FmtContext,
+    },
     prelude::*,
+    registry::LookupSpan,
     EnvFilter,
 };
 
@@ -156,17 +167,46 @@ pub fn init(
     config: &TelemetryConfig,
     service: &'static str,
 ) -> Result<TelemetryGuard, TelemetryError> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = match config.log_format {
-        LogFormat::Text => fmt::layer().with_writer(std::io::stderr).boxed(),
-        LogFormat::Json => fmt::layer().json().with_writer(std::io::stderr).boxed(),
-    };
     let provider = if otlp_configured() {
         Some(tracer_provider(service)?)
     } else {
         None
     };
-    let traces = provider.as_ref().map(|provider| {
+    let dispatch = dispatch(
+        config.log_format,
+        provider.as_ref().map(|p| p.tracer(service)),
+        std::io::stderr,
+    );
+    // Also routes the `log` crate's records (from dependencies) into the subscriber.
+    tracing_subscriber::util::SubscriberInitExt::init(dispatch);
+    EXPORTING.store(provider.is_some(), Ordering::Relaxed);
+    Ok(TelemetryGuard { provider })
+}
+
+/// The subscriber [`init`] installs, writing log lines to `writer` and, given a tracer,
+/// exporting spans through it. Public for tests, which install it for a scope only.
+pub fn dispatch<W>(
+    format: LogFormat,
+    tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+    writer: W,
+) -> Dispatch
+where
+    W: for<'w> fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let me = Arc::new(OnceLock::new());
+    let logs = match format {
+        LogFormat::Text => fmt::layer().with_writer(writer).boxed(),
+        LogFormat::Json => fmt::layer()
+            .json()
+            .event_format(TraceIds {
+                inner: fmt::format().json(),
+                dispatch: Arc::clone(&me),
+            })
+            .with_writer(writer)
+            .boxed(),
+    };
+    let traces = tracer.map(|tracer| {
         // The exporter's own transport must not trace itself into a feedback loop.
         let spans = Targets::new()
             .with_default(LevelFilter::INFO)
@@ -176,15 +216,82 @@ pub fn init(
             .with_target("tower", LevelFilter::OFF)
             .with_target("opentelemetry", LevelFilter::OFF);
         tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer(service))
+            .with_tracer(tracer)
             .with_filter(spans)
     });
-    tracing_subscriber::registry()
-        .with(logs.with_filter(filter))
-        .with(traces)
-        .init();
-    EXPORTING.store(provider.is_some(), Ordering::Relaxed);
-    Ok(TelemetryGuard { provider })
+    let dispatch = Dispatch::new(
+        tracing_subscriber::registry()
+            .with(logs.with_filter(filter))
+            .with(traces),
+    );
+    // The formatter asks the subscriber for span contexts; a weak reference, so the
+    // subscriber does not keep itself alive.
+    let _ = me.set(dispatch.downgrade());
+    dispatch
+}
+
+/// A JSON event format that puts the W3C trace and span ids of the innermost traced span
+/// first on the line (`{"trace_id":"…","span_id":"…",…}`), then whatever `inner` writes.
+///
+/// The ids come from the OpenTelemetry layer through the subscriber itself, which the
+/// formatter reaches by a weak [`Dispatch`] set once the subscriber is built: inside an
+/// event the "current dispatcher" is not reachable.
+pub struct TraceIds<F> {
+    inner: F,
+    dispatch: Arc<OnceLock<WeakDispatch>>,
+}
+
+impl<F> TraceIds<F> {
+    /// The ids of the innermost span of the event's scope that is traced, if any.
+    fn ids<S, N>(&self, ctx: &FmtContext<'_, S, N>) -> Option<(String, String)>
+    where
+        S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+        N: for<'a> FormatFields<'a> + 'static,
+    {
+        let dispatch = self.dispatch.get()?.upgrade()?;
+        let scope = ctx.event_scope()?;
+        for span in scope {
+            let Some(context) = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch)
+            else {
+                continue;
+            };
+            let span = context.span();
+            let ids = span.span_context();
+            if ids.is_valid() {
+                return Some((ids.trace_id().to_string(), ids.span_id().to_string()));
+            }
+        }
+        None
+    }
+}
+
+impl<S, N, F> FormatEvent<S, N> for TraceIds<F>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let Some((trace_id, span_id)) = self.ids(ctx) else {
+            return self.inner.format_event(ctx, writer, event);
+        };
+        let mut line = String::new();
+        self.inner
+            .format_event(ctx, Writer::new(&mut line), event)?;
+        // The JSON format writes one object per line: splice the ids in after its `{`.
+        match line.strip_prefix('{') {
+            Some(rest) => write!(
+                writer,
+                "{{\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\",{rest}"
+            ),
+            None => writer.write_str(&line),
+        }
+    }
 }
 
 /// The W3C trace context (`traceparent`, `tracestate`) of `span`, for a frame bound for another
@@ -228,3 +335,78 @@ pub fn add_links(span: &tracing::Span, links: impl IntoIterator<Item = SpanLink>
 /// A span another span can link to; opaque so callers need no OpenTelemetry types.
 #[derive(Debug, Clone)]
 pub struct SpanLink(SpanContext);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Log lines written into memory.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Lines {
+        fn json(&self) -> Vec<serde_json::Value> {
+            let bytes = self.0.lock().map(|b| b.clone()).unwrap_or_default();
+            String::from_utf8_lossy(&bytes)
+                .lines()
+                .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+                .collect()
+        }
+    }
+
+    #[test]
+    fn json_lines_inside_a_traced_span_carry_its_trace_and_span_ids() {
+        let provider = SdkTracerProvider::builder().build();
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let dispatch = dispatch(LogFormat::Json, Some(provider.tracer("test")), move || {
+            writer.clone()
+        });
+        let (trace_id, span_id) = tracing::dispatcher::with_default(&dispatch, || {
+            tracing::info!("outside any span");
+            let span = tracing::info_span!("docnode.edit", document = "d");
+            let _entered = span.enter();
+            tracing::info!(revision = 3, "inside");
+            let context = span.context();
+            let ids = context.span().span_context().clone();
+            (ids.trace_id().to_string(), ids.span_id().to_string())
+        });
+        let lines = lines.json();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].get("trace_id").is_none(), "{:?}", lines[0]);
+        assert_eq!(lines[1]["trace_id"], trace_id.as_str(), "{:?}", lines[1]);
+        assert_eq!(lines[1]["span_id"], span_id.as_str(), "{:?}", lines[1]);
+        assert_eq!(trace_id.len(), 32);
+        assert_eq!(lines[1]["fields"]["message"], "inside");
+        assert_eq!(lines[1]["span"]["name"], "docnode.edit");
+    }
+
+    #[test]
+    fn json_lines_without_trace_export_are_plain() {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let dispatch = dispatch(LogFormat::Json, None, move || writer.clone());
+        tracing::dispatcher::with_default(&dispatch, || {
+            let span = tracing::info_span!("gateway.open");
+            let _entered = span.enter();
+            tracing::info!("inside");
+        });
+        let lines = lines.json();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].get("trace_id").is_none(), "{:?}", lines[0]);
+    }
+}

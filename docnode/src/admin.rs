@@ -1,11 +1,13 @@
-//! The docnode's admin HTTP endpoints: liveness, readiness and Prometheus metrics.
+//! The docnode's admin HTTP endpoints: liveness, readiness and Prometheus metrics, served by
+//! the router both services share (`codraft_common::admin`) with the docnode's own idea of
+//! "ready".
 //!
 //! These are for the orchestrator and the metrics scraper only; clients never reach them.
-//! In standalone mode the gateway serves the same registry on its own `/metrics` instead.
+//! In standalone mode the process serves the same registry on its own admin port instead.
 
 use std::sync::Arc;
 
-use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Router};
+use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::{metrics::DocnodeMetrics, registry::Registry, store::Store};
@@ -25,11 +27,8 @@ pub struct AdminState {
 
 /// The admin router.
 pub fn router(state: AdminState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(state)
+    let registry = state.metrics.registry().clone();
+    codraft_common::admin::router(registry, readiness(state))
 }
 
 /// Serves the admin router on `listener` until `shutdown` resolves.
@@ -38,33 +37,23 @@ pub async fn serve(
     state: AdminState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    codraft_common::admin::serve(listener, router(state), shutdown).await
 }
 
 /// Ready means: registered in the membership (when on) and the store answers.
-async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
-    if let Some(registered) = &state.registered {
-        if !*registered.borrow() {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not registered in the membership (is Redis reachable?)".to_owned(),
-            );
-        }
-    }
-    match state.store.document_count().await {
-        Ok(_) => (StatusCode::OK, "ready".to_owned()),
-        Err(error) => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
-    }
-}
-
-async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            codraft_common::metrics::CONTENT_TYPE,
-        )],
-        codraft_common::metrics::render(state.metrics.registry()),
-    )
+pub fn readiness(state: AdminState) -> codraft_common::admin::Readiness {
+    Arc::new(move || {
+        let state = state.clone();
+        Box::pin(async move {
+            if let Some(registered) = &state.registered {
+                if !*registered.borrow() {
+                    return Err("not registered in the membership (is Redis reachable?)".to_owned());
+                }
+            }
+            match state.store.document_count().await {
+                Ok(_) => Ok("ready".to_owned()),
+                Err(error) => Err(error.to_string()),
+            }
+        })
+    })
 }

@@ -1,8 +1,13 @@
 //! Docnode settings: environment variables with matching command-line flags.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
 
 use clap::Args;
+use codraft_common::membership::{Member, MembershipConfig};
 
 /// Everything a docnode can be told at start-up.
 #[derive(Debug, Clone, Args)]
@@ -197,6 +202,39 @@ impl DocnodeConfig {
         }
     }
 
+    /// Why gateways elsewhere could not dial the address this docnode advertises, if they
+    /// could not: `0.0.0.0` (or `::`) is nobody's address, and a loopback address is only
+    /// this host's while DOCNODES or REDIS_URL name other hosts (so the cluster spans hosts).
+    /// A docnode started with the DOCNODE_ADDR default and no ADVERTISE_ADDR is the usual
+    /// cause; it starts anyway (a single-host setup is legitimate) but says so.
+    pub fn unroutable_advertisement(&self, membership: &MembershipConfig) -> Option<String> {
+        let url = self.advertise_url();
+        let host = url_host(&url)?;
+        let fix = "set ADVERTISE_ADDR to a name or address gateways can dial \
+                   (e.g. http://docnode-0.docnode:50051)";
+        match classify(&host) {
+            HostKind::Unspecified => Some(format!(
+                "this docnode advertises {url}, which no gateway can dial: {fix}"
+            )),
+            HostKind::Loopback => {
+                let others: Vec<String> = membership
+                    .docnodes
+                    .iter()
+                    .map(|entry| Member::parse(entry).url)
+                    .chain(membership.redis_url.clone())
+                    .filter_map(|url| url_host(&url))
+                    .filter(|host| classify(host) == HostKind::Routable)
+                    .collect();
+                let first = others.first()?;
+                Some(format!(
+                    "this docnode advertises {url}, a loopback address, while the cluster \
+                     names other hosts ({first}): gateways there cannot dial it; {fix}"
+                ))
+            }
+            HostKind::Routable => None,
+        }
+    }
+
     /// This node's identity: NODE_ID, or the host name, or "docnode".
     pub fn node_id(&self) -> String {
         self.node_id.clone().unwrap_or_else(|| {
@@ -211,5 +249,128 @@ impl DocnodeConfig {
                 })
                 .unwrap_or_else(|| "docnode".to_owned())
         })
+    }
+}
+
+/// What an advertised host means to a process on another machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HostKind {
+    /// `0.0.0.0` or `::`: a listen address, never a destination.
+    Unspecified,
+    /// `127.0.0.0/8`, `::1`, `localhost`: this machine only.
+    Loopback,
+    /// Anything else.
+    Routable,
+}
+
+fn classify(host: &str) -> HostKind {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.eq_ignore_ascii_case("localhost") || bare.to_ascii_lowercase().ends_with(".localhost") {
+        return HostKind::Loopback;
+    }
+    match bare.parse::<IpAddr>() {
+        Ok(ip) if ip.is_unspecified() => HostKind::Unspecified,
+        Ok(ip) if ip.is_loopback() => HostKind::Loopback,
+        _ => HostKind::Routable,
+    }
+}
+
+/// The host of a URL such as `http://host:port/path` or `redis://:secret@host:6379/0` (no
+/// user information, no port); `None` for a Unix socket or an empty host.
+fn url_host(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    if scheme.contains("unix") {
+        return None;
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let host = if let Some(end) = authority.find(']') {
+        &authority[..=end]
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    (!host.is_empty()).then(|| host.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        docnode: DocnodeConfig,
+        #[command(flatten)]
+        membership: MembershipConfig,
+    }
+
+    fn warning(args: &[&str]) -> Option<String> {
+        let cli = Cli::try_parse_from(std::iter::once("docnode").chain(args.iter().copied()))
+            .expect("valid flags");
+        cli.docnode.unroutable_advertisement(&cli.membership)
+    }
+
+    #[test]
+    fn an_unspecified_address_is_never_routable() {
+        let w = warning(&["--docnode-addr", "0.0.0.0:50051"]).expect("a warning");
+        assert!(
+            w.contains("http://0.0.0.0:50051") && w.contains("ADVERTISE_ADDR"),
+            "{w}"
+        );
+        assert!(warning(&["--advertise-addr", "[::]:50051"]).is_some());
+    }
+
+    #[test]
+    fn loopback_is_fine_while_everything_else_is_on_this_host() {
+        assert_eq!(warning(&[]), None);
+        assert_eq!(
+            warning(&[
+                "--docnodes",
+                "a=http://127.0.0.1:50051,b=http://localhost:50052",
+                "--redis-url",
+                "redis://127.0.0.1:6379",
+            ]),
+            None
+        );
+    }
+
+    #[test]
+    fn loopback_is_unroutable_when_docnodes_or_redis_name_other_hosts() {
+        let w = warning(&[
+            "--docnodes",
+            "a=http://127.0.0.1:50051,b=http://dn-1.dn:50051",
+        ])
+        .expect("a warning");
+        assert!(w.contains("dn-1.dn") && w.contains("loopback"), "{w}");
+        let w = warning(&["--redis-url", "rediss://:secret@cache.example.com:6380/0"])
+            .expect("a warning");
+        assert!(
+            w.contains("cache.example.com") && !w.contains("secret"),
+            "{w}"
+        );
+    }
+
+    #[test]
+    fn a_routable_advertisement_needs_no_warning() {
+        assert_eq!(
+            warning(&[
+                "--docnode-addr",
+                "0.0.0.0:50051",
+                "--advertise-addr",
+                "http://dn-0.dn:50051",
+                "--redis-url",
+                "redis://redis:6379",
+            ]),
+            None
+        );
+    }
+
+    #[test]
+    fn hosts_are_read_from_urls() {
+        assert_eq!(url_host("http://[::1]:5").as_deref(), Some("[::1]"));
+        assert_eq!(url_host("redis://u:p@h:1/0").as_deref(), Some("h"));
+        assert_eq!(url_host("redis+unix:///run/redis.sock"), None);
+        assert_eq!(url_host("dn:50051").as_deref(), Some("dn"));
     }
 }

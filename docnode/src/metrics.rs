@@ -13,7 +13,7 @@ use prometheus::{
     PullingGauge, Registry,
 };
 
-use crate::store::Store;
+use crate::store::{PoolStatus, Store};
 
 /// The docnode's series. Cheap to share: every field is a handle to shared state.
 pub struct DocnodeMetrics {
@@ -231,6 +231,47 @@ impl DocnodeMetrics {
             let store = Arc::clone(store);
             let counter = AtomicCounter::from_fn(name, help, move || read(&*store))?;
             self.registry.register(Box::new(counter))?;
+        }
+        if store.pool_status().is_some() {
+            self.register_pool(store)?;
+        }
+        Ok(())
+    }
+
+    /// Adds gauges of the store's connection pool, read at scrape time: a pool that stays
+    /// full with callers waiting is the first sign of a store too slow for the load.
+    fn register_pool(&self, store: &Arc<dyn Store>) -> prometheus::Result<()> {
+        type Read = fn(&PoolStatus) -> usize;
+        let gauges: [(&str, &str, Read); 4] = [
+            (
+                "codraft_db_pool_max_connections",
+                "Most connections the store's pool opens (DATABASE_POOL_SIZE).",
+                |p| p.max,
+            ),
+            (
+                "codraft_db_pool_connections",
+                "Connections the store's pool holds open, in use or idle.",
+                |p| p.open,
+            ),
+            (
+                "codraft_db_pool_idle_connections",
+                "Open connections idle in the store's pool.",
+                |p| p.idle,
+            ),
+            (
+                "codraft_db_pool_waiting",
+                "Callers waiting for a connection from the store's pool.",
+                |p| p.waiting,
+            ),
+        ];
+        for (name, help, read) in gauges {
+            let store = Arc::clone(store);
+            let gauge = PullingGauge::new(
+                name,
+                help,
+                Box::new(move || store.pool_status().map_or(0.0, |p| read(&p) as f64)),
+            )?;
+            self.registry.register(Box::new(gauge))?;
         }
         Ok(())
     }

@@ -164,6 +164,7 @@ impl Docnode {
         ownership: &crate::ownership::Ownership,
     ) -> prometheus::Result<Arc<DocnodeMetrics>> {
         let metrics = DocnodeMetrics::register(registry)?;
+        codraft_common::metrics::register_process(registry)?;
         metrics.register_store(store)?;
         metrics.register_membership(ownership.view())?;
         Ok(metrics)

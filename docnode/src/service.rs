@@ -231,11 +231,24 @@ impl pb::doc_node_server::DocNode for DocNodeService {
         let span = info_span!(
             "docnode.join",
             otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.service = "codraft.docnode.v1.DocNode",
+            rpc.method = "Session",
+            otel.status_code = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
             document = %open.document_id,
             conn
         );
         telemetry::set_remote_parent(&span, &open.trace_context);
-        let (handle, inbox) = self.join(&open, conn).instrument(span).await?;
+        let joined = self.join(&open, conn).instrument(span.clone()).await;
+        if let Err(status) = &joined {
+            span.record("otel.status_code", "ERROR");
+            span.record(
+                "otel.status_description",
+                format!("{:?}: {}", status.code(), status.message()),
+            );
+        }
+        let (handle, inbox) = joined?;
         debug!(document = %open.document_id, conn, "joined");
         tokio::spawn(async move {
             while let Ok(Some(frame)) = inbound.message().await {

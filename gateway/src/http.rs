@@ -1,5 +1,6 @@
-//! The gateway's HTTP routes: the web client, the WebSocket, the small JSON API, health and
-//! Prometheus metrics.
+//! The gateway's HTTP routes: the web client, the WebSocket and the small JSON API on the
+//! public port; readiness for the admin port (`codraft_common::admin`), where health and
+//! Prometheus metrics live, out of reach of whatever fronts the public port.
 
 use std::{
     net::SocketAddr,
@@ -12,7 +13,7 @@ use std::{
 
 use axum::{
     extract::{ConnectInfo, Path, Query, State, WebSocketUpgrade},
-    http::{header, HeaderMap, StatusCode},
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
     Json, Router,
@@ -91,7 +92,7 @@ impl AppState {
     }
 }
 
-/// All routes.
+/// The public routes: the editor and the API, nothing for operators.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(assets::index))
@@ -100,9 +101,6 @@ pub fn router(state: AppState) -> Router {
         .route("/api/socket/{id}", get(socket_route))
         .route("/api/text/{id}", get(text_route))
         .route("/api/stats", get(stats_route))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_route))
         .with_state(state)
 }
 
@@ -321,19 +319,16 @@ async fn stats_route(State(state): State<AppState>) -> Response {
     Json(stats).into_response()
 }
 
-async fn readyz(State(state): State<AppState>) -> Response {
-    match state.routes.ring().nodes().len() {
-        0 => (StatusCode::SERVICE_UNAVAILABLE, "no docnode known").into_response(),
-        n => format!("ready: {n} docnodes").into_response(),
-    }
-}
-
-/// `GET /metrics`: every series of the process's registry (in standalone mode the
-/// docnode's too), in the Prometheus text format.
-async fn metrics_route(State(state): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, codraft_common::metrics::CONTENT_TYPE)],
-        codraft_common::metrics::render(state.metrics.registry()),
-    )
-        .into_response()
+/// Ready means: the membership view holds at least one docnode to route to.
+pub fn readiness(state: &AppState) -> codraft_common::admin::Readiness {
+    let routes = Arc::clone(&state.routes);
+    Arc::new(move || {
+        let docnodes = routes.ring().nodes().len();
+        Box::pin(async move {
+            match docnodes {
+                0 => Err("no docnode known".to_owned()),
+                n => Ok(format!("ready: {n} docnodes")),
+            }
+        })
+    })
 }

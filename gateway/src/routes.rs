@@ -37,6 +37,8 @@ pub struct Session {
     pub outbound: mpsc::Sender<pb::ClientFrame>,
     /// The docnode's id or URL, for logs.
     pub node: String,
+    /// The docnode's gRPC URL (for the span's `server.address`), when known.
+    pub url: Option<String>,
 }
 
 /// What to do after a refused attempt.
@@ -171,10 +173,17 @@ impl Routes {
                 }
             })
             .await?;
+        // A redirect names the owner by URL; the ring by id.
+        let url = if node.contains("://") {
+            Some(node.clone())
+        } else {
+            self.ring.borrow().node(&node).map(|n| n.url.clone())
+        };
         Ok(Session {
             inbound,
             outbound,
             node,
+            url,
         })
     }
 }

@@ -1,4 +1,10 @@
-//! Runs the gateway's HTTP server and builds its view of the docnodes.
+//! Runs the gateway's HTTP servers and builds its view of the docnodes.
+//!
+//! Two ports: the public one (PORT) serves the editor and the API; the admin one
+//! (ADMIN_ADDR, when set) serves `/metrics`, `/healthz` and `/readyz`. Without ADMIN_ADDR the
+//! public port keeps `/healthz` and `/readyz` (so probes and the README's single command work)
+//! and `/metrics` is not served at all: metrics are never one Ingress rule away from the
+//! internet.
 
 use std::{future::Future, net::SocketAddr};
 
@@ -25,6 +31,9 @@ pub enum GatewayError {
     /// The HTTP port could not be bound.
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
+    /// The admin port could not be bound.
+    #[error("cannot listen on ADMIN_ADDR {0}: {1}")]
+    BindAdmin(SocketAddr, std::io::Error),
     /// The JWT settings are unusable.
     #[error("{0}")]
     Auth(String),
@@ -46,6 +55,8 @@ pub struct Gateway {
     auth: Auth,
     /// Where the gateway's series go; `/metrics` renders all of it.
     metrics: prometheus::Registry,
+    /// The admin port (ADMIN_ADDR), if any.
+    admin_addr: Option<SocketAddr>,
 }
 
 /// Routes served beside the gateway's own, built over its state (so they can use its
@@ -128,6 +139,7 @@ impl Gateway {
             extra: None,
             auth: Auth::open(),
             metrics: prometheus::Registry::new(),
+            admin_addr: None,
         }
     }
 
@@ -154,6 +166,13 @@ impl Gateway {
         self
     }
 
+    /// Serves `/metrics`, `/healthz` and `/readyz` on `addr` (ADMIN_ADDR) instead of the
+    /// public port; `None` keeps health on the public port and serves no metrics.
+    pub fn with_admin_addr(mut self, addr: Option<SocketAddr>) -> Self {
+        self.admin_addr = addr;
+        self
+    }
+
     /// A gateway that routes over a membership view (DOCNODES or Redis discovery).
     pub fn with_view(config: GatewayConfig, view: watch::Receiver<View>) -> Self {
         Self {
@@ -163,10 +182,11 @@ impl Gateway {
             extra: None,
             auth: Auth::open(),
             metrics: prometheus::Registry::new(),
+            admin_addr: None,
         }
     }
 
-    /// Serves HTTP until `shutdown` resolves.
+    /// Serves HTTP (and the admin port, if set) until `shutdown` resolves.
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -174,26 +194,55 @@ impl Gateway {
         let addr = SocketAddr::new(self.config.bind, self.config.port);
         let listener = listen(addr).map_err(|e| GatewayError::Bind(addr, e))?;
         let local = listener.local_addr().unwrap_or(addr);
-        info!(addr = %local, docnodes = self.ring.borrow().nodes().len(), "gateway serving");
+        let admin_listener = match self.admin_addr {
+            Some(admin) => Some(
+                TcpListener::bind(admin)
+                    .await
+                    .map_err(|e| GatewayError::BindAdmin(admin, e))?,
+            ),
+            None => None,
+        };
+        codraft_common::metrics::register_process(&self.metrics)?;
         let (stop_tx, stopping) = watch::channel(false);
         let state = AppState::new(
             self.ring.clone(),
             self.config.clone(),
             self.auth.clone(),
-            stopping,
+            stopping.clone(),
             &self.metrics,
         )?;
+        let readiness = http::readiness(&state);
         let extra = self.extra.map(|routes| routes(&state));
         let mut app = http::router(state);
         if let Some(extra) = extra {
             app = app.merge(extra);
         }
+        let admin = match admin_listener {
+            Some(listener) => {
+                let admin = listener.local_addr().ok();
+                info!(addr = %local, admin = ?admin, docnodes = self.ring.borrow().nodes().len(), "gateway serving");
+                let router = codraft_common::admin::router(self.metrics.clone(), readiness);
+                let mut stop = stopping.clone();
+                Some(tokio::spawn(codraft_common::admin::serve(
+                    listener,
+                    router,
+                    async move {
+                        let _ = stop.wait_for(|stop| *stop).await;
+                    },
+                )))
+            }
+            None => {
+                info!(addr = %local, docnodes = self.ring.borrow().nodes().len(), "gateway serving; ADMIN_ADDR is not set, so /metrics is off and /healthz, /readyz are on the public port");
+                app = app.merge(codraft_common::admin::health_router(readiness));
+                None
+            }
+        };
         // Nagle's algorithm with delayed ACKs stalls every small frame ~40 ms; browsers turn
         // it off on their side, and so must we (axum 0.8's serve no longer does).
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        axum::serve(
+        let served = axum::serve(
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
@@ -202,6 +251,13 @@ impl Gateway {
             let _ = stop_tx.send(true);
         })
         .await
-        .map_err(GatewayError::Serve)
+        .map_err(GatewayError::Serve);
+        if let Some(admin) = admin {
+            admin
+                .await
+                .map_err(|e| GatewayError::Serve(std::io::Error::other(e)))?
+                .map_err(GatewayError::Serve)?;
+        }
+        served
     }
 }

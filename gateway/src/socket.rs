@@ -82,6 +82,12 @@ pub async fn relay(
         parent: None,
         "gateway.open",
         otel.kind = "client",
+        rpc.system = "grpc",
+        rpc.service = RPC_SERVICE,
+        rpc.method = "Session",
+        server.address = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
         document = %request.document_id,
     );
     let open = pb::Open {
@@ -98,14 +104,24 @@ pub async fn relay(
         mut inbound,
         mut outbound,
         node,
-    } = match routes.open(open).instrument(open_span).await {
-        Ok(session) => session,
+        ..
+    } = match routes.open(open).instrument(open_span.clone()).await {
+        Ok(session) => {
+            open_span.record(
+                "server.address",
+                server_address(session.url.as_deref().unwrap_or(&session.node)),
+            );
+            session
+        }
         Err(status) => {
+            failed(&open_span, &status);
             let (code, reason) = close_for(&status);
             out.close(&metrics, code, &reason).await;
             return;
         }
     };
+    // The open span covers routing and opening the session, not the session's whole life.
+    drop(open_span);
     debug!(document = %request.document_id, %node, "relaying");
     // Said before anything else, so a client never lets a reader type into text that the
     // server will refuse to change.
@@ -360,6 +376,12 @@ pub async fn relay(
             parent: None,
             "gateway.move",
             otel.kind = "client",
+            rpc.system = "grpc",
+            rpc.service = RPC_SERVICE,
+            rpc.method = "Session",
+            server.address = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
             document = %document,
             resume = point.log,
         );
@@ -373,7 +395,7 @@ pub async fn relay(
             made_up_client_id: handoff.made_up(),
         };
         let opened = tokio::select! {
-            opened = routes.open(open).instrument(open_span) => opened,
+            opened = routes.open(open).instrument(open_span.clone()) => opened,
             _ = &mut upstream => return,
             _ = stopping.changed() => {
                 out.close(&metrics, UNAVAILABLE, "gateway restarting; reconnect").await;
@@ -382,6 +404,11 @@ pub async fn relay(
         };
         match opened {
             Ok(session) => {
+                open_span.record(
+                    "server.address",
+                    server_address(session.url.as_deref().unwrap_or(&session.node)),
+                );
+                drop(open_span);
                 inbound = session.inbound;
                 outbound = session.outbound;
                 session_open = true;
@@ -395,6 +422,7 @@ pub async fn relay(
                 debug!(%document, node = %session.node, moves = handoff.moves(), "moved a live connection");
             }
             Err(status) => {
+                failed(&open_span, &status);
                 metrics.moves.with_label_values(&[MOVE_FAILED]).inc();
                 let (code, reason) = close_for(&status);
                 out.close(&metrics, code, &reason).await;
@@ -404,6 +432,31 @@ pub async fn relay(
     }
 }
 
+/// The gRPC service the gateway's client spans call (`rpc.service`).
+const RPC_SERVICE: &str = "codraft.docnode.v1.DocNode";
+
+/// The OpenTelemetry `server.address` of a docnode named by id or by URL: the URL's host, or
+/// the id (a pod name, which is its host name too).
+fn server_address(node: &str) -> String {
+    let Some((_, rest)) = node.split_once("://") else {
+        return node.to_owned();
+    };
+    let authority = rest.split('/').next().unwrap_or(rest);
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host.to_owned(),
+        _ => authority.to_owned(),
+    }
+}
+
+/// Marks a span as failed with the gRPC status that ended it.
+fn failed(span: &tracing::Span, status: &tonic::Status) {
+    span.record("otel.status_code", "ERROR");
+    span.record(
+        "otel.status_description",
+        format!("{:?}: {}", status.code(), status.message()),
+    );
+}
+
 /// The root of an edit's trace; it ends when the edit comes back acknowledged.
 fn edit_span(document: &str, edit: &pb::Edit) -> tracing::Span {
     if telemetry::traces_enabled() {
@@ -411,6 +464,9 @@ fn edit_span(document: &str, edit: &pb::Edit) -> tracing::Span {
             parent: None,
             "gateway.edit",
             otel.kind = "client",
+            rpc.system = "grpc",
+            rpc.service = RPC_SERVICE,
+            rpc.method = "Session",
             document = %document,
             revision = edit.revision,
             seq = edit.seq,
@@ -560,5 +616,20 @@ impl Outgoing {
         if self.tx.send(frame).await.is_ok() {
             self.tx.closed().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_address_is_the_docnode_host() {
+        assert_eq!(
+            server_address("http://dn-0.dn.ns.svc:50051"),
+            "dn-0.dn.ns.svc"
+        );
+        assert_eq!(server_address("https://[::1]:7000/"), "[::1]");
+        assert_eq!(server_address("dn-0"), "dn-0");
     }
 }

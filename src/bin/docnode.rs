@@ -25,6 +25,9 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Kept to the end: dropping it exports the spans still queued.
     let telemetry = codraft_common::telemetry::init(&cli.telemetry, "codraft-docnode")?;
+    if let Some(warning) = cli.docnode.unroutable_advertisement(&cli.membership) {
+        tracing::warn!("{warning}");
+    }
     // The view decides which documents this docnode owns: DOCNODES if given, else the live
     // set in Redis, else (neither) every document.
     let (_keep_view, view) =

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::Parser;
 use codraft_common::membership::{self, MembershipConfig};
-use codraft_common::TelemetryConfig;
+use codraft_common::{admin::AdminConfig, TelemetryConfig};
 use codraft_gateway::{Gateway, GatewayConfig};
 
 /// codraft gateway: relays client WebSockets to the docnodes that own their documents.
@@ -12,6 +12,8 @@ use codraft_gateway::{Gateway, GatewayConfig};
 struct Cli {
     #[command(flatten)]
     gateway: GatewayConfig,
+    #[command(flatten)]
+    admin: AdminConfig,
     #[command(flatten)]
     membership: MembershipConfig,
     #[command(flatten)]
@@ -30,7 +32,9 @@ async fn main() -> anyhow::Result<()> {
     }
     let (_keep_view, view) =
         membership::watch_view(&cli.membership).context("bad membership configuration")?;
-    let mut gateway = Gateway::with_view(cli.gateway, view).with_auth_from_config()?;
+    let mut gateway = Gateway::with_view(cli.gateway, view)
+        .with_auth_from_config()?
+        .with_admin_addr(cli.admin.admin_addr);
     if let Some(presence) = codraft_gateway::presence::redis(&cli.membership) {
         gateway = gateway
             .with_routes(move |state| codraft_gateway::presence::routes(presence, state.clone()));

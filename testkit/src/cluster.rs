@@ -150,7 +150,7 @@ impl Cluster {
     /// Waits until gateway `i` sees `count` docnodes (membership has caught up).
     pub async fn wait_gateway_sees(&self, i: usize, count: usize) {
         let want = format!("ready: {count} docnodes");
-        let http = HttpTarget::loopback(self.gateways[i].ready_port);
+        let http = HttpTarget::loopback(self.gateways[i].health_port());
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok((200, body)) = http.get("/readyz").await {

@@ -124,6 +124,12 @@ impl Binary {
     }
 }
 
+/// The port of ADMIN_ADDR in a process's environment, if it sets one.
+fn admin_port_of(env: &[(String, String)]) -> Option<u16> {
+    let (_, addr) = env.iter().rev().find(|(k, _)| k == "ADMIN_ADDR")?;
+    addr.rsplit_once(':')?.1.parse().ok()
+}
+
 /// One server process: how to start it, and the running child.
 pub struct Process {
     /// A name for logs ("docnode dn0", "gateway gw1").
@@ -134,8 +140,12 @@ pub struct Process {
     env: Vec<(String, String)>,
     /// The file its stderr goes to (appended across restarts).
     log: PathBuf,
-    /// The port whose `/readyz` says the process is ready.
+    /// The port whose `/readyz` says the process is ready (a gateway's or standalone
+    /// server's public port, unless it has an admin port).
     pub ready_port: u16,
+    /// The admin port (ADMIN_ADDR) of a process given one: `/readyz` and `/metrics` are
+    /// there, and a gateway's public port (`ready_port`) serves only the editor and API.
+    pub admin_port: Option<u16>,
     /// What `/readyz` must contain (e.g. a gateway seeing all docnodes).
     ready_body: Option<String>,
     /// The running child, if started and not stopped since.
@@ -152,15 +162,22 @@ impl Process {
         log_dir: &Path,
         ready_port: u16,
     ) -> Self {
+        let admin_port = admin_port_of(&env);
         Self {
             name: name.to_owned(),
             program: program.into(),
             env,
             log: log_dir.join(format!("{}.log", name.replace(' ', "-"))),
             ready_port,
+            admin_port,
             ready_body: None,
             child: None,
         }
+    }
+
+    /// The port serving `/readyz` and `/metrics`.
+    pub fn health_port(&self) -> u16 {
+        self.admin_port.unwrap_or(self.ready_port)
     }
 
     /// Counts the process ready only once its `/readyz` body also contains `body`.
@@ -193,7 +210,7 @@ impl Process {
 
     /// Waits (polling `/readyz`) until the process is ready, at most `within`.
     pub async fn wait_ready(&self, within: Duration) -> Result<(), ProcessError> {
-        let http = HttpTarget::loopback(self.ready_port);
+        let http = HttpTarget::loopback(self.health_port());
         let deadline = tokio::time::Instant::now() + within;
         loop {
             if let Ok((200, body)) = http.get("/readyz").await {

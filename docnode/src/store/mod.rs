@@ -120,6 +120,19 @@ impl StoreCounters {
     }
 }
 
+/// How full a store's connection pool is, for the `codraft_db_pool_*` gauges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Most connections the pool opens (DATABASE_POOL_SIZE).
+    pub max: usize,
+    /// Connections open now, in use or idle.
+    pub open: usize,
+    /// Open connections idle in the pool.
+    pub idle: usize,
+    /// Callers waiting for a connection.
+    pub waiting: usize,
+}
+
 /// Durable storage of documents.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -176,4 +189,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// The store's own counters.
     fn counters(&self) -> &StoreCounters;
+
+    /// The connection pool's state, for stores that pool connections (Postgres).
+    fn pool_status(&self) -> Option<PoolStatus> {
+        None
+    }
+
+    /// The OpenTelemetry `db.system.name` of this store (`postgresql`, `sqlite`).
+    fn db_system(&self) -> &'static str {
+        "other_sql"
+    }
+
+    /// Where the store is, as the OpenTelemetry `server.address` (a host name; empty for an
+    /// embedded store).
+    fn server_address(&self) -> String {
+        String::new()
+    }
 }

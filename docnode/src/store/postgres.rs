@@ -931,4 +931,27 @@ impl Store for PgStore {
     fn counters(&self) -> &StoreCounters {
         &self.counters
     }
+
+    fn pool_status(&self) -> Option<super::PoolStatus> {
+        let status = self.pool.status();
+        Some(super::PoolStatus {
+            max: status.max_size,
+            open: status.size,
+            idle: status.available,
+            waiting: status.waiting,
+        })
+    }
+
+    fn db_system(&self) -> &'static str {
+        "postgresql"
+    }
+
+    fn server_address(&self) -> String {
+        // `target` is host:port/database; the semantic convention wants the host alone.
+        let host_port = self.target.split('/').next().unwrap_or_default();
+        host_port
+            .rsplit_once(':')
+            .map_or(host_port, |(host, _)| host)
+            .to_owned()
+    }
 }

@@ -498,4 +498,8 @@ impl Store for SqliteStore {
     fn counters(&self) -> &StoreCounters {
         &self.counters
     }
+
+    fn db_system(&self) -> &'static str {
+        "sqlite"
+    }
 }

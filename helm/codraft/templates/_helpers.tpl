@@ -146,3 +146,67 @@ MEMBERSHIP_TTL_MS: {{ .Values.membership.ttlMs | quote }}
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/* The ServiceAccount the pods run as. */}}
+{{- define "codraft.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "codraft.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* Whether JWT uses a shared secret (HS*) rather than a public key file. */}}
+{{- define "codraft.jwt.shared" -}}
+{{- if hasPrefix "HS" .Values.auth.jwt.algorithm }}true{{ end }}
+{{- end }}
+
+{{/* Where the JWT public key is mounted. */}}
+{{- define "codraft.jwt.dir" -}}
+/etc/codraft/jwt
+{{- end }}
+
+{{/* JWT settings of the gateway container (env), when auth.jwt.enabled. */}}
+{{- define "codraft.env.jwt" -}}
+{{- if .Values.auth.jwt.enabled }}
+{{- $secret := required "auth.jwt.existingSecret is required when auth.jwt.enabled: the chart takes no key inline" .Values.auth.jwt.existingSecret }}
+{{- if include "codraft.jwt.shared" . }}
+- name: JWT_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ .Values.auth.jwt.secretKey }}
+{{- else }}
+- name: JWT_PUBLIC_KEY_FILE
+  value: {{ printf "%s/%s" (include "codraft.jwt.dir" .) .Values.auth.jwt.publicKeyKey | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Pod-level settings both workloads share: identity and priority. Include with (dict "ctx" $ "priorityClassName" ...). */}}
+{{- define "codraft.podIdentity" -}}
+serviceAccountName: {{ include "codraft.serviceAccountName" .ctx }}
+automountServiceAccountToken: false
+{{- with .priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- end }}
+
+{{/* NetworkPolicy egress rules: DNS, and one port to optional peers (dict "rule" ...). */}}
+{{- define "codraft.networkPolicy.dns" }}
+    # Name resolution (cluster DNS), wherever it runs.
+    - ports:
+        - port: 53
+          protocol: UDP
+        - port: 53
+          protocol: TCP
+{{- end }}
+{{- define "codraft.networkPolicy.egress" }}
+    - ports:
+        - port: {{ .rule.port }}
+          protocol: TCP
+      {{- with .rule.to }}
+      to:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+{{- end }}
