@@ -374,7 +374,10 @@ impl Gate {
             .seen_open
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if seen.len() > SWEEP_AT {
+        // Swept of stale entries whenever it reaches a power of two (from 1,024 on): the
+        // cost stays constant per insert, and a gateway that saw many documents once does
+        // not keep one entry per document it ever served.
+        if seen.len() >= 1024 && seen.len().is_power_of_two() {
             seen.retain(|_, at| at.elapsed() < SEEN_OPEN);
         }
         seen.insert(document.to_owned(), Instant::now());
