@@ -111,7 +111,7 @@ fn check_edit_round_trip(operation: &pb::Operation) {
             ..Default::default()
         })),
     };
-    let rendered = render(&history, None).expect("a history frame renders");
+    let rendered = render(&history, None, false).expect("a history frame renders");
     let expected =
         format!(r#"{{"History":{{"start":0,"operations":[{{"id":1,"operation":{json}}}]}}}}"#);
     assert_eq!(rendered.text, expected, "render and to_json disagree");
