@@ -36,9 +36,10 @@ async fn last_seq_survives_compaction() {
         })
         .await
         .expect("snapshot");
-    // Rows 0..10 are two hours old; 10..20 are recent.
+    // Rows 0..15 (up to the checkpoint the snapshot made) are two hours old; 15..20 are
+    // recent.
     side.execute(
-        "UPDATE oplog SET committed_at = committed_at - 7200 WHERE revision < 10",
+        "UPDATE oplog SET committed_at = committed_at - 7200 WHERE revision < 15",
         [],
     )
     .expect("age rows");
@@ -48,11 +49,11 @@ async fn last_seq_survives_compaction() {
         .await
         .expect("compact");
     assert_eq!(
-        deleted, 10,
-        "old rows below the snapshot go, recent ones stay"
+        deleted, 15,
+        "old rows below the checkpoint go, recent ones stay"
     );
-    assert!(store.read_log("doc", 0, 10).await.expect("log").is_empty());
-    assert_eq!(store.read_log("doc", 10, 20).await.expect("log").len(), 10);
+    assert!(store.read_log("doc", 0, 15).await.expect("log").is_empty());
+    assert_eq!(store.read_log("doc", 15, 20).await.expect("log").len(), 5);
     assert_eq!(store.last_seq("doc", "typist").await.expect("seq"), 20);
     let loaded = store.load("doc").await.expect("load after compaction");
     assert_eq!((loaded.revision, loaded.text), (20, typed_text(20)));
@@ -102,4 +103,76 @@ async fn delete_expired_removes_old_documents_and_all_their_rows() {
     let gone = store.load("old").await.expect("load old");
     assert_eq!((gone.revision, gone.text.as_str()), (0, ""));
     assert_eq!(store.load("fresh").await.expect("load fresh").revision, 3);
+}
+
+#[tokio::test]
+async fn checkpoints_outlive_compaction_and_say_which_revisions_are_exact() {
+    let (_dir, store, side) = open();
+    let epoch = store.load("doc").await.expect("load").epoch;
+    store
+        .commit(batch([typing("doc", epoch, 0, 30, "typist")]))
+        .await
+        .expect("commit");
+    for revision in [10, 20] {
+        store
+            .write_snapshot(Snapshot {
+                document: "doc".into(),
+                revision,
+                text: typed_text(revision),
+            })
+            .await
+            .expect("snapshot");
+    }
+    side.execute(
+        "UPDATE oplog SET committed_at = committed_at - 7200 WHERE revision < 20",
+        [],
+    )
+    .expect("age rows");
+    let unknown = store.history_extent("nothing").await.expect("extent");
+    assert_eq!(unknown, None, "a document never written has no history");
+
+    assert_eq!(
+        store
+            .compact(Duration::from_secs(3600))
+            .await
+            .expect("compact"),
+        20
+    );
+    let extent = store
+        .history_extent("doc")
+        .await
+        .expect("extent")
+        .expect("written");
+    assert_eq!(
+        (extent.revision, extent.exact_from, extent.checkpoints),
+        (30, 20, vec![10, 20])
+    );
+    assert_eq!(
+        store.checkpoint_at_or_before("doc", 15).await.expect("cp"),
+        Some((10, typed_text(10)))
+    );
+    assert_eq!(
+        store.checkpoint_at_or_before("doc", 9).await.expect("cp"),
+        None
+    );
+    let past = store.read_past("doc", 20, 30).await.expect("past");
+    assert_eq!(past.len(), 10);
+    assert!(past.iter().all(|p| p.committed_at_ms > 0));
+    let now_ms = past[9].committed_at_ms + 1000;
+    assert_eq!(
+        store.last_revision_at("doc", now_ms).await.expect("at"),
+        Some(29)
+    );
+    assert_eq!(store.last_revision_at("doc", 0).await.expect("at"), None);
+
+    let info = codraft_docnode::store::AuthorInfo {
+        author: 7,
+        name: "Ada".into(),
+        hue: 120,
+    };
+    store
+        .record_author("doc", info.clone())
+        .await
+        .expect("author");
+    assert_eq!(store.authors("doc").await.expect("authors"), vec![info]);
 }

@@ -10,7 +10,10 @@ use std::{sync::Arc, time::Duration};
 use async_trait::async_trait;
 use tracing::{info_span, Instrument};
 
-use super::{DocumentCommit, LoggedOp, Snapshot, Store, StoreCounters, StoreError, StoredDocument};
+use super::{
+    AuthorInfo, DocumentCommit, HistoryExtent, LoggedOp, PastOp, Snapshot, Store, StoreCounters,
+    StoreError, StoredDocument,
+};
 use crate::metrics::DocnodeMetrics;
 
 /// A store whose calls are traced and whose failures are counted.
@@ -134,6 +137,71 @@ impl Store for MeteredStore {
         let span = info_span!("store.lease_owner", document);
         let result = self.inner.lease_owner(document).instrument(span).await;
         self.observe("lease_owner", result)
+    }
+
+    async fn history_extent(&self, document: &str) -> Result<Option<HistoryExtent>, StoreError> {
+        let span = info_span!("store.history_extent", document);
+        let result = self.inner.history_extent(document).instrument(span).await;
+        self.observe("history_extent", result)
+    }
+
+    async fn checkpoint_at_or_before(
+        &self,
+        document: &str,
+        revision: u64,
+    ) -> Result<Option<(u64, String)>, StoreError> {
+        let span = info_span!("store.checkpoint_at_or_before", document, revision);
+        let result = self
+            .inner
+            .checkpoint_at_or_before(document, revision)
+            .instrument(span)
+            .await;
+        self.observe("checkpoint_at_or_before", result)
+    }
+
+    async fn read_past(
+        &self,
+        document: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<PastOp>, StoreError> {
+        let span = info_span!("store.read_past", document, from, to);
+        let result = self
+            .inner
+            .read_past(document, from, to)
+            .instrument(span)
+            .await;
+        self.observe("read_past", result)
+    }
+
+    async fn last_revision_at(
+        &self,
+        document: &str,
+        at_ms: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        let span = info_span!("store.last_revision_at", document);
+        let result = self
+            .inner
+            .last_revision_at(document, at_ms)
+            .instrument(span)
+            .await;
+        self.observe("last_revision_at", result)
+    }
+
+    async fn record_author(&self, document: &str, info: AuthorInfo) -> Result<(), StoreError> {
+        let span = info_span!("store.record_author", document);
+        let result = self
+            .inner
+            .record_author(document, info)
+            .instrument(span)
+            .await;
+        self.observe("record_author", result)
+    }
+
+    async fn authors(&self, document: &str) -> Result<Vec<AuthorInfo>, StoreError> {
+        let span = info_span!("store.authors", document);
+        let result = self.inner.authors(document).instrument(span).await;
+        self.observe("authors", result)
     }
 
     fn counters(&self) -> &StoreCounters {
