@@ -19,6 +19,7 @@
 //! [`server`] wires everything together and serves gRPC and the admin endpoints ([`admin`]);
 //! [`presence`] publishes who is in each document (names, cursors) to Redis and restores it
 //! when a document moves here; [`sweeper`] compacts the op log and deletes expired documents in the background;
+//! [`timeline`] reads a document's past (text at a revision, sessions, diffs, blame) from the store;
 //! [`metrics`] holds the Prometheus series (docs/operations.md lists them and the spans).
 
 pub mod admin;
@@ -26,6 +27,7 @@ pub mod commit;
 pub mod config;
 pub mod connection;
 pub mod document;
+pub mod history_rpc;
 pub mod metrics;
 pub mod ownership;
 pub mod presence;
@@ -34,6 +36,7 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod sweeper;
+pub mod timeline;
 pub mod wire;
 
 pub use config::DocnodeConfig;

@@ -100,6 +100,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/socket/{id}", get(socket_route))
         .route("/api/text/{id}", get(text_route))
         .route("/api/stats", get(stats_route))
+        .merge(crate::history::routes())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_route))
