@@ -438,3 +438,63 @@ async fn compaction_keeps_checkpoints_on_postgres() {
     check_compaction(port, &cluster.ws(0), &document).await;
     cluster.assert_no_panic();
 }
+
+/// The text with every whole token of `tokens` removed.
+fn without(text: &str, tokens: &[String]) -> String {
+    tokens.iter().fold(text.to_owned(), |text, token| {
+        text.replace(token.as_str(), "")
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restore_while_another_client_types_converges_with_its_edits() {
+    let server = Standalone::start().await;
+    let document = unique_document("history-typing");
+    let (texts, mut alice) = type_five(&server.ws(), &document).await;
+    let mut bob = Client::connect(
+        &server.ws(),
+        &document,
+        Options {
+            client_id: Some(format!("bob-{}", rand::random::<u32>())),
+        },
+    )
+    .await
+    .expect("bob joins");
+    let tokens: Vec<String> = (0..20).map(|i| format!(" <b{i}>")).collect();
+    // Half of Bob's tokens go out just before the restore (some may still be in flight when
+    // it is transformed), half after it was committed.
+    for token in &tokens[..10] {
+        bob.insert(bob.len(), token).await.expect("bob types");
+    }
+    let (status, restored) = restore(server.port, &document, 2, "while-typing").await;
+    assert_eq!(status, 200, "{restored}");
+    let restored_at = restored["revision"].as_u64().expect("revision");
+    for token in &tokens[10..] {
+        bob.insert(bob.len(), token).await.expect("bob types");
+    }
+    bob.settle(WAIT).await.expect("bob's edits acknowledged");
+    let text = server.text(&document).await;
+    bob.wait_until(WAIT, |c| c.text == text)
+        .await
+        .expect("bob converges");
+    alice
+        .wait_until(WAIT, |c| c.text == text)
+        .await
+        .expect("alice converges");
+    // The restore made the text revision 2's, keeping only the edits it did not see
+    // committed; everything typed after it is there exactly once.
+    let (_, at_restore) = text_at(server.port, &document, restored_at).await;
+    let at_restore = at_restore["text"].as_str().expect("text").to_owned();
+    assert_eq!(without(&at_restore, &tokens), texts[2], "{at_restore:?}");
+    assert_eq!(without(&text, &tokens), texts[2], "{text:?}");
+    for token in &tokens[10..] {
+        assert_eq!(
+            text.matches(token.as_str()).count(),
+            1,
+            "{token} in {text:?}"
+        );
+    }
+    alice.close().await;
+    bob.close().await;
+    server.assert_no_panic();
+}
