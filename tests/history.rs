@@ -9,7 +9,7 @@ mod cluster;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cluster::{editing::unique_document, http_get, Cluster, Standalone};
-use codraft_bench::client::{Client, Options};
+use codraft_bench::client::{Client, Event, Options};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -496,5 +496,104 @@ async fn a_restore_while_another_client_types_converges_with_its_edits() {
     }
     alice.close().await;
     bob.close().await;
+    server.assert_no_panic();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_protected_documents_history_needs_its_password() {
+    let server = Standalone::start().await;
+    let document = unique_document("history-otp");
+    let (texts, mut alice) = type_five(&server.ws(), &document).await;
+    alice
+        .send_json(&serde_json::json!({ "SetOtp": "hunter2" }))
+        .await
+        .expect("protect");
+    // Protected once the server announces the password.
+    loop {
+        match alice.next_event(WAIT).await.expect("OTP announcement") {
+            Event::Other(v) if v.get("OTP").is_some() => break,
+            _ => continue,
+        }
+    }
+    alice.close().await;
+    let base = format!("/api/documents/{document}");
+    for path in ["history", "text?revision=2", "diff?from=1"] {
+        let (status, body) = get_json(server.port, &format!("{base}/{path}")).await;
+        assert_eq!(
+            (status, &body["error"]),
+            (401, &Value::from("password_required")),
+            "{path}"
+        );
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let (status, body) = get_json(server.port, &format!("{base}/{path}{sep}otp=wrong")).await;
+        assert_eq!(
+            (status, &body["error"]),
+            (401, &Value::from("wrong_password")),
+            "{path}"
+        );
+        let (status, body) = get_json(server.port, &format!("{base}/{path}{sep}otp=hunter2")).await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    let (status, body) = restore(server.port, &document, 2, "no-password").await;
+    assert_eq!(
+        (status, &body["error"]),
+        (401, &Value::from("password_required"))
+    );
+    let (status, body) = http_post(
+        server.port,
+        &format!("{base}/restore?otp=hunter2"),
+        "{\"revision\": 2, \"key\": \"with-password\"}",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, at) = get_json(server.port, &format!("{base}/text?revision=6&otp=hunter2")).await;
+    assert_eq!(at["text"], texts[2].as_str());
+    server.assert_no_panic();
+}
+
+fn token(claims: Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(b"s3cret"),
+    )
+    .expect("token encodes")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_reads_need_a_token_that_may_read_and_restore_one_that_may_write() {
+    let server = Standalone::start_with(&[("JWT_SECRET", "s3cret")]).await;
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 3600;
+    let reader = token(serde_json::json!({"name": "Bob", "exp": exp, "read": ["*"]}));
+    let writer = token(serde_json::json!({"name": "Ada", "exp": exp, "write": ["*"]}));
+    let base = "/api/documents/jwt-history";
+    let (status, body) = get_json(server.port, &format!("{base}/history")).await;
+    assert_eq!(
+        (status, &body["error"]),
+        (401, &Value::from("token_required"))
+    );
+    // Admitted: the document was never written, which is the next answer.
+    let (status, body) = get_json(server.port, &format!("{base}/history?token={reader}")).await;
+    assert_eq!(
+        (status, &body["error"]),
+        (404, &Value::from("unknown_document"))
+    );
+    let restore_with = |t: String| async move {
+        http_post(
+            server.port,
+            &format!("{base}/restore?token={t}"),
+            "{\"revision\": 0, \"key\": \"k\"}",
+        )
+        .await
+    };
+    let (status, body) = restore_with(reader.clone()).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("read_only"), "{body}");
+    let (status, body) = restore_with(writer.clone()).await;
+    assert_eq!(status, 404, "{body}");
     server.assert_no_panic();
 }
