@@ -18,11 +18,13 @@ pub const SESSION_GAP_MS: i64 = 5 * 60 * 1000;
 pub const MAX_PAGE: usize = 200;
 
 /// Ops read per store call while grouping sessions, newest first.
-const READ_CHUNK: u64 = 2_000;
+const READ_CHUNK: u64 = 1_000;
 
-/// Most ops one history page reads, so a page over one enormous session stays bounded; the
-/// page then ends there and `next_before` continues.
-const MAX_OPS_PER_PAGE: u64 = 50_000;
+/// Most ops one history page reads: a page is computed from the op log, so this is what
+/// keeps its cost bounded (a few milliseconds) however long the sessions are. A page ends
+/// at `limit` sessions or at this many edits, whichever comes first; `next_before`
+/// continues from there (a session longer than the budget then spans pages).
+pub const MAX_OPS_PER_PAGE: u64 = 2_000;
 
 /// Why a past revision cannot be read.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -1,11 +1,16 @@
-//! The embedded file store's housekeeping: compaction keeps what exactly-once needs, and
-//! expiry removes old documents with all their rows. Each test uses its own temp directory.
+//! The embedded file store's housekeeping and history: compaction keeps what exactly-once
+//! needs and the history's checkpoints, expiry removes old documents with all their rows, and
+//! the timeline reads past revisions and sessions from it. Each test uses its own temp
+//! directory.
 
 mod support;
 
 use std::time::Duration;
 
-use codraft_docnode::store::{sqlite::SqliteStore, Snapshot, Store};
+use codraft_docnode::{
+    store::{sqlite::SqliteStore, Snapshot, Store},
+    timeline,
+};
 use rusqlite::Connection;
 use support::{batch, typed_text, typing};
 
@@ -175,4 +180,48 @@ async fn checkpoints_outlive_compaction_and_say_which_revisions_are_exact() {
         .await
         .expect("author");
     assert_eq!(store.authors("doc").await.expect("authors"), vec![info]);
+}
+
+#[tokio::test]
+async fn sessions_group_each_authors_consecutive_edits_newest_first_and_page() {
+    let (_dir, store, _side) = open();
+    let epoch = store.load("doc").await.expect("load").epoch;
+    // Authors by op: A A A B B A A (revisions 1..=7 are the texts after each).
+    let mut commit = typing("doc", epoch, 0, 7, "typist");
+    for (op, author) in commit.ops.iter_mut().zip([1, 1, 1, 2, 2, 1, 1]) {
+        op.author = author;
+    }
+    store.commit(batch([commit])).await.expect("commit");
+    let extent = timeline::extent(&store, "doc").await.expect("extent");
+    let spans = |sessions: &[timeline::Session]| -> Vec<(u64, u64, u64, u64)> {
+        sessions
+            .iter()
+            .map(|s| (s.author, s.first_revision, s.last_revision, s.inserted))
+            .collect()
+    };
+    let (all, next) = timeline::sessions(&store, "doc", &extent, None, 50)
+        .await
+        .expect("sessions");
+    assert_eq!(spans(&all), vec![(1, 6, 7, 2), (2, 4, 5, 2), (1, 1, 3, 3)]);
+    assert_eq!(next, None);
+    let (first, next) = timeline::sessions(&store, "doc", &extent, None, 2)
+        .await
+        .expect("page");
+    assert_eq!(spans(&first), vec![(1, 6, 7, 2), (2, 4, 5, 2)]);
+    assert_eq!(next, Some(3));
+    let (rest, next) = timeline::sessions(&store, "doc", &extent, Some(3), 2)
+        .await
+        .expect("next page");
+    assert_eq!(spans(&rest), vec![(1, 1, 3, 3)]);
+    assert_eq!(next, None);
+    assert_eq!(
+        timeline::text_at(&store, "doc", &extent, 4)
+            .await
+            .expect("text"),
+        typed_text(4)
+    );
+    assert!(matches!(
+        timeline::text_at(&store, "doc", &extent, 8).await,
+        Err(timeline::PastError::OutOfRange { newest: 7, .. })
+    ));
 }
