@@ -1,6 +1,7 @@
 // The history panel: the document's editing sessions (who, when, how much), a slider over
 // its revisions that shows the text read-only as it was, with what the session that
-// produced that revision added highlighted in its author's colour, and a Restore button
+// produced that revision added highlighted in its author's colour (or, with "Show authors",
+// every character in the colour of whoever wrote it: a blame), and a Restore button
 // that makes the document that text again by one new edit (docs/api.md).
 //
 // Everything comes from the HTTP API, with the page's password and token; the live editor
@@ -35,7 +36,9 @@ export function createHistoryPanel({ docId, credentials, notify }) {
   const label = $("history-revision");
   const preview = $("history-preview");
   const restoreButton = $("history-restore");
+  const showAuthors = $("history-authors");
   let sessions = [];
+  let exactFrom = 0;
   let shown = -1;
   let pending = null;
 
@@ -93,10 +96,12 @@ export function createHistoryPanel({ docId, credentials, notify }) {
       const session = sessionOf(revision);
       const points = Array.from(at.text);
       preview.replaceChildren();
-      if (!session) {
+      // Highlight what the revision's session added, or everything since history is exact.
+      const from = showAuthors.checked ? Math.min(exactFrom, revision) : session ? session.first_revision - 1 : null;
+      if (from == null) {
         preview.textContent = at.text;
       } else {
-        const diff = await getJson("diff", { from: session.first_revision - 1, to: revision });
+        const diff = await getJson("diff", { from, to: revision });
         if (shown !== revision) return;
         const hues = new Map(diff.authors.map((a) => [a.id, a.hue]));
         let at0 = 0;
@@ -108,6 +113,7 @@ export function createHistoryPanel({ docId, credentials, notify }) {
           } else {
             const mark = document.createElement("mark");
             mark.style.background = selectionColor(hues.get(span.author) ?? 0);
+            mark.dataset.author = String(span.author);
             mark.textContent = piece;
             preview.append(mark);
           }
@@ -125,6 +131,7 @@ export function createHistoryPanel({ docId, credentials, notify }) {
     try {
       const history = await getJson("history", { limit: 50 });
       sessions = history.sessions;
+      exactFrom = history.exact_from;
       slider.min = String(history.exact_from);
       slider.max = String(history.revision);
       slider.value = String(history.revision);
@@ -143,6 +150,10 @@ export function createHistoryPanel({ docId, credentials, notify }) {
     clearTimeout(pending);
     const revision = Number(slider.value);
     pending = setTimeout(() => show(revision), 80);
+  });
+
+  showAuthors.addEventListener("change", () => {
+    if (shown >= 0) show(shown);
   });
 
   restoreButton.addEventListener("click", async () => {

@@ -1,8 +1,9 @@
 // End-to-end test of the history panel in headless Chromium against a running server: page
 // A types two words, opens the history, moves the slider back to where only the first word
-// was and sees that old text in the read-only preview; then A restores it while page B is
-// typing. Both pages and GET /api/text/{id} must converge on the restored text plus B's
-// edits (the second word gone, B's later typing there exactly once). Leaves history.png,
+// was and sees that old text in the read-only preview (and, with "Show authors", all of it in
+// Alice's colour); then A restores it while page B is typing. Both pages and
+// GET /api/text/{id} must converge on the restored text plus B's edits (the second word
+// gone, B's later typing there exactly once). Leaves history.png,
 // page A with the panel open, in ARTIFACT_DIR.
 //
 //   BASE_URL=http://127.0.0.1:3030 ARTIFACT_DIR=test-artifacts node web/tests/history.browser.mjs
@@ -98,7 +99,18 @@ async function run() {
     );
     if ((await a.locator("#history-preview mark").count()) === 0) throw new Error("no change is highlighted in the preview");
     if ((await text(a)) !== "alpha ✓ beta") throw new Error("moving the slider changed the live text");
-    await a.screenshot({ path: path.join(ARTIFACT_DIR, "history.png") }).catch(() => {});
+
+    // "Show authors" colours every character by who wrote it: all of it is Alice's here.
+    await a.check("#history-authors");
+    await waitFor(
+      "the authors' colouring",
+      () => a.evaluate(() => {
+        const marks = [...document.querySelectorAll("#history-preview mark")];
+        return marks.length > 0 && marks.map((m) => m.textContent).join("") === "alpha ✓";
+      }),
+      10_000,
+    );
+    await a.uncheck("#history-authors");
 
     // Restore while B types at the end; then B types more once the restore is in.
     await b.click(".cm-content");
