@@ -45,9 +45,15 @@ pub struct DocnodeConfig {
     #[arg(long, env = "EXPIRY_DAYS", default_value_t = 0)]
     pub expiry_days: u64,
 
-    /// Seconds committed ops are kept in the log once a snapshot covers them.
-    #[arg(long, env = "COMPACT_RETENTION_SECS", default_value_t = 86_400)]
-    pub compact_retention_secs: u64,
+    /// Days the ops between history checkpoints are kept; after that only the checkpoints
+    /// (one per SNAPSHOT_EVERY revisions and one per editing session) stay.
+    #[arg(long, env = "HISTORY_RETENTION_DAYS", default_value_t = 30)]
+    pub history_retention_days: u64,
+
+    /// The same retention in seconds, overriding HISTORY_RETENTION_DAYS when set (for tests
+    /// and for deployments that kept the old setting).
+    #[arg(long, env = "COMPACT_RETENTION_SECS")]
+    pub compact_retention_secs: Option<u64>,
 
     /// Seconds between sweeps (log compaction and expiry); 0 turns sweeping off.
     #[arg(long, env = "SWEEP_INTERVAL_SECS", default_value_t = 3600)]
@@ -166,6 +172,14 @@ impl DocnodeConfig {
     /// How long a document may go unused before it is deleted, if it ever is.
     pub fn expiry(&self) -> Option<Duration> {
         (self.expiry_days > 0).then(|| Duration::from_secs(self.expiry_days.saturating_mul(86_400)))
+    }
+
+    /// How long the ops between history checkpoints are kept.
+    pub fn history_retention(&self) -> Duration {
+        Duration::from_secs(
+            self.compact_retention_secs
+                .unwrap_or_else(|| self.history_retention_days.saturating_mul(86_400)),
+        )
     }
 
     /// How long presence lives without a heartbeat.

@@ -20,6 +20,7 @@
 //! [`presence`] publishes who is in each document (names, cursors) to Redis and restores it
 //! when a document moves here; [`sweeper`] compacts the op log and deletes expired documents in the background;
 //! [`memory`] returns the memory of unloaded documents to the operating system;
+//! [`timeline`] reads a document's past (text at a revision, sessions, diffs, blame) from the store;
 //! [`metrics`] holds the Prometheus series (docs/operations.md lists them and the spans).
 
 pub mod admin;
@@ -27,6 +28,7 @@ pub mod commit;
 pub mod config;
 pub mod connection;
 pub mod document;
+pub mod history_rpc;
 pub mod memory;
 pub mod metrics;
 pub mod ownership;
@@ -36,6 +38,7 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod sweeper;
+pub mod timeline;
 pub mod wire;
 
 pub use config::DocnodeConfig;

@@ -303,6 +303,49 @@ impl pb::doc_node_server::DocNode for DocNodeService {
         Ok(Response::new(pb::AuthorizeResponse {}))
     }
 
+    async fn get_history(
+        &self,
+        request: Request<pb::GetHistoryRequest>,
+    ) -> Result<Response<pb::GetHistoryResponse>, Status> {
+        crate::history_rpc::get_history(&*self.store, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_text_at(
+        &self,
+        request: Request<pb::GetTextAtRequest>,
+    ) -> Result<Response<pb::GetTextAtResponse>, Status> {
+        crate::history_rpc::get_text_at(&*self.store, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_diff(
+        &self,
+        request: Request<pb::GetDiffRequest>,
+    ) -> Result<Response<pb::GetDiffResponse>, Status> {
+        crate::history_rpc::get_diff(&*self.store, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn restore(
+        &self,
+        request: Request<pb::RestoreRequest>,
+    ) -> Result<Response<pb::RestoreResponse>, Status> {
+        let request = request.into_inner();
+        if !valid_document_id(&request.document_id) {
+            return Err(Status::invalid_argument("invalid document id"));
+        }
+        // A restore is an edit: only the owner's actor may make it.
+        self.check_owner(&request.document_id)?;
+        let id = request.document_id.clone();
+        crate::history_rpc::restore(&self.store, request, || self.handle(&id))
+            .await
+            .map(Response::new)
+    }
+
     async fn get_stats(
         &self,
         _request: Request<pb::GetStatsRequest>,

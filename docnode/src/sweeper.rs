@@ -1,7 +1,7 @@
 //! The sweeper: one background task that keeps the store from growing without bound.
 //!
-//! Every SWEEP_INTERVAL_SECS it compacts the op log (rows older than COMPACT_RETENTION_SECS
-//! that a snapshot already covers) and, when EXPIRY_DAYS is set, deletes documents nobody
+//! Every SWEEP_INTERVAL_SECS it compacts the op log (rows below a history checkpoint, once
+//! older than HISTORY_RETENTION_DAYS) and, when EXPIRY_DAYS is set, deletes documents nobody
 //! opened or edited for that long (Kolabpad's expiry). Each sweep has a deadline, so a slow
 //! or unreachable store delays the next sweep instead of piling sweeps up; failures are
 //! logged and the next sweep tries again. The docnode aborts the task when it stops.
@@ -18,7 +18,7 @@ use crate::{config::DocnodeConfig, store::Store};
 pub struct SweepPolicy {
     /// Time between sweeps.
     pub interval: Duration,
-    /// Op-log rows younger than this stay even below a snapshot.
+    /// Op-log rows younger than this stay even below a checkpoint.
     pub compact_retention: Duration,
     /// Documents unused for this long are deleted; `None` keeps them forever.
     pub expiry: Option<Duration>,
@@ -29,7 +29,7 @@ impl SweepPolicy {
     pub fn from_config(config: &DocnodeConfig) -> Option<Self> {
         (config.sweep_interval_secs > 0).then(|| Self {
             interval: Duration::from_secs(config.sweep_interval_secs),
-            compact_retention: Duration::from_secs(config.compact_retention_secs),
+            compact_retention: config.history_retention(),
             expiry: config.expiry(),
         })
     }

@@ -261,11 +261,11 @@ async fn last_seq_survives_compaction() {
         })
         .await
         .expect("snapshot");
-    // Rows 0..10 are old; 10..20 are recent.
+    // Rows 0..15 (up to the checkpoint the snapshot made) are old; 15..20 are recent.
     db.client()
         .await
         .execute(
-            "UPDATE oplog SET committed_at = now() - interval '2 hours' WHERE revision < 10",
+            "UPDATE oplog SET committed_at = now() - interval '2 hours' WHERE revision < 15",
             &[],
         )
         .await
@@ -276,15 +276,19 @@ async fn last_seq_survives_compaction() {
         .await
         .expect("compact");
     assert_eq!(
-        deleted, 10,
-        "old rows below the snapshot go, recent ones stay"
+        deleted, 15,
+        "old rows below the checkpoint go, recent ones stay"
     );
-    assert!(store.read_log("doc", 0, 10).await.expect("log").is_empty());
-    assert_eq!(store.read_log("doc", 10, 20).await.expect("log").len(), 10);
+    assert!(store.read_log("doc", 0, 15).await.expect("log").is_empty());
+    assert_eq!(store.read_log("doc", 15, 20).await.expect("log").len(), 5);
     assert_eq!(store.last_seq("doc", "typist").await.expect("seq"), 20);
     let loaded = store.load("doc").await.expect("load after compaction");
     assert_eq!((loaded.revision, loaded.text), (20, typed_text(20)));
-    assert_eq!(store.compact(Duration::ZERO).await.expect("compact"), 5);
+    assert_eq!(
+        store.compact(Duration::ZERO).await.expect("compact"),
+        0,
+        "ops above the newest checkpoint stay, however old"
+    );
 }
 
 #[tokio::test]
@@ -459,4 +463,85 @@ async fn an_unreachable_server_is_unavailable_quickly() {
     );
     let bad_url = PgStore::connect("not a url", "node-a", POOL).await;
     assert!(matches!(bad_url, Err(StoreError::Unavailable(_))));
+}
+
+#[tokio::test]
+async fn checkpoints_outlive_compaction_and_say_which_revisions_are_exact() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let store = store(&db, "node-a").await;
+    let epoch = store.load("doc").await.expect("load").epoch;
+    store
+        .commit(batch([typing("doc", epoch, 0, 30, "typist")]))
+        .await
+        .expect("commit");
+    for revision in [10, 20] {
+        store
+            .write_snapshot(Snapshot {
+                document: "doc".into(),
+                revision,
+                text: typed_text(revision),
+            })
+            .await
+            .expect("snapshot");
+    }
+    db.client()
+        .await
+        .execute(
+            "UPDATE oplog SET committed_at = now() - interval '2 hours' WHERE revision < 20",
+            &[],
+        )
+        .await
+        .expect("age rows");
+    let unknown = store.history_extent("nothing").await.expect("extent");
+    assert_eq!(unknown, None, "a document never written has no history");
+
+    assert_eq!(
+        store
+            .compact(Duration::from_secs(3600))
+            .await
+            .expect("compact"),
+        20
+    );
+    let extent = store
+        .history_extent("doc")
+        .await
+        .expect("extent")
+        .expect("written");
+    assert_eq!(
+        (extent.revision, extent.exact_from, extent.checkpoints),
+        (30, 20, vec![10, 20])
+    );
+    assert_eq!(
+        store.checkpoint_at_or_before("doc", 15).await.expect("cp"),
+        Some((10, typed_text(10)))
+    );
+    assert_eq!(
+        store.checkpoint_at_or_before("doc", 9).await.expect("cp"),
+        None
+    );
+    let past = store.read_past("doc", 20, 30).await.expect("past");
+    assert_eq!(past.len(), 10);
+    let last_ms = past[9].committed_at_ms;
+    assert!(last_ms > 0);
+    assert_eq!(
+        store
+            .last_revision_at("doc", last_ms + 1000)
+            .await
+            .expect("at"),
+        Some(29)
+    );
+    assert_eq!(store.last_revision_at("doc", 0).await.expect("at"), None);
+
+    let info = codraft_docnode::store::AuthorInfo {
+        author: 7,
+        name: "Ada".into(),
+        hue: 120,
+    };
+    store
+        .record_author("doc", info.clone())
+        .await
+        .expect("author");
+    assert_eq!(store.authors("doc").await.expect("authors"), vec![info]);
 }

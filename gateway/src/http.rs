@@ -101,6 +101,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/socket/{id}", get(socket_route))
         .route("/api/text/{id}", get(text_route))
         .route("/api/stats", get(stats_route))
+        .merge(crate::history::routes())
         .with_state(state)
 }
 

@@ -15,13 +15,16 @@
 //!
 //! [`config`] holds the settings and [`server`] runs the HTTP server; [`metrics`] holds the
 //! Prometheus series and [`pending`] times each edit's round trip (docs/operations.md lists
-//! the series and spans). [`presence`] answers `GET /api/documents/{id}/presence` from Redis.
+//! the series and spans). [`presence`] answers `GET /api/documents/{id}/presence` from Redis;
+//! [`history`] serves the version-history API (`.../history`, `.../text`, `.../diff`,
+//! `.../restore`, docs/api.md) by asking the owner docnode.
 
 pub mod assets;
 pub mod auth;
 pub mod config;
 pub mod gate;
 pub mod handoff;
+pub mod history;
 pub mod http;
 pub mod metrics;
 pub mod pending;

@@ -1,7 +1,7 @@
 // The page: picks the document from the URL hash, sets up the editor and the session, and
 // keeps the sidebar (language, share link, password, name and colour, users) and the
-// connection status in step with them; asks for a protected document's password and says
-// in words why the server refused. Entry point of the esbuild bundle (dist/app.js).
+// connection status in step with them; opens the version history (history.js); asks for a
+// protected document's password and says in words why the server refused. Entry point of the esbuild bundle (dist/app.js).
 //
 // URL: `#<document>` and optionally `&otp=<password>` and `&token=<jwt>` after it (or
 // `?otp=` in the query). A token is kept in localStorage (`codraft:token`) for later
@@ -13,6 +13,7 @@ import { FILE_EXTENSIONS, LANGUAGES } from "./languages.js";
 import { Session } from "./session.js";
 import { describeError } from "./messages.js";
 import { userColor } from "./colors.js";
+import { createHistoryPanel } from "./history.js";
 
 const DOC_ID = /^[A-Za-z0-9._-]{1,256}$/;
 const CLIENT_ID = /^[A-Za-z0-9_-]{1,64}$/;
@@ -291,6 +292,13 @@ async function main() {
     },
   });
   session.setInfo(me);
+
+  // ---- version history ----
+  createHistoryPanel({
+    docId,
+    credentials: () => ({ password, token }),
+    notify: (message, kind) => banner.show(message, { kind, timeoutMs: kind === "error" ? 0 : 6000 }),
+  });
 
   // ---- password: the gate in front of a protected document, and the sidebar controls ----
   function rememberPassword(now) {

@@ -81,6 +81,7 @@ impl Document {
             .map(|span| info_span!(parent: span, "fanout", connections))
             .collect();
         self.fan_out(entries, from, from_len);
+        self.restores_committed();
         drop(fanouts);
         drop(spans);
         if let Some(language) = language {

@@ -100,6 +100,17 @@ pub enum Command {
         /// The waiting join.
         join: Join,
     },
+    /// Make the text `text` by one new edit (see `document/restore.rs`).
+    Restore {
+        /// The text of the revision restored.
+        text: String,
+        /// `restore-<idempotency key>`: the exactly-once id of the restore edit.
+        client_id: String,
+        /// The committed seq the store has for that id (1 if this restore was committed).
+        stored_seq: u64,
+        /// Answered once the edit is committed.
+        reply: super::restore::RestoreReply,
+    },
     /// Commit what is pending, close every connection and stop.
     Shutdown,
     /// The actor's bookkeeping, for the model test's oracle.

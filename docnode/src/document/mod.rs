@@ -21,7 +21,7 @@
 //! the loop, unload), `admission.rs` (joins and departures), `backfill.rs` (missed entries
 //! from the op log), `edit.rs` (transform and revision), `fanout.rs` (commit and fan-out),
 //! `history.rs` (the window and snapshots), `catch_up.rs` (slow clients), `presence.rs`
-//! (users and cursors), `access.rs` (the password) and `cursor.rs` (cursor geometry). This
+//! (users and cursors), `restore.rs` (restoring a past revision), `access.rs` (the password) and `cursor.rs` (cursor geometry). This
 //! file holds the state they share and dispatches each command.
 //!
 //! Tracing: each edit gets a `docnode.edit` span, a child of the gateway's span for it (the
@@ -54,10 +54,12 @@ mod mailbox;
 #[cfg(test)]
 mod model_tests;
 mod presence;
+mod restore;
 
 pub use access::otp_matches;
 pub(crate) use mailbox::spawn;
 pub use mailbox::{Command, Deps, DocumentHandle, Join, JoinRefused};
+pub use restore::{Restored, RESTORE_AUTHOR};
 
 /// Close codes sent to clients (defined once, in the gRPC contract).
 pub use codraft_proto::close;
@@ -135,6 +137,8 @@ struct Document {
     pending_bytes: usize,
     /// Whether the loop is holding commands back (pending edits at their limit).
     holding: bool,
+    /// Restores waiting for their commit: the revision each was assigned, and its answer.
+    restores: Vec<(u64, restore::RestoreReply)>,
 }
 
 impl Document {
@@ -173,6 +177,7 @@ impl Document {
             history_bytes: 0,
             pending_bytes: 0,
             holding: false,
+            restores: Vec::new(),
         }
     }
 
@@ -192,6 +197,7 @@ impl Document {
                 };
                 c.info = Some(info.clone());
                 let user_id = c.user_id;
+                self.remember_author(user_id, &info);
                 self.broadcast(|_| {
                     Kind::UserInfo(pb::UserInfo {
                         user_id,
@@ -217,6 +223,12 @@ impl Document {
             Command::Text { reply } => {
                 let _ = reply.send(Ok(self.text.to_string()));
             }
+            Command::Restore {
+                text,
+                client_id,
+                stored_seq,
+                reply,
+            } => self.restore(text, client_id, stored_seq, reply),
             Command::Backfill { from, ops, join } => self.backfill(from, ops, join),
             Command::Marks { seq, join } => self.marks_read(seq, join),
             Command::Shutdown => self.stopping = true,

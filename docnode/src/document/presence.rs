@@ -341,3 +341,22 @@ impl Document {
         }
     }
 }
+
+impl Document {
+    /// Stores a user's name and colour for the version history, without waiting: a lost
+    /// write only leaves their edits unnamed there.
+    pub(super) fn remember_author(&self, user_id: u64, info: &pb::ClientInfo) {
+        let store = std::sync::Arc::clone(&self.deps.store);
+        let document = self.id.to_string();
+        let author = crate::store::AuthorInfo {
+            author: user_id,
+            name: info.name.chars().take(64).collect(),
+            hue: info.hue % 360,
+        };
+        tokio::spawn(async move {
+            if let Err(error) = store.record_author(&document, author).await {
+                tracing::debug!(%error, "author's name not stored for the history");
+            }
+        });
+    }
+}

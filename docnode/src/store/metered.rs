@@ -15,8 +15,8 @@ use async_trait::async_trait;
 use tracing::{field::Empty, Instrument, Span};
 
 use super::{
-    DocumentCommit, LoggedOp, PoolStatus, Snapshot, Store, StoreCounters, StoreError,
-    StoredDocument,
+    AuthorInfo, DocumentCommit, HistoryExtent, LoggedOp, PastOp, PoolStatus, Snapshot, Store,
+    StoreCounters, StoreError, StoredDocument,
 };
 use crate::metrics::DocnodeMetrics;
 
@@ -193,6 +193,81 @@ impl Store for MeteredStore {
             .instrument(span.clone())
             .await;
         self.observe(&span, "lease_owner", result)
+    }
+
+    async fn history_extent(&self, document: &str) -> Result<Option<HistoryExtent>, StoreError> {
+        let span = store_span!(self, "store.history_extent", "history_extent", document);
+        let result = self
+            .inner
+            .history_extent(document)
+            .instrument(span.clone())
+            .await;
+        self.observe(&span, "history_extent", result)
+    }
+
+    async fn checkpoint_at_or_before(
+        &self,
+        document: &str,
+        revision: u64,
+    ) -> Result<Option<(u64, String)>, StoreError> {
+        let span = store_span!(
+            self,
+            "store.checkpoint_at_or_before",
+            "checkpoint_at_or_before",
+            document,
+            revision
+        );
+        let result = self
+            .inner
+            .checkpoint_at_or_before(document, revision)
+            .instrument(span.clone())
+            .await;
+        self.observe(&span, "checkpoint_at_or_before", result)
+    }
+
+    async fn read_past(
+        &self,
+        document: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<PastOp>, StoreError> {
+        let span = store_span!(self, "store.read_past", "read_past", document, from, to);
+        let result = self
+            .inner
+            .read_past(document, from, to)
+            .instrument(span.clone())
+            .await;
+        self.observe(&span, "read_past", result)
+    }
+
+    async fn last_revision_at(
+        &self,
+        document: &str,
+        at_ms: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        let span = store_span!(self, "store.last_revision_at", "last_revision_at", document);
+        let result = self
+            .inner
+            .last_revision_at(document, at_ms)
+            .instrument(span.clone())
+            .await;
+        self.observe(&span, "last_revision_at", result)
+    }
+
+    async fn record_author(&self, document: &str, info: AuthorInfo) -> Result<(), StoreError> {
+        let span = store_span!(self, "store.record_author", "record_author", document);
+        let result = self
+            .inner
+            .record_author(document, info)
+            .instrument(span.clone())
+            .await;
+        self.observe(&span, "record_author", result)
+    }
+
+    async fn authors(&self, document: &str) -> Result<Vec<AuthorInfo>, StoreError> {
+        let span = store_span!(self, "store.authors", "authors", document);
+        let result = self.inner.authors(document).instrument(span.clone()).await;
+        self.observe(&span, "authors", result)
     }
 
     fn counters(&self) -> &StoreCounters {

@@ -9,6 +9,13 @@
 //! at some revision), and per (document, client id) the highest committed edit sequence
 //! number, kept even after the log rows are compacted so exactly-once resubmission still
 //! recognises an old edit.
+//!
+//! History: every snapshot is also kept as a *checkpoint* (one per SNAPSHOT_EVERY revisions
+//! and one at the end of each editing session, when the document unloads), so the text at
+//! any revision is the nearest checkpoint at or before it plus at most SNAPSHOT_EVERY ops.
+//! Compaction deletes op-log rows only below a checkpoint whose preceding ops are all older
+//! than HISTORY_RETENTION_DAYS: revisions from that checkpoint on stay exact, older ones only
+//! at the checkpoints (see [`HistoryExtent`]).
 
 #[cfg(test)]
 pub mod memory;
@@ -81,6 +88,44 @@ pub struct Snapshot {
     pub revision: u64,
     /// The whole text.
     pub text: String,
+}
+
+/// What a document's stored history holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryExtent {
+    /// The newest committed revision.
+    pub revision: u64,
+    /// Every revision from this one to `revision` can be rebuilt exactly; below it, the ops
+    /// were compacted away and only the checkpoints remain.
+    pub exact_from: u64,
+    /// Revisions of the kept checkpoints, ascending.
+    pub checkpoints: Vec<u64>,
+}
+
+/// A logged op with the time it was committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PastOp {
+    /// The op.
+    pub op: LoggedOp,
+    /// When its transaction committed, in Unix milliseconds (the embedded store keeps whole
+    /// seconds).
+    pub committed_at_ms: i64,
+}
+
+/// An author's name and colour as the document last saw them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorInfo {
+    /// The user id ops carry as their author.
+    pub author: u64,
+    /// The name the author gave.
+    pub name: String,
+    /// The colour's hue, 0-359.
+    pub hue: u32,
+}
+
+/// The error stores without history answer with.
+fn no_history() -> StoreError {
+    StoreError::Unavailable("this store keeps no history".into())
 }
 
 /// Why a store call failed.
@@ -161,8 +206,10 @@ pub trait Store: Send + Sync + 'static {
     /// How many documents are stored.
     async fn document_count(&self) -> Result<u64, StoreError>;
 
-    /// Deletes op-log rows older than `retention` that lie below their document's newest
-    /// snapshot (the per-client sequence marks stay). Returns the rows deleted.
+    /// Deletes the op-log rows of each document below its newest checkpoint whose preceding
+    /// ops are all older than `retention` (HISTORY_RETENTION_DAYS), so every revision from
+    /// that checkpoint on stays exact; checkpoints and per-client sequence marks stay.
+    /// Returns the rows deleted.
     async fn compact(&self, retention: std::time::Duration) -> Result<u64, StoreError>;
 
     /// Deletes documents not accessed for `unused_for`, with all their rows. Returns how many.
@@ -185,6 +232,50 @@ pub trait Store: Send + Sync + 'static {
     /// with leases (the embedded store has one writer and answers `None`).
     async fn lease_owner(&self, _document: &str) -> Result<Option<String>, StoreError> {
         Ok(None)
+    }
+
+    /// Where a document's history starts and ends, or `None` if it was never written.
+    async fn history_extent(&self, _document: &str) -> Result<Option<HistoryExtent>, StoreError> {
+        Err(no_history())
+    }
+
+    /// The newest checkpoint at or before `revision`: its revision and text.
+    async fn checkpoint_at_or_before(
+        &self,
+        _document: &str,
+        _revision: u64,
+    ) -> Result<Option<(u64, String)>, StoreError> {
+        Err(no_history())
+    }
+
+    /// Committed ops with `from <= revision < to` and their commit times, in order.
+    async fn read_past(
+        &self,
+        _document: &str,
+        _from: u64,
+        _to: u64,
+    ) -> Result<Vec<PastOp>, StoreError> {
+        Err(no_history())
+    }
+
+    /// The revision of the newest op committed at or before `at_ms` (Unix milliseconds), if
+    /// the log still holds one.
+    async fn last_revision_at(
+        &self,
+        _document: &str,
+        _at_ms: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        Err(no_history())
+    }
+
+    /// Remembers an author's name and colour for the history (the newest wins).
+    async fn record_author(&self, _document: &str, _info: AuthorInfo) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// The names and colours of a document's authors.
+    async fn authors(&self, _document: &str) -> Result<Vec<AuthorInfo>, StoreError> {
+        Ok(Vec::new())
     }
 
     /// The store's own counters.

@@ -32,7 +32,10 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod
 use tokio_postgres::{error::SqlState, NoTls};
 use tracing::info;
 
-use super::{DocumentCommit, LoggedOp, Snapshot, Store, StoreCounters, StoreError, StoredDocument};
+use super::{
+    AuthorInfo, DocumentCommit, HistoryExtent, LoggedOp, PastOp, Snapshot, Store, StoreCounters,
+    StoreError, StoredDocument,
+};
 
 /// A statement parameter.
 type Param<'a> = dyn tokio_postgres::types::ToSql + Sync + 'a;
@@ -48,11 +51,18 @@ struct Migration {
 }
 
 /// Schema changes in order. Never edit an applied one; append the next.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial schema",
-    sql: include_str!("../../migrations/0001_initial.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial schema",
+        sql: include_str!("../../migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "history checkpoints and authors",
+        sql: include_str!("../../migrations/0002_history.sql"),
+    },
+];
 
 /// Key of the transaction-scoped advisory lock that serialises migrations across docnodes
 /// ("codraft" in ASCII, then a 1).
@@ -712,7 +722,11 @@ impl Store for PgStore {
             let client = self.client().await?;
             let statement = client
                 .prepare_cached(
-                    "INSERT INTO snapshots (document, revision, text) VALUES ($1, $2, $3) \
+                    // Every snapshot is a checkpoint of the history as well.
+                    "WITH checkpoint AS ( \
+                         INSERT INTO checkpoints (document, revision, text) VALUES ($1, $2, $3) \
+                         ON CONFLICT (document, revision) DO NOTHING) \
+                     INSERT INTO snapshots (document, revision, text) VALUES ($1, $2, $3) \
                      ON CONFLICT (document) DO UPDATE \
                      SET revision = excluded.revision, text = excluded.text \
                      WHERE excluded.revision > snapshots.revision",
@@ -808,37 +822,240 @@ impl Store for PgStore {
 
     async fn compact(&self, retention: Duration) -> Result<u64, StoreError> {
         let retention = interval_secs(retention);
+        // Per document, the newest checkpoint whose preceding op is old (or gone already):
+        // commit times grow with revisions, so every op below it is old too. Only documents
+        // with something below it are listed.
+        let floors: Vec<(String, i64)> = self
+            .bounded(async {
+                let client = self.client().await?;
+                let rows = client
+                    .query(
+                        "SELECT c.document, max(c.revision) FROM checkpoints c \
+                          WHERE NOT EXISTS (SELECT 1 FROM oplog o \
+                                 WHERE o.document = c.document AND o.revision = c.revision - 1 \
+                                   AND o.committed_at >= now() - make_interval(secs => $1)) \
+                          GROUP BY c.document \
+                         HAVING EXISTS (SELECT 1 FROM oplog o WHERE o.document = c.document \
+                                 AND o.revision < max(c.revision))",
+                        &[&retention],
+                    )
+                    .await
+                    .map_err(|e| self.failed(e))?;
+                rows.iter()
+                    .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+                    .collect::<Result<_, tokio_postgres::Error>>()
+                    .map_err(corrupt)
+            })
+            .await?;
         let mut deleted = 0;
-        // Chunks, each its own short statement: a first compaction of a large log must not
-        // hold one huge transaction open.
-        loop {
-            let chunk = self
-                .bounded(async {
-                    let client = self.client().await?;
-                    let statement = client
-                        .prepare_cached(
-                            "WITH victims AS ( \
-                                 SELECT o.document, o.revision FROM snapshots s \
-                                   JOIN oplog o ON o.document = s.document \
-                                               AND o.revision < s.revision \
-                                  WHERE o.committed_at < now() - make_interval(secs => $1) \
-                                  LIMIT $2) \
-                             DELETE FROM oplog o USING victims v \
-                              WHERE o.document = v.document AND o.revision = v.revision",
-                        )
-                        .await
-                        .map_err(|e| self.failed(e))?;
-                    client
-                        .execute(&statement, &[&retention, &COMPACT_CHUNK])
-                        .await
-                        .map_err(|e| self.failed(e))
-                })
-                .await?;
-            deleted += chunk;
-            if chunk < COMPACT_CHUNK as u64 {
-                return Ok(deleted);
+        for (document, floor) in floors {
+            // Chunks, each its own short statement: a first compaction of a large log must
+            // not hold one huge transaction open.
+            loop {
+                let chunk = self
+                    .bounded(async {
+                        let client = self.client().await?;
+                        let statement = client
+                            .prepare_cached(
+                                "DELETE FROM oplog o USING ( \
+                                     SELECT revision FROM oplog \
+                                      WHERE document = $1 AND revision < $2 LIMIT $3) v \
+                                  WHERE o.document = $1 AND o.revision = v.revision",
+                            )
+                            .await
+                            .map_err(|e| self.failed(e))?;
+                        client
+                            .execute(&statement, &[&document, &floor, &COMPACT_CHUNK])
+                            .await
+                            .map_err(|e| self.failed(e))
+                    })
+                    .await?;
+                deleted += chunk;
+                if chunk < COMPACT_CHUNK as u64 {
+                    break;
+                }
             }
         }
+        Ok(deleted)
+    }
+
+    async fn history_extent(&self, document: &str) -> Result<Option<HistoryExtent>, StoreError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let statement = client
+                .prepare_cached(
+                    "SELECT d.revision, \
+                            (SELECT min(o.revision) FROM oplog o WHERE o.document = d.id), \
+                            ARRAY(SELECT c.revision FROM checkpoints c \
+                                   WHERE c.document = d.id ORDER BY c.revision) \
+                       FROM documents d WHERE d.id = $1",
+                )
+                .await
+                .map_err(|e| self.failed(e))?;
+            let Some(row) = client
+                .query_opt(&statement, &[&document])
+                .await
+                .map_err(|e| self.failed(e))?
+            else {
+                return Ok(None);
+            };
+            let revision = from_sql(row.try_get(0).map_err(corrupt)?)?;
+            let oldest: Option<i64> = row.try_get(1).map_err(corrupt)?;
+            let checkpoints: Vec<i64> = row.try_get(2).map_err(corrupt)?;
+            Ok(Some(HistoryExtent {
+                revision,
+                exact_from: oldest.map(from_sql).transpose()?.unwrap_or(revision),
+                checkpoints: checkpoints
+                    .into_iter()
+                    .map(from_sql)
+                    .collect::<Result<_, _>>()?,
+            }))
+        })
+        .await
+    }
+
+    async fn checkpoint_at_or_before(
+        &self,
+        document: &str,
+        revision: u64,
+    ) -> Result<Option<(u64, String)>, StoreError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let statement = client
+                .prepare_cached(
+                    "SELECT revision, text FROM checkpoints WHERE document = $1 \
+                     AND revision <= $2 ORDER BY revision DESC LIMIT 1",
+                )
+                .await
+                .map_err(|e| self.failed(e))?;
+            let row = client
+                .query_opt(&statement, &[&document, &to_sql(revision)])
+                .await
+                .map_err(|e| self.failed(e))?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let bytes: Vec<u8> = row.try_get(1).map_err(corrupt)?;
+            let text = String::from_utf8(bytes)
+                .map_err(|e| StoreError::Corrupt(format!("checkpoint is not UTF-8: {e}")))?;
+            Ok(Some((from_sql(row.try_get(0).map_err(corrupt)?)?, text)))
+        })
+        .await
+    }
+
+    async fn read_past(
+        &self,
+        document: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<PastOp>, StoreError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let statement = client
+                .prepare_cached(
+                    "SELECT revision, operation, author, client_id, seq, \
+                            (extract(epoch FROM committed_at) * 1000)::int8 FROM oplog \
+                     WHERE document = $1 AND revision >= $2 AND revision < $3 \
+                     ORDER BY revision",
+                )
+                .await
+                .map_err(|e| self.failed(e))?;
+            let rows = client
+                .query(&statement, &[&document, &to_sql(from), &to_sql(to)])
+                .await
+                .map_err(|e| self.failed(e))?;
+            StoreCounters::add(&self.counters.log_rows_read, rows.len() as u64);
+            rows.iter()
+                .map(|row| {
+                    let json: &str = row.try_get(1).map_err(corrupt)?;
+                    let seq: Option<i64> = row.try_get(4).map_err(corrupt)?;
+                    Ok(PastOp {
+                        op: LoggedOp {
+                            revision: from_sql(row.try_get(0).map_err(corrupt)?)?,
+                            operation: parse_op(json)?,
+                            author: from_sql(row.try_get(2).map_err(corrupt)?)?,
+                            client_id: row.try_get(3).map_err(corrupt)?,
+                            seq: seq.map(from_sql).transpose()?,
+                        },
+                        committed_at_ms: row.try_get(5).map_err(corrupt)?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn last_revision_at(
+        &self,
+        document: &str,
+        at_ms: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let statement = client
+                .prepare_cached(
+                    "SELECT max(revision) FROM oplog WHERE document = $1 \
+                     AND committed_at <= to_timestamp($2::float8 / 1000)",
+                )
+                .await
+                .map_err(|e| self.failed(e))?;
+            let row = client
+                .query_one(&statement, &[&document, &(at_ms as f64)])
+                .await
+                .map_err(|e| self.failed(e))?;
+            let revision: Option<i64> = row.try_get(0).map_err(corrupt)?;
+            revision.map(from_sql).transpose()
+        })
+        .await
+    }
+
+    async fn record_author(&self, document: &str, info: AuthorInfo) -> Result<(), StoreError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let statement = client
+                .prepare_cached(
+                    "INSERT INTO authors (document, author, name, hue) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (document, author) DO UPDATE \
+                     SET name = excluded.name, hue = excluded.hue",
+                )
+                .await
+                .map_err(|e| self.failed(e))?;
+            let hue = i32::try_from(info.hue).unwrap_or(0);
+            client
+                .execute(
+                    &statement,
+                    &[&document, &to_sql(info.author), &info.name, &hue],
+                )
+                .await
+                .map_err(|e| self.failed(e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn authors(&self, document: &str) -> Result<Vec<AuthorInfo>, StoreError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let statement = client
+                .prepare_cached("SELECT author, name, hue FROM authors WHERE document = $1")
+                .await
+                .map_err(|e| self.failed(e))?;
+            let rows = client
+                .query(&statement, &[&document])
+                .await
+                .map_err(|e| self.failed(e))?;
+            rows.iter()
+                .map(|row| {
+                    let hue: i32 = row.try_get(2).map_err(corrupt)?;
+                    Ok(AuthorInfo {
+                        author: from_sql(row.try_get(0).map_err(corrupt)?)?,
+                        name: row.try_get(1).map_err(corrupt)?,
+                        hue: u32::try_from(hue).unwrap_or(0),
+                    })
+                })
+                .collect()
+        })
+        .await
     }
 
     async fn delete_expired(&self, unused_for: Duration) -> Result<u64, StoreError> {
@@ -907,6 +1124,14 @@ impl Store for PgStore {
                         ),
                         tx.execute(
                             "DELETE FROM client_seqs WHERE document = ANY($1)",
+                            &expired_param
+                        ),
+                        tx.execute(
+                            "DELETE FROM checkpoints WHERE document = ANY($1)",
+                            &expired_param
+                        ),
+                        tx.execute(
+                            "DELETE FROM authors WHERE document = ANY($1)",
                             &expired_param
                         ),
                         tx.execute(

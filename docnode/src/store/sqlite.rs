@@ -15,10 +15,14 @@ use async_trait::async_trait;
 use codraft_ot::Operation;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::{DocumentCommit, LoggedOp, Snapshot, Store, StoreCounters, StoreError, StoredDocument};
+use super::{
+    AuthorInfo, DocumentCommit, HistoryExtent, LoggedOp, PastOp, Snapshot, Store, StoreCounters,
+    StoreError, StoredDocument,
+};
 
 /// Schema changes in order; each runs once, recorded in `schema_migrations`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE documents (
         id          TEXT PRIMARY KEY,
         revision    INTEGER NOT NULL,
@@ -47,7 +51,25 @@ const MIGRATIONS: &[&str] = &[r#"
         seq       INTEGER NOT NULL,
         PRIMARY KEY (document, client_id)
     ) WITHOUT ROWID;
-"#];
+"#,
+    r#"
+    CREATE TABLE checkpoints (
+        document TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        text     TEXT NOT NULL,
+        PRIMARY KEY (document, revision)
+    ) WITHOUT ROWID;
+    INSERT INTO checkpoints (document, revision, text)
+        SELECT document, revision, text FROM snapshots;
+    CREATE TABLE authors (
+        document TEXT NOT NULL,
+        author   INTEGER NOT NULL,
+        name     TEXT NOT NULL,
+        hue      INTEGER NOT NULL,
+        PRIMARY KEY (document, author)
+    ) WITHOUT ROWID;
+"#,
+];
 
 /// Documents in one SQLite file.
 pub struct SqliteStore {
@@ -340,18 +362,25 @@ impl Store for SqliteStore {
 
     async fn write_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
         self.with_conn(move |conn, _| {
-            conn.execute(
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            let (document, revision) = (&*snapshot.document, to_sql(snapshot.revision));
+            tx.execute(
                 "INSERT INTO snapshots (document, revision, text) VALUES (?1, ?2, ?3) \
                  ON CONFLICT (document) DO UPDATE SET revision = excluded.revision, \
                  text = excluded.text WHERE excluded.revision > snapshots.revision",
-                params![
-                    &*snapshot.document,
-                    to_sql(snapshot.revision),
-                    snapshot.text
-                ],
+                params![document, revision, snapshot.text],
             )
             .map_err(unavailable)?;
-            Ok(())
+            // Every snapshot is a checkpoint of the history as well.
+            tx.execute(
+                "INSERT INTO checkpoints (document, revision, text) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (document, revision) DO NOTHING",
+                params![document, revision, snapshot.text],
+            )
+            .map_err(unavailable)?;
+            tx.commit().map_err(unavailable)
         })
         .await
     }
@@ -456,14 +485,209 @@ impl Store for SqliteStore {
         let cutoff =
             now_secs().saturating_sub(i64::try_from(retention.as_secs()).unwrap_or(i64::MAX));
         self.with_conn(move |conn, _| {
-            let deleted = conn
-                .execute(
-                    "DELETE FROM oplog WHERE committed_at < ?1 AND revision < \
-                     (SELECT s.revision FROM snapshots s WHERE s.document = oplog.document)",
-                    params![cutoff],
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            // Per document, the newest checkpoint whose preceding op is old (or gone already):
+            // commit times grow with revisions, so every op below it is old too.
+            let floors: Vec<(String, i64)> = {
+                let mut stmt = tx
+                    .prepare(
+                        "SELECT c.document, MAX(c.revision) FROM checkpoints c \
+                          WHERE NOT EXISTS (SELECT 1 FROM oplog o WHERE o.document = c.document \
+                                 AND o.revision = c.revision - 1 AND o.committed_at >= ?1) \
+                          GROUP BY c.document",
+                    )
+                    .map_err(unavailable)?;
+                let rows = stmt
+                    .query_map(params![cutoff], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .map_err(unavailable)?;
+                rows.collect::<Result<_, _>>().map_err(unavailable)?
+            };
+            let mut deleted = 0;
+            for (document, floor) in floors {
+                deleted += tx
+                    .execute(
+                        "DELETE FROM oplog WHERE document = ?1 AND revision < ?2",
+                        params![document, floor],
+                    )
+                    .map_err(unavailable)? as u64;
+            }
+            tx.commit().map_err(unavailable)?;
+            Ok(deleted)
+        })
+        .await
+    }
+
+    async fn history_extent(&self, document: &str) -> Result<Option<HistoryExtent>, StoreError> {
+        let document = document.to_owned();
+        self.with_conn(move |conn, _| {
+            let tx = conn.transaction().map_err(unavailable)?;
+            let revision: Option<i64> = tx
+                .query_row(
+                    "SELECT revision FROM documents WHERE id = ?1",
+                    params![document],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(unavailable)?;
+            let Some(revision) = revision else {
+                return Ok(None);
+            };
+            let revision = from_sql(revision)?;
+            let oldest: Option<i64> = tx
+                .query_row(
+                    "SELECT MIN(revision) FROM oplog WHERE document = ?1",
+                    params![document],
+                    |r| r.get(0),
                 )
                 .map_err(unavailable)?;
-            Ok(deleted as u64)
+            let checkpoints = {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "SELECT revision FROM checkpoints WHERE document = ?1 ORDER BY revision",
+                    )
+                    .map_err(unavailable)?;
+                let rows = stmt
+                    .query_map(params![document], |r| r.get::<_, i64>(0))
+                    .map_err(unavailable)?;
+                let mut out = Vec::new();
+                for row in rows {
+                    out.push(from_sql(row.map_err(unavailable)?)?);
+                }
+                out
+            };
+            Ok(Some(HistoryExtent {
+                revision,
+                exact_from: oldest.map(from_sql).transpose()?.unwrap_or(revision),
+                checkpoints,
+            }))
+        })
+        .await
+    }
+
+    async fn checkpoint_at_or_before(
+        &self,
+        document: &str,
+        revision: u64,
+    ) -> Result<Option<(u64, String)>, StoreError> {
+        let document = document.to_owned();
+        self.with_conn(move |conn, _| {
+            let row: Option<(i64, String)> = conn
+                .query_row(
+                    "SELECT revision, text FROM checkpoints WHERE document = ?1 \
+                     AND revision <= ?2 ORDER BY revision DESC LIMIT 1",
+                    params![document, to_sql(revision)],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(unavailable)?;
+            row.map(|(rev, text)| Ok((from_sql(rev)?, text)))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn read_past(
+        &self,
+        document: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<PastOp>, StoreError> {
+        let document = document.to_owned();
+        self.with_conn(move |conn, counters| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT revision, operation, author, client_id, seq, committed_at FROM oplog \
+                     WHERE document = ?1 AND revision >= ?2 AND revision < ?3 ORDER BY revision",
+                )
+                .map_err(unavailable)?;
+            let mut rows = stmt
+                .query(params![document, to_sql(from), to_sql(to)])
+                .map_err(unavailable)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(unavailable)? {
+                let json: String = row.get(1).map_err(unavailable)?;
+                let seq: Option<i64> = row.get(4).map_err(unavailable)?;
+                let at: i64 = row.get(5).map_err(unavailable)?;
+                out.push(PastOp {
+                    op: LoggedOp {
+                        revision: from_sql(row.get(0).map_err(unavailable)?)?,
+                        operation: parse_op(&json)?,
+                        author: from_sql(row.get(2).map_err(unavailable)?)?,
+                        client_id: row.get(3).map_err(unavailable)?,
+                        seq: seq.map(from_sql).transpose()?,
+                    },
+                    committed_at_ms: at.saturating_mul(1000),
+                });
+            }
+            StoreCounters::add(&counters.log_rows_read, out.len() as u64);
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn last_revision_at(
+        &self,
+        document: &str,
+        at_ms: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        let document = document.to_owned();
+        self.with_conn(move |conn, _| {
+            let revision: Option<i64> = conn
+                .query_row(
+                    "SELECT MAX(revision) FROM oplog WHERE document = ?1 AND committed_at <= ?2",
+                    params![document, at_ms.div_euclid(1000)],
+                    |r| r.get(0),
+                )
+                .map_err(unavailable)?;
+            revision.map(from_sql).transpose()
+        })
+        .await
+    }
+
+    async fn record_author(&self, document: &str, info: AuthorInfo) -> Result<(), StoreError> {
+        let document = document.to_owned();
+        self.with_conn(move |conn, _| {
+            conn.prepare_cached(
+                "INSERT INTO authors (document, author, name, hue) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (document, author) DO UPDATE \
+                 SET name = excluded.name, hue = excluded.hue",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![document, to_sql(info.author), info.name, info.hue])
+            })
+            .map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn authors(&self, document: &str) -> Result<Vec<AuthorInfo>, StoreError> {
+        let document = document.to_owned();
+        self.with_conn(move |conn, _| {
+            let mut stmt = conn
+                .prepare_cached("SELECT author, name, hue FROM authors WHERE document = ?1")
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map(params![document], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })
+                .map_err(unavailable)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (author, name, hue) = row.map_err(unavailable)?;
+                out.push(AuthorInfo {
+                    author: from_sql(author)?,
+                    name,
+                    hue: u32::try_from(hue).unwrap_or(0),
+                });
+            }
+            Ok(out)
         })
         .await
     }
@@ -476,7 +700,13 @@ impl Store for SqliteStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(unavailable)?;
             let expired = "SELECT id FROM documents WHERE accessed_at < ?1";
-            for table in ["oplog", "snapshots", "client_seqs"] {
+            for table in [
+                "oplog",
+                "snapshots",
+                "client_seqs",
+                "checkpoints",
+                "authors",
+            ] {
                 tx.execute(
                     &format!("DELETE FROM {table} WHERE document IN ({expired})"),
                     params![cutoff],
