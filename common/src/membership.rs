@@ -63,6 +63,11 @@ pub struct MembershipConfig {
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
 
+    /// CA certificates (PEM) that verify a `rediss://` REDIS_URL; without it, the system's
+    /// roots. Managed Redis services with a private CA need it.
+    #[arg(long, env = "REDIS_CA_FILE")]
+    pub redis_ca_file: Option<std::path::PathBuf>,
+
     /// Prefix of every Redis key and channel, so clusters (and tests) can share one Redis.
     #[arg(long, env = "REDIS_PREFIX", default_value = "codraft")]
     pub redis_prefix: String,
@@ -120,8 +125,21 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn client(url: &str) -> Result<redis::Client, MembershipError> {
-    redis::Client::open(url).map_err(|e| MembershipError::BadUrl(e.to_string()))
+fn client(config: &MembershipConfig, url: &str) -> Result<redis::Client, MembershipError> {
+    crate::tls::redis_client(url, config.redis_ca_file.as_deref())
+        .map_err(|e| MembershipError::BadUrl(e.to_string()))
+}
+
+/// A connection manager, or `None` with the reason logged (a refused certificate must show
+/// in the log, not only as a docnode nobody can see).
+async fn connect(redis: &redis::Client) -> Option<ConnectionManager> {
+    match ConnectionManager::new(redis.clone()).await {
+        Ok(connection) => Some(connection),
+        Err(error) => {
+            warn!(%error, "cannot connect to Redis (REDIS_URL, REDIS_CA_FILE)");
+            None
+        }
+    }
 }
 
 /// A view that never changes (DOCNODES, or a single in-process docnode).
@@ -141,7 +159,7 @@ pub fn watch_view(
         return Ok(fixed_view(statics));
     }
     let url = config.redis_url.clone().unwrap_or_default();
-    let redis = client(&url)?;
+    let redis = client(config, &url)?;
     let (tx, rx) = watch::channel(Arc::new(Vec::new()));
     let config = config.clone();
     let sender = tx.clone();
@@ -175,7 +193,7 @@ async fn watch_redis(redis: redis::Client, config: MembershipConfig, view: watch
     let mut connection: Option<ConnectionManager> = None;
     loop {
         if connection.is_none() {
-            connection = ConnectionManager::new(redis.clone()).await.ok();
+            connection = connect(&redis).await;
         }
         if let Some(con) = connection.as_mut() {
             match read_live(con, &config).await {
@@ -236,7 +254,7 @@ impl Registration {
         let Some(url) = config.redis_url.clone() else {
             return Ok(None);
         };
-        let redis = client(&url)?;
+        let redis = client(config, &url)?;
         let (healthy_tx, healthy) = watch::channel(false);
         let failures = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn(heartbeat(
@@ -307,7 +325,7 @@ async fn heartbeat(
     let mut connection: Option<ConnectionManager> = None;
     loop {
         if connection.is_none() {
-            connection = ConnectionManager::new(redis.clone()).await.ok();
+            connection = connect(&redis).await;
         }
         let ok = match connection.as_mut() {
             Some(con) => {
