@@ -3,7 +3,8 @@
 //!
 //! The requests all come from 127.0.0.1, standing in for a load balancer: gateways 0 and 1
 //! trust it (TRUSTED_PROXIES) and count the client named in X-Forwarded-For / Forwarded;
-//! gateway 2 trusts nobody, so the headers must change nothing there.
+//! gateway 2 trusts nobody, so the headers must change nothing there. A gateway whose Redis
+//! is down keeps the budget itself.
 
 mod cluster;
 
@@ -162,6 +163,48 @@ async fn the_wrong_password_budget_follows_the_forwarded_client_across_gateways(
         get_text(port(2), &other, &forged).await,
         429,
         "forged X-Forwarded-For from an untrusted peer must not buy a fresh budget"
+    );
+    cluster.assert_no_panic();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_each_gateway_keeps_its_own_budget() {
+    // The gateway's Redis is a port nobody listens on (membership is static, so it still
+    // routes): the budget must still hold, counted on the gateway, and the log must say so.
+    let dead = cluster::free_port();
+    let gateway_env = |_: usize, setup: &cluster::Setup| {
+        vec![
+            ("OTP_FAILURES_PER_MINUTE".to_owned(), BUDGET.to_string()),
+            ("TRUSTED_PROXIES".to_owned(), "127.0.0.1".to_owned()),
+            ("DOCNODES".to_owned(), setup.urls.join(",")),
+            ("REDIS_URL".to_owned(), format!("redis://127.0.0.1:{dead}")),
+        ]
+    };
+    let cluster = Cluster::start_with(1, 1, |_, _| Vec::new(), gateway_env).await;
+    let port = cluster.gateways[0].ready_port;
+    let document = unique_document("guarded");
+    let _owner = protect(&cluster.ws(0), &document).await;
+    let attacker = [
+        ("X-Forwarded-For", "203.0.113.8"),
+        ("X-Document-Password", "wrong"),
+    ];
+    for attempt in 0..BUDGET {
+        assert_eq!(
+            get_text(port, &document, &attacker).await,
+            401,
+            "attempt {attempt}"
+        );
+    }
+    assert_eq!(get_text(port, &document, &attacker).await, 429);
+    let bystander = [
+        ("X-Forwarded-For", "198.51.100.10"),
+        ("X-Document-Password", PASSWORD),
+    ];
+    assert_eq!(get_text(port, &document, &bystander).await, 200);
+    let log = cluster.gateways[0].log();
+    assert!(
+        log.contains("counting on this gateway only"),
+        "the fallback is logged:\n{log}"
     );
     cluster.assert_no_panic();
 }
