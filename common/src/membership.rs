@@ -131,12 +131,20 @@ fn client(config: &MembershipConfig, url: &str) -> Result<redis::Client, Members
 }
 
 /// A connection manager, or `None` with the reason logged (a refused certificate must show
-/// in the log, not only as a docnode nobody can see).
-async fn connect(redis: &redis::Client) -> Option<ConnectionManager> {
+/// in the log, not only as a docnode nobody can see). `failing` remembers that the last try
+/// failed, so an outage is logged once when it starts, not at every retry.
+async fn connect(redis: &redis::Client, failing: &mut bool) -> Option<ConnectionManager> {
     match ConnectionManager::new(redis.clone()).await {
-        Ok(connection) => Some(connection),
+        Ok(connection) => {
+            if std::mem::take(failing) {
+                info!("connected to Redis again");
+            }
+            Some(connection)
+        }
         Err(error) => {
-            warn!(%error, "cannot connect to Redis (REDIS_URL, REDIS_CA_FILE)");
+            if !std::mem::replace(failing, true) {
+                warn!(%error, "cannot connect to Redis (REDIS_URL, REDIS_CA_FILE); retrying");
+            }
             None
         }
     }
@@ -191,9 +199,10 @@ async fn watch_redis(redis: redis::Client, config: MembershipConfig, view: watch
         }
     });
     let mut connection: Option<ConnectionManager> = None;
+    let mut failing = false;
     loop {
         if connection.is_none() {
-            connection = connect(&redis).await;
+            connection = connect(&redis, &mut failing).await;
         }
         if let Some(con) = connection.as_mut() {
             match read_live(con, &config).await {
@@ -323,9 +332,10 @@ async fn heartbeat(
     let ttl = config.ttl();
     let mut announced = false;
     let mut connection: Option<ConnectionManager> = None;
+    let mut failing = false;
     loop {
         if connection.is_none() {
-            connection = connect(&redis).await;
+            connection = connect(&redis, &mut failing).await;
         }
         let ok = match connection.as_mut() {
             Some(con) => {
