@@ -27,11 +27,14 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
 };
+use rustls::pki_types::pem::PemObject;
 
 /// A CA of the test's own with a server and a client certificate, and a second CA that
 /// signed nothing here (the "wrong CA").
 struct Pki {
     dir: TempDir,
+    /// The CA itself, to issue more certificates (a rotation).
+    issuer: CertifiedIssuer<'static, KeyPair>,
     /// The CA that signed the server and client certificates.
     ca: PathBuf,
     /// A CA nobody's certificate comes from.
@@ -103,7 +106,17 @@ impl Pki {
             stranger_cert: write("stranger.pem", &stranger_cert),
             stranger_key: write("stranger.key", &stranger_key),
             dir,
+            issuer: ca,
         }
+    }
+
+    /// A new server certificate for 127.0.0.1 from the same CA, with a new key.
+    fn issue_server_certificate(&self) -> (String, String) {
+        leaf(
+            &self.issuer,
+            &["127.0.0.1"],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        )
     }
 }
 
@@ -476,6 +489,34 @@ async fn gateways_reach_docnodes_over_mutual_tls_and_strangers_are_refused() {
     .await;
     assert_eq!(status, 200, "mutual TLS through gateway 0: {body}");
 
+    // Rotation: a new certificate for the docnode, written over the old files, is served to
+    // new connections without a restart, and the gateway keeps working through it.
+    let (rotated_cert, rotated_key) = pki.issue_server_certificate();
+    std::fs::write(&pki.server_key, &rotated_key).expect("rotate key");
+    std::fs::write(&pki.server_cert, &rotated_cert).expect("rotate cert");
+    let grpc_port: u16 = cluster.docnode_urls[0]
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("docnode port");
+    let rotated_der = rustls::pki_types::CertificateDer::from_pem_slice(rotated_cert.as_bytes())
+        .expect("rotated certificate");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while served_certificate(&pki, grpc_port).await != rotated_der {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the rotated certificate was not served within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let fresh = format!("{document}-after-rotation");
+    let (status, body) = cluster::http_get(
+        cluster.gateways[0].ready_port,
+        &format!("/api/text/{fresh}"),
+    )
+    .await;
+    assert_eq!(status, 200, "mutual TLS after the rotation: {body}");
+
     for (i, why) in [
         (1, "no client certificate"),
         (2, "a client certificate from an untrusted CA"),
@@ -496,7 +537,49 @@ async fn gateways_reach_docnodes_over_mutual_tls_and_strangers_are_refused() {
             "gateway {i} ({why}) must log why: status {status} {body}\n{log}"
         );
     }
+    let docnode_log = cluster.docnodes[0].log();
+    assert!(
+        docnode_log.contains("gRPC TLS handshake refused"),
+        "the docnode says why it refused gateways:\n{docnode_log}"
+    );
     cluster.assert_no_panic();
+}
+
+/// The leaf certificate the TLS server on `port` presents (as a client with the test's
+/// client certificate, since the docnode requires one).
+async fn served_certificate(pki: &Pki, port: u16) -> rustls::pki_types::CertificateDer<'static> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&pki.ca).expect("CA file") {
+        roots.add(cert.expect("CA cert")).expect("CA");
+    }
+    let chain: Vec<_> = CertificateDer::pem_file_iter(&pki.client_cert)
+        .expect("client cert")
+        .map(|c| c.expect("client cert"))
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(&pki.client_key).expect("client key");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .expect("client auth");
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to the docnode");
+    let name = ServerName::try_from("127.0.0.1").expect("server name");
+    let stream = connector.connect(name, tcp).await.expect("TLS handshake");
+    stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .expect("a server certificate")
+        .clone()
+        .into_owned()
 }
 
 /// An OTLP/gRPC trace receiver behind TLS (the test CA's server certificate), counting the

@@ -5,12 +5,20 @@
 //! Every loader names the file and the setting in its error, because a TLS misconfiguration
 //! is otherwise reported far from its cause (a handshake that fails minutes later).
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant, SystemTime},
+};
 
 use clap::Args;
 use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
-use rustls::RootCertStore;
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use rustls::{
+    server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier},
+    sign::CertifiedKey,
+    RootCertStore, ServerConfig,
+};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 /// Why TLS material could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +56,9 @@ pub enum TlsError {
     /// Neither a CA file nor any system root was found.
     #[error("no trust roots: the system has no CA certificates and no CA file was given")]
     NoRoots,
+    /// rustls refused a key or a configuration.
+    #[error("TLS configuration: {0}")]
+    Config(String),
     /// Redis refused the URL or the TLS settings.
     #[error("invalid Redis TLS settings: {0}")]
     Redis(String),
@@ -189,17 +200,31 @@ impl GrpcTlsConfig {
         }
     }
 
-    /// The docnode's server TLS, or `None` when GRPC_TLS_CERT_FILE is unset (plaintext).
-    pub fn server(&self) -> Result<Option<ServerTlsConfig>, TlsError> {
-        install_crypto_provider();
-        let Some(identity) = self.identity()? else {
+    /// The docnode's server TLS as a rustls configuration whose certificate is read again
+    /// when its files change ([`ReloadingCertificate`]), or `None` without
+    /// GRPC_TLS_CERT_FILE. Speaks HTTP/2 only (ALPN `h2`), as gRPC needs.
+    pub fn reloading_server(&self) -> Result<Option<Arc<ServerConfig>>, TlsError> {
+        let (Some(cert), Some(key)) = (&self.grpc_tls_cert_file, &self.grpc_tls_key_file) else {
             return Ok(None);
         };
-        let mut config = ServerTlsConfig::new().identity(identity);
-        if let Some(ca) = self.ca()? {
-            config = config.client_ca_root(ca);
-        }
-        Ok(Some(config))
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        let builder = match &self.grpc_tls_ca_file {
+            Some(ca) => {
+                let roots = Arc::new(root_store(Some(ca))?);
+                let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider)
+                    .build()
+                    .map_err(|e| TlsError::Config(e.to_string()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let mut config =
+            builder.with_cert_resolver(Arc::new(ReloadingCertificate::load(cert, key)?));
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Some(Arc::new(config)))
     }
 
     /// The gateway's client TLS for `https://` docnodes, or `None` when nothing is set
@@ -216,4 +241,99 @@ impl GrpcTlsConfig {
         }
         Ok(config)
     }
+}
+
+/// How often a [`ReloadingCertificate`] looks at its files' modification times.
+const RELOAD_CHECK: Duration = Duration::from_secs(5);
+
+/// A server certificate and key that are read again when their files change, so a rotated
+/// certificate (cert-manager renewing a Secret, which Kubernetes swaps into the mounted
+/// volume) is served to new connections without a restart. The files are looked at, at most
+/// every few seconds, during handshakes; a rotation that cannot be read (a key that does not
+/// match yet, a half-written file) keeps the previous certificate and is logged.
+#[derive(Debug)]
+pub struct ReloadingCertificate {
+    /// The certificate chain file.
+    cert: PathBuf,
+    /// The private key file.
+    key: PathBuf,
+    /// What is served now.
+    loaded: Mutex<Loaded>,
+}
+
+/// The certificate being served and what its files looked like when it was read.
+#[derive(Debug)]
+struct Loaded {
+    /// The certificate and its signing key.
+    certified: Arc<CertifiedKey>,
+    /// Modification times of the certificate and key files when they were read.
+    stamp: (Option<SystemTime>, Option<SystemTime>),
+    /// When the files were last looked at.
+    checked: Instant,
+}
+
+impl ReloadingCertificate {
+    /// Reads the certificate and key now (failing start-up if they are unusable).
+    pub fn load(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        let stamp = stamp(cert, key);
+        let certified = read_certified(cert, key)?;
+        Ok(Self {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            loaded: Mutex::new(Loaded {
+                certified,
+                stamp,
+                checked: Instant::now(),
+            }),
+        })
+    }
+
+    /// The certificate to serve, re-read first if its files changed.
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        let mut loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
+        if loaded.checked.elapsed() >= RELOAD_CHECK {
+            loaded.checked = Instant::now();
+            let now = stamp(&self.cert, &self.key);
+            if now != loaded.stamp {
+                match read_certified(&self.cert, &self.key) {
+                    Ok(certified) => {
+                        loaded.certified = certified;
+                        loaded.stamp = now;
+                        tracing::info!(cert = %self.cert.display(), "TLS certificate reloaded");
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "rotated TLS certificate unusable; serving the previous one");
+                    }
+                }
+            }
+        }
+        Arc::clone(&loaded.certified)
+    }
+}
+
+impl ResolvesServerCert for ReloadingCertificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+/// Modification times of a certificate and key (following symlinks, as Kubernetes mounts).
+fn stamp(cert: &Path, key: &Path) -> (Option<SystemTime>, Option<SystemTime>) {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    (modified(cert), modified(key))
+}
+
+/// A certificate chain and its key, checked to belong together.
+fn read_certified(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
+    let chain = read_certificates(cert)?;
+    let private = read_private_key(key)?;
+    let provider = rustls::crypto::ring::default_provider();
+    let certified = CertifiedKey::from_der(chain, private, &provider).map_err(|e| {
+        TlsError::Config(format!(
+            "{} and {} do not make a usable certificate: {e}",
+            cert.display(),
+            key.display()
+        ))
+    })?;
+    Ok(Arc::new(certified))
 }

@@ -316,13 +316,19 @@ impl Docnode {
             wait_for(stop_rx.clone()),
         ));
         info!(grpc = %grpc_addr, admin = %admin_addr, node = %self.config.node_id(), "docnode serving");
-        let mut builder = Server::builder();
-        if let Some(tls) = self.config.grpc_tls.server()? {
-            builder = builder.tls_config(tls)?;
-        }
-        let grpc = builder
-            .add_service(self.grpc_service())
-            .serve_with_incoming_shutdown(
+        let stopped = async {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        };
+        let router = Server::builder().add_service(self.grpc_service());
+        let grpc: std::pin::Pin<
+            Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send + '_>,
+        > = match self.config.grpc_tls.reloading_server()? {
+            Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
+                crate::tls_listener::incoming(listener, tls),
+                stopped,
+            )),
+            None => Box::pin(router.serve_with_incoming_shutdown(
                 TcpListenerStream::new(listener).map(|accepted| {
                     // Small frames must not wait for Nagle's algorithm (40 ms with delayed ACKs).
                     if let Ok(stream) = &accepted {
@@ -330,11 +336,9 @@ impl Docnode {
                     }
                     accepted
                 }),
-                async {
-                    shutdown.await;
-                    let _ = stop_tx.send(true);
-                },
-            );
+                stopped,
+            )),
+        };
         // The gRPC server stops taking new streams on shutdown but waits for open ones, and
         // open ones end only when their documents close: so close the documents first.
         let registry = Arc::clone(&self.registry);
