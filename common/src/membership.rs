@@ -63,6 +63,11 @@ pub struct MembershipConfig {
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
 
+    /// CA certificates (PEM) that verify a `rediss://` REDIS_URL; without it, the system's
+    /// roots. Managed Redis services with a private CA need it.
+    #[arg(long, env = "REDIS_CA_FILE")]
+    pub redis_ca_file: Option<std::path::PathBuf>,
+
     /// Prefix of every Redis key and channel, so clusters (and tests) can share one Redis.
     #[arg(long, env = "REDIS_PREFIX", default_value = "codraft")]
     pub redis_prefix: String,
@@ -120,8 +125,29 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn client(url: &str) -> Result<redis::Client, MembershipError> {
-    redis::Client::open(url).map_err(|e| MembershipError::BadUrl(e.to_string()))
+fn client(config: &MembershipConfig, url: &str) -> Result<redis::Client, MembershipError> {
+    crate::tls::redis_client(url, config.redis_ca_file.as_deref())
+        .map_err(|e| MembershipError::BadUrl(e.to_string()))
+}
+
+/// A connection manager, or `None` with the reason logged (a refused certificate must show
+/// in the log, not only as a docnode nobody can see). `failing` remembers that the last try
+/// failed, so an outage is logged once when it starts, not at every retry.
+async fn connect(redis: &redis::Client, failing: &mut bool) -> Option<ConnectionManager> {
+    match ConnectionManager::new(redis.clone()).await {
+        Ok(connection) => {
+            if std::mem::take(failing) {
+                info!("connected to Redis again");
+            }
+            Some(connection)
+        }
+        Err(error) => {
+            if !std::mem::replace(failing, true) {
+                warn!(%error, "cannot connect to Redis (REDIS_URL, REDIS_CA_FILE); retrying");
+            }
+            None
+        }
+    }
 }
 
 /// A view that never changes (DOCNODES, or a single in-process docnode).
@@ -141,7 +167,7 @@ pub fn watch_view(
         return Ok(fixed_view(statics));
     }
     let url = config.redis_url.clone().unwrap_or_default();
-    let redis = client(&url)?;
+    let redis = client(config, &url)?;
     let (tx, rx) = watch::channel(Arc::new(Vec::new()));
     let config = config.clone();
     let sender = tx.clone();
@@ -173,9 +199,10 @@ async fn watch_redis(redis: redis::Client, config: MembershipConfig, view: watch
         }
     });
     let mut connection: Option<ConnectionManager> = None;
+    let mut failing = false;
     loop {
         if connection.is_none() {
-            connection = ConnectionManager::new(redis.clone()).await.ok();
+            connection = connect(&redis, &mut failing).await;
         }
         if let Some(con) = connection.as_mut() {
             match read_live(con, &config).await {
@@ -236,7 +263,7 @@ impl Registration {
         let Some(url) = config.redis_url.clone() else {
             return Ok(None);
         };
-        let redis = client(&url)?;
+        let redis = client(config, &url)?;
         let (healthy_tx, healthy) = watch::channel(false);
         let failures = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn(heartbeat(
@@ -305,9 +332,10 @@ async fn heartbeat(
     let ttl = config.ttl();
     let mut announced = false;
     let mut connection: Option<ConnectionManager> = None;
+    let mut failing = false;
     loop {
         if connection.is_none() {
-            connection = ConnectionManager::new(redis.clone()).await.ok();
+            connection = connect(&redis, &mut failing).await;
         }
         let ok = match connection.as_mut() {
             Some(con) => {

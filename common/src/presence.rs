@@ -177,9 +177,16 @@ pub struct PresenceRedis {
 
 impl PresenceRedis {
     /// Presence at `url` under `prefix`; `ttl` is the whole key's TTL each write refreshes.
-    /// Connects lazily, so a Redis that is down now is not an error.
-    pub fn new(url: &str, prefix: &str, ttl: Duration) -> Result<Self, PresenceError> {
-        let client = redis::Client::open(url).map_err(|e| PresenceError::BadUrl(e.to_string()))?;
+    /// `ca_file` verifies a `rediss://` server (REDIS_CA_FILE). Connects lazily, so a Redis
+    /// that is down now is not an error.
+    pub fn new(
+        url: &str,
+        ca_file: Option<&std::path::Path>,
+        prefix: &str,
+        ttl: Duration,
+    ) -> Result<Self, PresenceError> {
+        let client = crate::tls::redis_client(url, ca_file)
+            .map_err(|e| PresenceError::BadUrl(e.to_string()))?;
         // Short timeouts: presence is soft state, and a Redis outage must not queue work.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_millis(500)))

@@ -16,12 +16,20 @@
 //! exports those at `info` and above whatever `RUST_LOG` says, so quieting the logs never
 //! silently drops traces.
 //!
+//! `https://` collectors are verified against the system roots, or against the CA file in
+//! the standard `OTEL_EXPORTER_OTLP_CERTIFICATE` (`OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE`),
+//! with an optional client certificate (`OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE` and
+//! `OTEL_EXPORTER_OTLP_CLIENT_KEY`) for collectors that require one. A batch the collector
+//! refuses (or cannot be reached for) is logged as a warning: the SDK's own logs are off, and
+//! a refused certificate would otherwise lose every trace without a line.
+//!
 //! A trace crosses the gateway→docnode hop inside the protobuf frames, not the gRPC metadata:
 //! one stream carries many edits, each the root of its own trace. [`trace_context`] writes a
 //! span's W3C `traceparent` into a frame's map and [`set_remote_parent`] reads it back.
 
 use std::{
     collections::HashMap,
+    path::PathBuf,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, OnceLock,
@@ -34,7 +42,14 @@ use opentelemetry::{
     trace::{SpanContext, TraceContextExt, TracerProvider as _},
     Key,
 };
-use opentelemetry_sdk::{propagation::TraceContextPropagator, trace::SdkTracerProvider, Resource};
+use opentelemetry_otlp::WithTonicConfig;
+use opentelemetry_sdk::{
+    error::OTelSdkResult,
+    propagation::TraceContextPropagator,
+    trace::{SdkTracerProvider, SpanData, SpanExporter},
+    Resource,
+};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 use tracing::{dispatcher::WeakDispatch, Dispatch};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{
@@ -148,13 +163,85 @@ fn resource(service: &'static str) -> Resource {
     }
 }
 
+/// The first of the standard variables that is set and not blank.
+fn first_var(names: &[&str]) -> Option<PathBuf> {
+    names
+        .iter()
+        .filter_map(|name| std::env::var(name).ok())
+        .find(|value| !value.trim().is_empty())
+        .map(PathBuf::from)
+}
+
+/// The exporter's TLS: used only for `https://` endpoints (tonic leaves `http://` plain).
+fn otlp_tls() -> Result<ClientTlsConfig, TelemetryError> {
+    crate::tls::install_crypto_provider();
+    let tls_error = |e: crate::tls::TlsError| TelemetryError::Exporter(e.to_string());
+    let mut config = ClientTlsConfig::new();
+    config = match first_var(&[
+        "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+        "OTEL_EXPORTER_OTLP_CERTIFICATE",
+    ]) {
+        Some(path) => {
+            crate::tls::read_certificates(&path).map_err(tls_error)?;
+            config.ca_certificate(Certificate::from_pem(
+                crate::tls::read_pem(&path).map_err(tls_error)?,
+            ))
+        }
+        None => config.with_native_roots(),
+    };
+    let cert = first_var(&[
+        "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+        "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+    ]);
+    let key = first_var(&[
+        "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
+        "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+    ]);
+    if let (Some(cert), Some(key)) = (cert, key) {
+        crate::tls::read_private_key(&key).map_err(tls_error)?;
+        config = config.identity(Identity::from_pem(
+            crate::tls::read_pem(&cert).map_err(tls_error)?,
+            crate::tls::read_pem(&key).map_err(tls_error)?,
+        ));
+    }
+    Ok(config)
+}
+
+/// An exporter that says in the log when a batch does not reach the collector.
+#[derive(Debug)]
+struct Reporting<E>(E);
+
+impl<E: SpanExporter> SpanExporter for Reporting<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let spans = batch.len();
+        let result = self.0.export(batch).await;
+        if let Err(error) = &result {
+            tracing::warn!(%error, spans, "trace export failed (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_CERTIFICATE)");
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: std::time::Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.0.set_resource(resource);
+    }
+}
+
 fn tracer_provider(service: &'static str) -> Result<SdkTracerProvider, TelemetryError> {
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
+        .with_tls_config(otlp_tls()?)
         .build()
         .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
     Ok(SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
+        .with_batch_exporter(Reporting(exporter))
         .with_resource(resource(service))
         .build())
 }

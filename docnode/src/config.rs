@@ -37,6 +37,15 @@ pub struct DocnodeConfig {
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
 
+    /// CA certificates (PEM) that verify Postgres under sslmode=verify-ca/verify-full (and
+    /// require); `sslrootcert` in DATABASE_URL wins. Without either, the system's roots.
+    #[arg(long, env = "DATABASE_CA_FILE")]
+    pub database_ca_file: Option<PathBuf>,
+
+    /// File holding the Postgres password (e.g. a mounted Secret); overrides one in the URL.
+    #[arg(long, env = "DATABASE_PASSWORD_FILE")]
+    pub database_password_file: Option<PathBuf>,
+
     /// Most Postgres connections this docnode opens.
     #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 8)]
     pub database_pool_size: usize,
@@ -132,6 +141,12 @@ pub struct DocnodeConfig {
     #[arg(long, env = "MAX_LOADED_DOCUMENTS", default_value_t = 100_000)]
     pub max_loaded_documents: usize,
 
+    /// Optional (mutual) TLS for the gRPC port: with a certificate the port speaks TLS only
+    /// and the advertised URL is `https://`; with a CA as well, gateways must present a
+    /// certificate it signed.
+    #[command(flatten)]
+    pub grpc_tls: codraft_common::tls::GrpcTlsConfig,
+
     /// Seconds a user's presence (name, colour, cursor) lives in Redis without a heartbeat;
     /// heartbeats come every third of it. Users of a crashed docnode vanish after this.
     #[arg(long, env = "PRESENCE_TTL_SECS", default_value_t = 30)]
@@ -202,8 +217,16 @@ impl DocnodeConfig {
         Duration::from_millis(self.commit_window_ms)
     }
 
-    /// The gRPC URL gateways dial: ADVERTISE_ADDR (with `http://` added when it has no
-    /// scheme), or DOCNODE_ADDR.
+    /// The Postgres settings that live beside DATABASE_URL.
+    pub fn database_security(&self) -> crate::store::pg_tls::PgSecurity {
+        crate::store::pg_tls::PgSecurity {
+            ca_file: self.database_ca_file.clone(),
+            password_file: self.database_password_file.clone(),
+        }
+    }
+
+    /// The gRPC URL gateways dial: ADVERTISE_ADDR (with `http://`, or `https://` under
+    /// GRPC_TLS_CERT_FILE, added when it has no scheme), or DOCNODE_ADDR.
     pub fn advertise_url(&self) -> String {
         let addr = self
             .advertise_addr
@@ -211,6 +234,8 @@ impl DocnodeConfig {
             .unwrap_or_else(|| self.docnode_addr.to_string());
         if addr.contains("://") {
             addr
+        } else if self.grpc_tls.serves_tls() {
+            format!("https://{addr}")
         } else {
             format!("http://{addr}")
         }

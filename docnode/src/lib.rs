@@ -16,7 +16,8 @@
 //!    (`document/catch_up.rs`); [`connection`] keeps each client's revision numbering.
 //!
 //! [`wire`] converts between the gRPC contract and OT types; [`config`] holds the settings;
-//! [`server`] wires everything together and serves gRPC and the admin endpoints ([`admin`]);
+//! [`server`] wires everything together and serves gRPC (under TLS through [`tls_listener`])
+//! and the admin endpoints ([`admin`]);
 //! [`presence`] publishes who is in each document (names, cursors) to Redis and restores it
 //! when a document moves here; [`sweeper`] compacts the op log and deletes expired documents in the background;
 //! [`memory`] returns the memory of unloaded documents to the operating system;
@@ -39,6 +40,7 @@ pub mod service;
 pub mod store;
 pub mod sweeper;
 pub mod timeline;
+pub mod tls_listener;
 pub mod wire;
 
 pub use config::DocnodeConfig;

@@ -124,11 +124,18 @@ impl Presence {
         self.metrics.register(registry)
     }
 
-    /// Starts publishing to Redis at `url` under `prefix`, as docnode `node`. Documents that
-    /// are already loaded start publishing at their next change.
-    pub fn connect(&self, url: &str, prefix: &str, node: &str) -> Result<(), String> {
+    /// Starts publishing to Redis at `url` (verified with `ca_file` under `rediss://`) under
+    /// `prefix`, as docnode `node`. Documents that are already loaded start publishing at
+    /// their next change.
+    pub fn connect(
+        &self,
+        url: &str,
+        ca_file: Option<&std::path::Path>,
+        prefix: &str,
+        node: &str,
+    ) -> Result<(), String> {
         // The whole key outlives the longest entry a little, so late readers still see it.
-        let redis = PresenceRedis::new(url, prefix, self.ttl + Duration::from_secs(1))
+        let redis = PresenceRedis::new(url, ca_file, prefix, self.ttl + Duration::from_secs(1))
             .map_err(|e| e.to_string())?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let publisher = Publisher {

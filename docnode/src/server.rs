@@ -46,6 +46,9 @@ pub enum ServeError {
     /// The admin server failed.
     #[error("admin server failed: {0}")]
     Admin(std::io::Error),
+    /// The gRPC TLS files (GRPC_TLS_*) are unusable.
+    #[error("gRPC TLS: {0}")]
+    Tls(#[from] codraft_common::tls::TlsError),
     /// Membership could not start (a bad REDIS_URL).
     #[error("membership: {0}")]
     Membership(String),
@@ -88,7 +91,15 @@ impl Docnode {
         // can send its clients to the winner even when its own view does not list it.
         let owner = format!("{}={}", config.node_id(), config.advertise_url());
         let store: Arc<dyn Store> = match &config.database_url {
-            Some(url) => Arc::new(PgStore::connect(url, &owner, config.database_pool_size).await?),
+            Some(url) => Arc::new(
+                PgStore::connect_secured(
+                    url,
+                    &config.database_security(),
+                    &owner,
+                    config.database_pool_size,
+                )
+                .await?,
+            ),
             None => {
                 let dir = config.data_dir.clone();
                 let store = tokio::task::spawn_blocking(move || SqliteStore::open(&dir))
@@ -268,7 +279,12 @@ impl Docnode {
                 .as_ref()
                 .map_or("codraft", |m| m.redis_prefix.as_str());
             self.presence
-                .connect(url, prefix, &me.id)
+                .connect(
+                    url,
+                    membership.as_ref().and_then(|m| m.redis_ca_file.as_deref()),
+                    prefix,
+                    &me.id,
+                )
                 .map_err(ServeError::Membership)?;
         }
         let registration = match &membership {
@@ -305,9 +321,19 @@ impl Docnode {
             wait_for(stop_rx.clone()),
         ));
         info!(grpc = %grpc_addr, admin = %admin_addr, node = %self.config.node_id(), "docnode serving");
-        let grpc = Server::builder()
-            .add_service(self.grpc_service())
-            .serve_with_incoming_shutdown(
+        let stopped = async {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        };
+        let router = Server::builder().add_service(self.grpc_service());
+        let grpc: std::pin::Pin<
+            Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send + '_>,
+        > = match self.config.grpc_tls.reloading_server()? {
+            Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
+                crate::tls_listener::incoming(listener, tls),
+                stopped,
+            )),
+            None => Box::pin(router.serve_with_incoming_shutdown(
                 TcpListenerStream::new(listener).map(|accepted| {
                     // Small frames must not wait for Nagle's algorithm (40 ms with delayed ACKs).
                     if let Ok(stream) = &accepted {
@@ -315,11 +341,9 @@ impl Docnode {
                     }
                     accepted
                 }),
-                async {
-                    shutdown.await;
-                    let _ = stop_tx.send(true);
-                },
-            );
+                stopped,
+            )),
+        };
         // The gRPC server stops taking new streams on shutdown but waits for open ones, and
         // open ones end only when their documents close: so close the documents first.
         let registry = Arc::clone(&self.registry);

@@ -4,7 +4,9 @@ use std::{net::IpAddr, time::Duration};
 
 use clap::Args;
 
-use crate::auth::AuthConfig;
+use codraft_common::tls::GrpcTlsConfig;
+
+use crate::{auth::AuthConfig, client_addr::Cidr};
 
 /// Everything a gateway can be told at start-up.
 #[derive(Debug, Clone, Args)]
@@ -37,6 +39,12 @@ pub struct GatewayConfig {
     #[arg(long, env = "OTP_FAILURES_PER_MINUTE", default_value_t = 10)]
     pub otp_failures_per_minute: u32,
 
+    /// Proxies (CIDRs, comma separated, e.g. 10.0.0.0/8,127.0.0.1) whose Forwarded /
+    /// X-Forwarded-For headers name the client; from anyone else the headers are ignored
+    /// and the TCP peer is the client. Empty: never read the headers.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<Cidr>,
+
     /// Most WebSocket connections this gateway holds at once.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 100_000)]
     pub max_connections: usize,
@@ -57,6 +65,15 @@ pub struct GatewayConfig {
     /// Optional JWT access control.
     #[command(flatten)]
     pub auth: AuthConfig,
+
+    /// Optional (mutual) TLS to the docnodes.
+    #[command(flatten)]
+    pub grpc_tls: GrpcTlsConfig,
+
+    /// The client TLS built from `grpc_tls` once at start-up (files read and checked), used
+    /// for every `https://` docnode.
+    #[arg(skip)]
+    pub docnode_tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl GatewayConfig {

@@ -6,6 +6,9 @@
 //! both when both are set. Wrong passwords are counted per (client address, document), so a
 //! tab that keeps knocking on one protected document never locks its address out of the
 //! others; a request that sends no password is asking, not guessing, and is never counted.
+//! The client address is the one [`crate::client_addr`] reads (through trusted proxies), and
+//! with Redis the count is shared by every gateway ([`crate::guesses`]), falling back to this
+//! gateway's own count while Redis does not answer.
 
 use std::{
     collections::HashMap,
@@ -26,6 +29,7 @@ use serde::Serialize;
 
 use crate::{
     auth::{Auth, AuthError, Grant},
+    guesses::SharedGuesses,
     metrics::{GatewayMetrics, LIMIT_OTP},
     routes::Routes,
 };
@@ -223,16 +227,22 @@ pub struct Gate {
     /// Documents the owner last said open without a password, and when.
     seen_open: Mutex<HashMap<String, Instant>>,
     login_url: Option<String>,
+    /// The cluster-wide budget in Redis, when the gateway has Redis.
+    shared: Option<SharedGuesses>,
+    /// OTP_FAILURES_PER_MINUTE, for the shared budget.
+    failures_per_minute: u32,
 }
 
 impl Gate {
     /// A gate over `auth` that asks documents' owners through `routes`; each (address,
-    /// document) may send `failures_per_minute` wrong passwords.
+    /// document) may send `failures_per_minute` wrong passwords, counted in `shared` (Redis)
+    /// when given and answering, else on this gateway.
     pub fn new(
         auth: Auth,
         routes: Arc<Routes>,
         failures_per_minute: u32,
         login_url: Option<String>,
+        shared: Option<SharedGuesses>,
     ) -> Self {
         let quota = NonZeroU32::new(failures_per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
         Self {
@@ -242,6 +252,8 @@ impl Gate {
             blocked: Mutex::default(),
             seen_open: Mutex::default(),
             login_url,
+            shared,
+            failures_per_minute,
         }
     }
 
@@ -262,7 +274,7 @@ impl Gate {
             .auth
             .authorize(credentials.token.as_deref(), document)?;
         let key = (peer, document.to_owned());
-        if self.is_blocked(&key) {
+        if self.is_blocked(&key).await {
             // Only a guess at a protected document is refused: if the password was removed
             // meanwhile, the document opens without one.
             return match self.ask_owner(document, None).await {
@@ -293,8 +305,7 @@ impl Gate {
             Err(Refusal::WrongPassword) => {
                 // Only failures spend the budget, so busy offices behind one address are
                 // fine.
-                if self.failures.check_key(&key).is_err() {
-                    self.block(key);
+                if self.spend(key).await {
                     return Err(Refusal::TooManyGuesses);
                 }
                 Err(Refusal::WrongPassword)
@@ -383,7 +394,31 @@ impl Gate {
         seen.insert(document.to_owned(), Instant::now());
     }
 
-    fn is_blocked(&self, key: &GuessKey) -> bool {
+    /// Whether the pair spent its budget: Redis's answer when it gives one, else ours.
+    async fn is_blocked(&self, key: &GuessKey) -> bool {
+        if let Some(shared) = &self.shared {
+            if let Some(blocked) = shared.is_blocked(key.0, &key.1).await {
+                return blocked;
+            }
+        }
+        self.is_blocked_here(key)
+    }
+
+    /// Counts a wrong password; true when it spent the budget (the pair is then blocked).
+    async fn spend(&self, key: GuessKey) -> bool {
+        if let Some(shared) = &self.shared {
+            if let Some(spent) = shared.spend(key.0, &key.1, self.failures_per_minute).await {
+                return spent;
+            }
+        }
+        if self.failures.check_key(&key).is_err() {
+            self.block(key);
+            return true;
+        }
+        false
+    }
+
+    fn is_blocked_here(&self, key: &GuessKey) -> bool {
         let mut blocked = self.blocked.lock().unwrap_or_else(PoisonError::into_inner);
         match blocked.get(key) {
             Some(until) if *until > Instant::now() => true,

@@ -3,7 +3,7 @@
 //! Prometheus metrics live, out of reach of whatever fronts the public port.
 
 use std::{
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -26,8 +26,10 @@ use tokio::sync::watch;
 use crate::{
     assets,
     auth::Auth,
+    client_addr::TrustedProxies,
     config::GatewayConfig,
     gate::{Credentials, Gate, IfOwnerUnreachable},
+    guesses::SharedGuesses,
     metrics::GatewayMetrics,
     ring::Ring,
     routes::Routes,
@@ -53,19 +55,23 @@ pub struct AppState {
     pub gate: Arc<Gate>,
     /// Prometheus series (`/metrics` renders their whole registry).
     pub metrics: Arc<GatewayMetrics>,
+    /// Whose forwarding headers name the client (TRUSTED_PROXIES).
+    pub proxies: Arc<TrustedProxies>,
 }
 
 impl AppState {
     /// State over a ring that membership updates, with the gateway's series registered in
-    /// `registry`. Fails only if that registry already holds a gateway's series.
+    /// `registry` and the wrong-password budget in `shared` (Redis) when given. Fails only
+    /// if that registry already holds a gateway's series.
     pub fn new(
         ring: watch::Receiver<Ring>,
         config: GatewayConfig,
         auth: Auth,
         stopping: watch::Receiver<bool>,
         registry: &prometheus::Registry,
+        shared: Option<SharedGuesses>,
     ) -> prometheus::Result<Self> {
-        let routes = Arc::new(Routes::new(ring));
+        let routes = Arc::new(Routes::new(ring, config.docnode_tls.clone()));
         let connections: Arc<AtomicUsize> = Arc::default();
         let metrics =
             GatewayMetrics::register(registry, Arc::clone(&connections), Arc::clone(&routes))?;
@@ -74,7 +80,9 @@ impl AppState {
             Arc::clone(&routes),
             config.otp_failures_per_minute,
             config.auth.login_url.clone(),
+            shared,
         ));
+        let proxies = Arc::new(TrustedProxies::new(config.trusted_proxies.clone()));
         let start_time = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -88,7 +96,13 @@ impl AppState {
             stopping,
             gate,
             metrics,
+            proxies,
         })
+    }
+
+    /// The address a request from `peer` counts as (see [`crate::client_addr`]).
+    pub fn client_ip(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+        self.proxies.client(peer.ip(), headers)
     }
 }
 
@@ -141,7 +155,12 @@ async fn socket_route(
     // checks the password again at join.
     let admitted = state
         .gate
-        .admit(&id, &credentials, peer.ip(), IfOwnerUnreachable::Admit)
+        .admit(
+            &id,
+            &credentials,
+            state.client_ip(peer, &headers),
+            IfOwnerUnreachable::Admit,
+        )
         .await;
     let grant = match admitted {
         Ok(grant) => grant,
@@ -207,7 +226,12 @@ pub async fn admit_read(
         Credentials::from_request(headers, query.token.as_deref(), query.otp.as_deref());
     let admitted = state
         .gate
-        .admit(id, &credentials, peer.ip(), unreachable)
+        .admit(
+            id,
+            &credentials,
+            state.client_ip(peer, headers),
+            unreachable,
+        )
         .await;
     match admitted {
         Ok(_) => Ok(()),

@@ -11,7 +11,9 @@
 //!    ways, translating with [`protocol`] between Rustpad's JSON and the typed gRPC frames.
 //!
 //! Before any of that, [`gate`] checks the token ([`auth`]) and the document's password; every
-//! read path (`/api/text`, presence) goes through it too.
+//! read path (`/api/text`, presence) goes through it too. Wrong passwords count against the
+//! client's address as [`client_addr`] reads it (through TRUSTED_PROXIES), in a budget
+//! [`guesses`] shares through Redis.
 //!
 //! [`config`] holds the settings and [`server`] runs the HTTP server; [`metrics`] holds the
 //! Prometheus series and [`pending`] times each edit's round trip (docs/operations.md lists
@@ -21,8 +23,10 @@
 
 pub mod assets;
 pub mod auth;
+pub mod client_addr;
 pub mod config;
 pub mod gate;
+pub mod guesses;
 pub mod handoff;
 pub mod history;
 pub mod http;

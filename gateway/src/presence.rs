@@ -27,9 +27,14 @@ use crate::{
 pub fn redis(membership: &MembershipConfig) -> Option<PresenceRedis> {
     let url = membership.redis_url.as_deref()?;
     // Reads never write, so the TTL here is irrelevant.
-    PresenceRedis::new(url, &membership.redis_prefix, Duration::from_secs(30))
-        .map_err(|error| tracing::warn!(%error, "presence API disabled"))
-        .ok()
+    PresenceRedis::new(
+        url,
+        membership.redis_ca_file.as_deref(),
+        &membership.redis_prefix,
+        Duration::from_secs(30),
+    )
+    .map_err(|error| tracing::warn!(%error, "presence API disabled"))
+    .ok()
 }
 
 /// The presence route over `redis`, behind the gateway's token and password checks.

@@ -8,10 +8,13 @@ use codraft_proto as pb;
 use codraft_proto::doc_node_client::DocNodeClient;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{transport::Channel, transport::Endpoint, Code, Status, Streaming};
+use tonic::{transport::Channel, Code, Status, Streaming};
 use tracing::debug;
 
-use crate::{ring::Ring, server::docnode_client};
+use crate::{
+    ring::Ring,
+    server::{docnode_client, docnode_endpoint},
+};
 
 /// Status metadata a docnode sets when it refuses a document it does not own.
 pub const OWNER_URL_HEADER: &str = "codraft-owner-url";
@@ -27,6 +30,29 @@ const MAX_DIRECT: usize = 64;
 pub struct Routes {
     ring: watch::Receiver<Ring>,
     direct: Mutex<HashMap<String, DocNodeClient<Channel>>>,
+    /// TLS for `https://` docnodes reached by redirect.
+    tls: Option<tonic::transport::ClientTlsConfig>,
+    /// When a TLS failure was last logged (at most one line per [`TLS_WARN_EVERY`]).
+    tls_warned: Mutex<Option<std::time::Instant>>,
+}
+
+/// Least time between two warnings about a failing TLS handshake with a docnode.
+const TLS_WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// The handshake failure inside a refused call, if that is what it was: the status itself
+/// only says "transport error", the reason (a refused or missing certificate) is in its
+/// source chain.
+fn tls_failure(status: &Status) -> Option<String> {
+    let mut chain = Vec::new();
+    let mut source = std::error::Error::source(status);
+    while let Some(cause) = source {
+        chain.push(format!("{cause:?}"));
+        source = cause.source();
+    }
+    let text = chain.join(": ");
+    let lower = text.to_ascii_lowercase();
+    (lower.contains("certificate") || lower.contains("alert") || lower.contains("tls"))
+        .then_some(text)
 }
 
 /// An open session with a docnode.
@@ -66,10 +92,15 @@ fn next_step(status: &Status) -> Next {
 
 impl Routes {
     /// Routes over a ring that membership keeps current.
-    pub fn new(ring: watch::Receiver<Ring>) -> Self {
+    pub fn new(
+        ring: watch::Receiver<Ring>,
+        tls: Option<tonic::transport::ClientTlsConfig>,
+    ) -> Self {
         Self {
             ring,
             direct: Mutex::default(),
+            tls,
+            tls_warned: Mutex::default(),
         }
     }
 
@@ -97,18 +128,31 @@ impl Routes {
         if let Some(client) = direct.get(url) {
             return Some(client.clone());
         }
-        let endpoint = Endpoint::from_shared(url.to_owned()).ok()?;
-        let client = docnode_client(
-            endpoint
-                .tcp_nodelay(true)
-                .connect_timeout(Duration::from_secs(2))
-                .connect_lazy(),
-        );
+        let endpoint = docnode_endpoint(url, self.tls.as_ref()).ok()?;
+        let client = docnode_client(endpoint.connect_lazy());
         if direct.len() >= MAX_DIRECT {
             direct.clear();
         }
         direct.insert(url.to_owned(), client.clone());
         Some(client)
+    }
+
+    /// Says in the log (rate-limited) that a docnode's TLS handshake failed, and which
+    /// settings decide it.
+    fn warn_tls(&self, node: &str, reason: &str) {
+        let mut warned = self
+            .tls_warned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if warned.is_none_or(|at| at.elapsed() >= TLS_WARN_EVERY) {
+            *warned = Some(std::time::Instant::now());
+            tracing::warn!(
+                %node,
+                %reason,
+                "TLS handshake with docnode failed; check GRPC_TLS_CERT_FILE, GRPC_TLS_KEY_FILE \
+                 and GRPC_TLS_CA_FILE on both sides"
+            );
+        }
     }
 
     async fn wait_for_view(&self) {
@@ -136,6 +180,9 @@ impl Routes {
                     Ok(value) => return Ok((node, value)),
                     Err(status) => {
                         debug!(%document, %node, %status, "docnode refused; re-routing");
+                        if let Some(reason) = tls_failure(&status) {
+                            self.warn_tls(&node, &reason);
+                        }
                         match next_step(&status) {
                             Next::Redirect(url) => redirect = Some(url),
                             Next::WaitForView => self.wait_for_view().await,

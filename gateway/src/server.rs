@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use crate::{
     auth::Auth,
     config::GatewayConfig,
+    guesses::SharedGuesses,
     http::{self, AppState},
     ring::{Ring, RingNode},
 };
@@ -40,6 +41,12 @@ pub enum GatewayError {
     /// The HTTP server failed.
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
+    /// The Redis of the shared wrong-password budget is unusable.
+    #[error("wrong-password budget in Redis: {0}")]
+    Redis(String),
+    /// The gRPC TLS files are unusable.
+    #[error("gateway<->docnode TLS: {0}")]
+    Tls(#[from] codraft_common::tls::TlsError),
     /// The metrics registry already holds a gateway's series.
     #[error("cannot register the gateway's metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -57,6 +64,8 @@ pub struct Gateway {
     metrics: prometheus::Registry,
     /// The admin port (ADMIN_ADDR), if any.
     admin_addr: Option<SocketAddr>,
+    /// The wrong-password budget shared through Redis, when the cluster has Redis.
+    shared_guesses: Option<SharedGuesses>,
 }
 
 /// Routes served beside the gateway's own, built over its state (so they can use its
@@ -84,26 +93,39 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(4096)
 }
 
+/// The endpoint of a docnode at `url`: TLS (verified, and presenting this gateway's
+/// certificate when it has one) for `https://`, plaintext for `http://`.
+pub fn docnode_endpoint(
+    url: &str,
+    tls: Option<&tonic::transport::ClientTlsConfig>,
+) -> Result<Endpoint, tonic::transport::Error> {
+    let mut endpoint = Endpoint::from_shared(url.to_owned())?
+        .tcp_nodelay(true)
+        .connect_timeout(std::time::Duration::from_secs(2));
+    if url.starts_with("https://") {
+        endpoint = endpoint.tls_config(tls.cloned().unwrap_or_default())?;
+    }
+    Ok(endpoint)
+}
+
 /// Keeps a ring equal to the membership view, reusing the gRPC channel of every docnode
 /// that stays (a channel is one HTTP/2 connection shared by all of that node's streams).
-pub fn ring_from_view(mut view: watch::Receiver<View>) -> watch::Receiver<Ring> {
-    let build = |members: &View, old: &Ring| -> Ring {
+pub fn ring_from_view(
+    mut view: watch::Receiver<View>,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+) -> watch::Receiver<Ring> {
+    let build = move |members: &View, old: &Ring| -> Ring {
         let nodes = members
             .iter()
             .filter_map(|member| {
                 if let Some(node) = old.node(&member.id).filter(|n| n.url == member.url) {
                     return Some(node.clone());
                 }
-                match Endpoint::from_shared(member.url.clone()) {
+                match docnode_endpoint(&member.url, tls.as_ref()) {
                     Ok(endpoint) => Some(RingNode {
                         id: member.id.clone(),
                         url: member.url.clone(),
-                        client: docnode_client(
-                            endpoint
-                                .tcp_nodelay(true)
-                                .connect_timeout(std::time::Duration::from_secs(2))
-                                .connect_lazy(),
-                        ),
+                        client: docnode_client(endpoint.connect_lazy()),
                     }),
                     Err(error) => {
                         warn!(node = %member.id, url = %member.url, %error, "ignoring docnode with a bad URL");
@@ -140,6 +162,7 @@ impl Gateway {
             auth: Auth::open(),
             metrics: prometheus::Registry::new(),
             admin_addr: None,
+            shared_guesses: None,
         }
     }
 
@@ -173,17 +196,37 @@ impl Gateway {
         self
     }
 
-    /// A gateway that routes over a membership view (DOCNODES or Redis discovery).
-    pub fn with_view(config: GatewayConfig, view: watch::Receiver<View>) -> Self {
-        Self {
+    /// A gateway that routes over a membership view (DOCNODES or Redis discovery). Fails
+    /// when the gRPC TLS files (GRPC_TLS_*) cannot be read.
+    pub fn with_view(
+        mut config: GatewayConfig,
+        view: watch::Receiver<View>,
+    ) -> Result<Self, GatewayError> {
+        let tls = config.grpc_tls.client()?;
+        config.docnode_tls = Some(tls.clone());
+        Ok(Self {
             config,
-            ring: ring_from_view(view),
+            ring: ring_from_view(view, Some(tls)),
             _ring_tx: None,
             extra: None,
             auth: Auth::open(),
             metrics: prometheus::Registry::new(),
             admin_addr: None,
-        }
+            shared_guesses: None,
+        })
+    }
+
+    /// Shares the wrong-password budget with the other gateways through `redis` (keys under
+    /// `prefix`), so an attacker spread over gateways gets one budget, not one each.
+    pub fn with_shared_guesses(
+        mut self,
+        redis: redis::Client,
+        prefix: &str,
+    ) -> Result<Self, GatewayError> {
+        let shared =
+            SharedGuesses::new(redis, prefix).map_err(|e| GatewayError::Redis(e.to_string()))?;
+        self.shared_guesses = Some(shared);
+        Ok(self)
     }
 
     /// Serves HTTP (and the admin port, if set) until `shutdown` resolves.
@@ -210,6 +253,7 @@ impl Gateway {
             self.auth.clone(),
             stopping.clone(),
             &self.metrics,
+            self.shared_guesses,
         )?;
         let readiness = http::readiness(&state);
         let extra = self.extra.map(|routes| routes(&state));

@@ -32,9 +32,14 @@ async fn main() -> anyhow::Result<()> {
     }
     let (_keep_view, view) =
         membership::watch_view(&cli.membership).context("bad membership configuration")?;
-    let mut gateway = Gateway::with_view(cli.gateway, view)
+    let mut gateway = Gateway::with_view(cli.gateway, view)?
         .with_auth_from_config()?
         .with_admin_addr(cli.admin.admin_addr);
+    if let Some(url) = &cli.membership.redis_url {
+        let redis = codraft_common::tls::redis_client(url, cli.membership.redis_ca_file.as_deref())
+            .context("REDIS_URL / REDIS_CA_FILE")?;
+        gateway = gateway.with_shared_guesses(redis, &cli.membership.redis_prefix)?;
+    }
     if let Some(presence) = codraft_gateway::presence::redis(&cli.membership) {
         gateway = gateway
             .with_routes(move |state| codraft_gateway::presence::routes(presence, state.clone()));

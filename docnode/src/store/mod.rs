@@ -20,6 +20,7 @@
 #[cfg(test)]
 pub mod memory;
 pub mod metered;
+pub mod pg_tls;
 pub mod postgres;
 pub mod sqlite;
 

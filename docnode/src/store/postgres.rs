@@ -29,9 +29,10 @@ use std::{
 use async_trait::async_trait;
 use codraft_ot::Operation;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
-use tokio_postgres::{error::SqlState, NoTls};
+use tokio_postgres::error::SqlState;
 use tracing::info;
 
+use super::pg_tls::{self, PgSecurity};
 use super::{
     AuthorInfo, DocumentCommit, HistoryExtent, LoggedOp, PastOp, Snapshot, Store, StoreCounters,
     StoreError, StoredDocument,
@@ -171,14 +172,24 @@ pub struct PgStore {
 
 impl PgStore {
     /// Connects to the Postgres at `url` with a pool of at most `pool_size` connections,
-    /// applies pending migrations, and takes leases as `node_id`.
+    /// applies pending migrations, and takes leases as `node_id`. TLS follows `sslmode` in
+    /// the URL (see [`pg_tls`]).
     pub async fn connect(url: &str, node_id: &str, pool_size: usize) -> Result<Self, StoreError> {
-        let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
-            StoreError::Unavailable(format!(
-                "DATABASE_URL is not a usable Postgres URL ({e}); expected something like \
-                 postgres://user@host:5432/database"
-            ))
-        })?;
+        Self::connect_secured(url, &PgSecurity::default(), node_id, pool_size).await
+    }
+
+    /// Like [`PgStore::connect`], with a CA file and a password file beside the URL.
+    pub async fn connect_secured(
+        url: &str,
+        security: &PgSecurity,
+        node_id: &str,
+        pool_size: usize,
+    ) -> Result<Self, StoreError> {
+        let pg_tls::PgConnect {
+            mut config,
+            tls,
+            mode,
+        } = pg_tls::prepare(url, security).map_err(StoreError::Unavailable)?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
@@ -192,7 +203,7 @@ impl PgStore {
         let target = describe_target(&config);
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls,
             ManagerConfig {
                 // One empty query per checkout: after a Postgres restart the pooled
                 // connections are dead, and this finds out before a real call does.
@@ -214,7 +225,7 @@ impl PgStore {
             counters: StoreCounters::default(),
         };
         let applied = store.migrate().await?;
-        info!(database = %store.target, applied, pool_size, "Postgres store ready");
+        info!(database = %store.target, applied, pool_size, sslmode = ?mode, "Postgres store ready");
         Ok(store)
     }
 
@@ -286,12 +297,19 @@ impl PgStore {
                 self.target,
                 self.pool.status().max_size
             )),
-            PoolError::Backend(e) => StoreError::Unavailable(format!(
-                "cannot connect to Postgres at {}: {}; check DATABASE_URL and that Postgres \
-                 is running",
-                self.target,
-                describe(&e)
-            )),
+            PoolError::Backend(e) => {
+                let reason = describe(&e);
+                // A refused certificate is a setting to fix, not a Postgres to restart.
+                let hint = if reason.contains("TLS") || reason.contains("certificate") {
+                    "check sslmode and sslrootcert in DATABASE_URL, or DATABASE_CA_FILE"
+                } else {
+                    "check DATABASE_URL and that Postgres is running"
+                };
+                StoreError::Unavailable(format!(
+                    "cannot connect to Postgres at {}: {reason}; {hint}",
+                    self.target
+                ))
+            }
             other => StoreError::Unavailable(format!(
                 "cannot get a Postgres connection to {}: {other}",
                 self.target
@@ -617,7 +635,21 @@ fn conflict(commit: &DocumentCommit) -> StoreError {
 fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
-        None => e.to_string(),
+        None => {
+            // tokio-postgres keeps the reason (a refused certificate, a reset) in the source
+            // chain; without it "error performing TLS handshake" says nothing actionable.
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(cause) = source {
+                let cause_text = cause.to_string();
+                if !text.contains(&cause_text) {
+                    text.push_str(": ");
+                    text.push_str(&cause_text);
+                }
+                source = cause.source();
+            }
+            text
+        }
     }
 }
 
