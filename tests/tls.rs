@@ -14,6 +14,7 @@ use std::{
     time::Duration,
 };
 
+use codraft_docnode::store::{pg_tls::PgSecurity, postgres::PgStore};
 use codraft_testkit::{
     client::{Client, Options},
     cluster::{Cluster, Setup},
@@ -22,7 +23,6 @@ use codraft_testkit::{
     standalone::Standalone,
     tempdir::TempDir,
 };
-use codraft_docnode::store::{pg_tls::PgSecurity, postgres::PgStore};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     trace_service_server::{TraceService, TraceServiceServer},
     ExportTraceServiceRequest, ExportTraceServiceResponse,
