@@ -217,13 +217,19 @@ def check_invariants(objects: list[dict[str, Any]]) -> None:
         expect(matches(svc["spec"]["selector"], statefulset["spec"]["template"]["metadata"]["labels"]),
                "docnode Service does not select the docnode pods")
     advertise = dn_env.get("ADVERTISE_ADDR", {}).get("value", "")
-    m = re.fullmatch(r"http://\$\(POD_NAME\)\.([^.]+)\.\$\(POD_NAMESPACE\)\.svc\.(.+):(\d+)", advertise)
+    m = re.fullmatch(r"(https?)://\$\(POD_NAME\)\.([^.]+)\.\$\(POD_NAMESPACE\)\.svc\.(.+):(\d+)", advertise)
     expect(m is not None, f"ADVERTISE_ADDR {advertise!r} is not the pod's stable DNS name")
+    scheme = "http"
     if m:
-        expect(m.group(1) == statefulset["spec"]["serviceName"], "ADVERTISE_ADDR names another Service")
-        expect(int(m.group(3)) == ports.get("grpc"), "ADVERTISE_ADDR port is not the grpc port")
-        domain = m.group(2)
+        scheme = m.group(1)
+        expect(m.group(2) == statefulset["spec"]["serviceName"], "ADVERTISE_ADDR names another Service")
+        expect(int(m.group(4)) == ports.get("grpc"), "ADVERTISE_ADDR port is not the grpc port")
+        domain = m.group(3)
         namespace = NAMESPACE
+    # gRPC mutual TLS: both sides have the key pair, and docnodes advertise https.
+    grpc_tls = "GRPC_TLS_CERT_FILE" in dn_env
+    expect(grpc_tls == (scheme == "https"),
+           f"docnodes advertise {scheme}:// but GRPC_TLS_CERT_FILE is {'set' if grpc_tls else 'unset'}")
 
     # Membership: gateways and docnodes use the same source. Static: DOCNODES lists exactly
     # docnode-0..N-1 by the names the docnodes advertise. Redis: nobody has DOCNODES.
@@ -241,12 +247,14 @@ def check_invariants(objects: list[dict[str, Any]]) -> None:
         expect(len(entries) == replicas, f"DOCNODES has {len(entries)} entries for {replicas} docnodes")
         for i, entry in enumerate(entries):
             want_id = f"{sts_name}-{i}"
-            want_url = f"http://{want_id}.{statefulset['spec']['serviceName']}.{namespace}.svc.{domain}:{ports.get('grpc')}"
+            want_url = f"{scheme}://{want_id}.{statefulset['spec']['serviceName']}.{namespace}.svc.{domain}:{ports.get('grpc')}"
             expect(entry == f"{want_id}={want_url}", f"DOCNODES entry {i} is {entry!r}, want {want_id}={want_url}")
         print(f"  membership: static, DOCNODES lists {len(entries)} docnodes")
     else:
         print("  membership: redis discovery (no DOCNODES)")
     expect("REDIS_URL" in env_of(gw), "gateway has no REDIS_URL")
+    expect(("GRPC_TLS_CERT_FILE" in env_of(gw)) == grpc_tls,
+           "gateways and docnodes disagree on gRPC mutual TLS (GRPC_TLS_CERT_FILE)")
     gw_ports = {p["name"]: p["containerPort"] for p in gw.get("ports", [])}
     expect(gw_config.get("PORT") == str(gw_ports.get("http")), "gateway PORT is not its http container port")
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):

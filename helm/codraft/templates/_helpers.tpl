@@ -116,7 +116,7 @@ nodes that register in Redis.
 {{- $entries := list -}}
 {{- range $i := until (int .Values.docnode.replicaCount) -}}
 {{- $host := include "codraft.docnode.host" (dict "ctx" $ "i" $i) -}}
-{{- $entries = append $entries (printf "%s-%d=http://%s:%d" $sts $i $host (int $.Values.docnode.grpcPort)) -}}
+{{- $entries = append $entries (printf "%s-%d=%s://%s:%d" $sts $i (include "codraft.grpc.scheme" $) $host (int $.Values.docnode.grpcPort)) -}}
 {{- end -}}
 {{- join "," $entries -}}
 {{- end }}
@@ -209,4 +209,51 @@ priorityClassName: {{ . }}
       to:
         {{- toYaml . | nindent 8 }}
       {{- end }}
+{{- end }}
+
+{{/* The scheme gateways dial docnodes with: https with gRPC mutual TLS. */}}
+{{- define "codraft.grpc.scheme" -}}
+{{- if .Values.tls.grpc.enabled }}https{{ else }}http{{ end }}
+{{- end }}
+
+{{/* Where the TLS Secret is mounted. */}}
+{{- define "codraft.tls.dir" -}}
+/etc/codraft/tls
+{{- end }}
+
+{{/* Whether the TLS Secret is mounted (any TLS setting names a key in it). */}}
+{{- define "codraft.tls.mounted" -}}
+{{- $t := .Values.tls }}
+{{- if or $t.grpc.enabled $t.databaseCaKey $t.redisCaKey $t.otlpCaKey }}
+{{- $_ := required "tls.existingSecret is required when a TLS setting is used: the chart takes no key inline" $t.existingSecret }}true
+{{- end }}
+{{- end }}
+
+{{/*
+TLS settings (env) of a container; `component` is gateway or docnode (only docnodes talk
+to Postgres).
+*/}}
+{{- define "codraft.env.tls" -}}
+{{- $t := .ctx.Values.tls }}
+{{- $dir := include "codraft.tls.dir" .ctx }}
+{{- if and $t.databaseCaKey (eq .component "docnode") }}
+- name: DATABASE_CA_FILE
+  value: {{ printf "%s/%s" $dir $t.databaseCaKey | quote }}
+{{- end }}
+{{- if $t.redisCaKey }}
+- name: REDIS_CA_FILE
+  value: {{ printf "%s/%s" $dir $t.redisCaKey | quote }}
+{{- end }}
+{{- if $t.otlpCaKey }}
+- name: OTEL_EXPORTER_OTLP_CERTIFICATE
+  value: {{ printf "%s/%s" $dir $t.otlpCaKey | quote }}
+{{- end }}
+{{- if $t.grpc.enabled }}
+- name: GRPC_TLS_CERT_FILE
+  value: {{ printf "%s/%s" $dir $t.grpc.certKey | quote }}
+- name: GRPC_TLS_KEY_FILE
+  value: {{ printf "%s/%s" $dir $t.grpc.keyKey | quote }}
+- name: GRPC_TLS_CA_FILE
+  value: {{ printf "%s/%s" $dir $t.grpc.caKey | quote }}
+{{- end }}
 {{- end }}
