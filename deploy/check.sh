@@ -89,12 +89,14 @@ check "shellcheck deploy/*.sh" shellcheck deploy/check.sh deploy/probe.sh
 
 # ------------------------------------------------------------------------------ local cluster
 check "yamllint (compose, collector, Prometheus, Grafana, chart values and rules)" \
-  yamllint --strict -c deploy/yamllint.yaml docker-compose.yml deploy/otel-collector.yaml \
+  yamllint --strict -c deploy/yamllint.yaml docker-compose.yml deploy/compose.tls.yml deploy/otel-collector.yaml \
   deploy/prometheus/*.yml deploy/prometheus/*.yaml deploy/grafana/provisioning/*/*.yaml \
   "$chart/Chart.yaml" "$chart/values.yaml" "$chart"/ci/*.yaml "$chart"/files/*.yaml
 check "docker-compose config -q" docker-compose -f docker-compose.yml config -q
 check "docker-compose config -q (standalone profile)" \
   docker-compose -f docker-compose.yml --profile standalone config -q
+check "docker-compose config -q (TLS overlay deploy/compose.tls.yml)" \
+  docker-compose -f docker-compose.yml -f deploy/compose.tls.yml config -q
 check "compose: docnode ids, DOCNODES, nginx upstreams, grace periods agree" \
   "$python" deploy/validate.py compose
 check "otel-collector.yaml: OTLP gRPC+HTTP in, batch, OTLP to Jaeger" \
