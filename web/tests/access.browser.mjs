@@ -179,8 +179,9 @@ async function readers(browser, logs) {
   });
   // The token handed over in localStorage, the other documented way.
   const readToken = jwt({ name: "Bob Reader", read: ["*"] });
-  await reader.goto(`${JWT_BASE_URL}/`);
-  await reader.evaluate((t) => localStorage.setItem("codraft:token", t), readToken);
+  // Put there before the page's own script runs, so the page opens once, with it (a second
+  // navigation that changes only the hash reloads the page and raced the first connection).
+  await reader.addInitScript((t) => localStorage.setItem("codraft:token", t), readToken);
   await reader.goto(`${JWT_BASE_URL}/#${docId}`);
   await connected(reader);
   await reader.locator("#readonly-badge", { hasText: "Read-only" }).waitFor({ state: "visible", timeout: 10_000 });
