@@ -3,7 +3,8 @@
 //! codraft is three binaries over two libraries:
 //!
 //! - `codraft` (src/main.rs): standalone mode, a gateway and a docnode in one process, the
-//!   docnode reached over in-process gRPC and storing into the embedded file store;
+//!   docnode called in process (the gRPC contract without the wire) and storing into the
+//!   embedded file store;
 //! - `gateway` (src/bin/gateway.rs): the stateless WebSocket front ([`codraft_gateway`]);
 //! - `docnode` (src/bin/docnode.rs): the document owner ([`codraft_docnode`]).
 //!

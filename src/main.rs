@@ -1,5 +1,5 @@
-//! `codraft`: standalone mode. A gateway and a docnode in one process; the gateway reaches the
-//! docnode through the same gRPC contract as in a cluster, over in-process pipes; documents
+//! `codraft`: standalone mode. A gateway and a docnode in one process; the gateway calls the
+//! docnode through the same contract as in a cluster, without the wire (`Link::InProcess`); documents
 //! live in the embedded file store under DATA_DIR. With no configuration it serves the editor
 //! at http://localhost:3030.
 //!
@@ -12,7 +12,7 @@ use anyhow::Context;
 use clap::{parser::ValueSource, CommandFactory, FromArgMatches, Parser};
 use codraft_common::TelemetryConfig;
 use codraft_docnode::{Docnode, DocnodeConfig};
-use codraft_gateway::{server::docnode_client, Gateway, GatewayConfig, Ring, RingNode};
+use codraft_gateway::{link::Link, Gateway, GatewayConfig, Ring, RingNode};
 
 /// codraft standalone: gateway and docnode in one process.
 #[derive(Parser)]
@@ -45,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
     let ring = Ring::new(vec![RingNode {
         id: node_id,
         url: "in-process".into(),
-        client: docnode_client(docnode.in_process_channel()),
+        link: Link::InProcess(docnode.in_process()),
     }]);
     // One registry for both halves: the gateway's `/metrics` shows the docnode's series too.
     let gateway = Gateway::with_ring(cli.gateway, ring)

@@ -7,7 +7,7 @@ use codraft_common::membership::{MembershipConfig, Registration};
 use codraft_proto::doc_node_server::DocNodeServer;
 use tokio::{net::TcpListener, sync::watch};
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::{Channel, Endpoint, Server};
+use tonic::transport::Server;
 use tracing::{info, Instrument};
 
 use crate::{
@@ -216,35 +216,14 @@ impl Docnode {
         }
     }
 
-    /// Serves gRPC to gateways inside this process, over in-memory pipes: standalone mode
-    /// uses the same contract and code path as a cluster, without a port.
-    pub fn in_process_channel(&self) -> Channel {
-        let (pipes_tx, pipes_rx) = tokio::sync::mpsc::channel::<tokio::io::DuplexStream>(16);
-        let incoming =
-            tokio_stream::wrappers::ReceiverStream::new(pipes_rx).map(Ok::<_, std::io::Error>);
-        let service = self.grpc_service();
-        tokio::spawn(async move {
-            if let Err(error) = Server::builder()
-                .add_service(service)
-                .serve_with_incoming(incoming)
-                .await
-            {
-                tracing::error!(%error, "in-process gRPC server failed");
-            }
-        });
-        Endpoint::from_static("http://in-process.codraft").connect_with_connector_lazy(
-            tower::service_fn(move |_| {
-                let pipes_tx = pipes_tx.clone();
-                async move {
-                    let (client, server) = tokio::io::duplex(256 * 1024);
-                    pipes_tx
-                        .send(server)
-                        .await
-                        .map_err(|_| std::io::Error::other("in-process docnode stopped"))?;
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(client))
-                }
-            }),
-        )
+    /// The docnode for a gateway inside this process (standalone mode): the same contract
+    /// and the same service as over gRPC, called directly, without encoding, HTTP/2 or a
+    /// socket (docs/architecture.md, "Standalone").
+    pub fn in_process(&self) -> Arc<dyn codraft_proto::in_process::InProcess> {
+        Arc::new(DocNodeService::new(
+            Arc::clone(&self.registry),
+            Arc::clone(&self.store),
+        ))
     }
 
     /// Serves gRPC on DOCNODE_ADDR and the admin endpoints on ADMIN_ADDR until `shutdown`

@@ -6,7 +6,6 @@
 //! gateway) and the actor's frames back out.
 
 use std::{
-    pin::Pin,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -18,7 +17,7 @@ use codraft_common::ids::{valid_client_id, valid_document_id};
 use codraft_common::telemetry;
 use codraft_proto as pb;
 use futures::{Stream, StreamExt};
-use pb::{client_frame::Kind as In, server_frame::Kind as Out};
+use pb::{client_frame::Kind as In, in_process::FrameStream, server_frame::Kind as Out};
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info_span, Instrument};
@@ -168,8 +167,6 @@ pub(crate) async fn join(
 }
 
 /// Frames for the gateway: the actor's queue, then the close reason if the actor closed it.
-type FrameStream = Pin<Box<dyn Stream<Item = Result<pb::ServerFrame, Status>> + Send>>;
-
 fn outbound(inbox: Inbox) -> FrameStream {
     let closed = Arc::clone(&inbox.closed);
     let frames = futures::stream::unfold(inbox, |mut inbox| async move {
@@ -201,21 +198,14 @@ fn command(conn: ConnId, kind: In) -> Option<Command> {
     })
 }
 
-#[tonic::async_trait]
-impl pb::doc_node_server::DocNode for DocNodeService {
-    type SessionStream = FrameStream;
-
-    async fn session(
-        &self,
-        request: Request<Streaming<pb::ClientFrame>>,
-    ) -> Result<Response<Self::SessionStream>, Status> {
-        let mut inbound = request.into_inner();
-        let open = match inbound.message().await? {
-            Some(pb::ClientFrame {
-                kind: Some(In::Open(open)),
-            }) => open,
-            _ => return Err(Status::invalid_argument("the first frame must be Open")),
-        };
+impl DocNodeService {
+    /// A session: checks the Open frame, joins the document and pumps the client's
+    /// frames into its actor (awaiting room, which is how backpressure reaches the gateway)
+    /// until they end. Both the gRPC stream and a gateway in this process come here.
+    async fn session<S>(&self, open: pb::Open, mut frames: S) -> Result<FrameStream, Status>
+    where
+        S: Stream<Item = pb::ClientFrame> + Send + Unpin + 'static,
+    {
         if !valid_document_id(&open.document_id) {
             return Err(Status::invalid_argument("invalid document id"));
         }
@@ -251,7 +241,7 @@ impl pb::doc_node_server::DocNode for DocNodeService {
         let (handle, inbox) = joined?;
         debug!(document = %open.document_id, conn, "joined");
         tokio::spawn(async move {
-            while let Ok(Some(frame)) = inbound.message().await {
+            while let Some(frame) = frames.next().await {
                 let Some(command) = frame.kind.and_then(|k| command(conn, k)) else {
                     continue;
                 };
@@ -261,7 +251,44 @@ impl pb::doc_node_server::DocNode for DocNodeService {
             }
             let _ = handle.send(Command::Leave { conn }).await;
         });
-        Ok(Response::new(outbound(inbox)))
+        Ok(outbound(inbox))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::in_process::InProcess for DocNodeService {
+    async fn open_session(
+        &self,
+        open: pb::Open,
+        frames: pb::in_process::ClientFrames,
+    ) -> Result<FrameStream, Status> {
+        self.session(open, frames).await
+    }
+}
+
+#[tonic::async_trait]
+impl pb::doc_node_server::DocNode for DocNodeService {
+    type SessionStream = FrameStream;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<pb::ClientFrame>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let mut inbound = request.into_inner();
+        let open = match inbound.message().await? {
+            Some(pb::ClientFrame {
+                kind: Some(In::Open(open)),
+            }) => open,
+            _ => return Err(Status::invalid_argument("the first frame must be Open")),
+        };
+        // A broken stream ends the session like a finished one.
+        let frames = futures::stream::unfold(inbound, |mut inbound| async move {
+            let frame = inbound.message().await.ok()??;
+            Some((frame, inbound))
+        });
+        DocNodeService::session(self, open, Box::pin(frames))
+            .await
+            .map(Response::new)
     }
 
     async fn get_text(

@@ -342,7 +342,7 @@ impl Gate {
     async fn ask_owner(&self, document: &str, password: Option<&str>) -> Result<(), Refusal> {
         let answer = self
             .routes
-            .call(document, |mut client| {
+            .call(document, |client| {
                 let request = pb::AuthorizeRequest {
                     document_id: document.to_owned(),
                     otp: password.map(str::to_owned),

@@ -201,7 +201,7 @@ async fn history_route(
     };
     let answer = state
         .routes
-        .call(&id, |mut client| {
+        .call(&id, |client| {
             let request = request.clone();
             async move { client.get_history(request).await }
         })
@@ -278,7 +278,7 @@ async fn text_route(
     };
     let answer = state
         .routes
-        .call(&id, |mut client| {
+        .call(&id, |client| {
             let request = request.clone();
             async move { client.get_text_at(request).await }
         })
@@ -325,7 +325,7 @@ async fn diff_route(
     };
     let answer = state
         .routes
-        .call(&id, |mut client| {
+        .call(&id, |client| {
             let request = request.clone();
             async move { client.get_diff(request).await }
         })
@@ -425,7 +425,7 @@ async fn restore_route(
     };
     let answer = state
         .routes
-        .call(&id, |mut client| {
+        .call(&id, |client| {
             let request = request.clone();
             async move { client.restore(request).await }
         })

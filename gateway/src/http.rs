@@ -31,9 +31,9 @@ use crate::{
     gate::{Credentials, Gate, IfOwnerUnreachable},
     guesses::SharedGuesses,
     metrics::GatewayMetrics,
+    relay::{self, SocketRequest},
     ring::Ring,
     routes::Routes,
-    socket::{self, SocketRequest},
 };
 
 /// What every handler shares.
@@ -73,8 +73,10 @@ impl AppState {
     ) -> prometheus::Result<Self> {
         let routes = Arc::new(Routes::new(ring, config.docnode_tls.clone()));
         let connections: Arc<AtomicUsize> = Arc::default();
-        let metrics =
-            GatewayMetrics::register(registry, Arc::clone(&connections), Arc::clone(&routes))?;
+        let metrics = GatewayMetrics::register(registry, Arc::clone(&connections), {
+            let routes = Arc::clone(&routes);
+            move || routes.ring().nodes().len()
+        })?;
         let gate = Arc::new(Gate::new(
             auth.clone(),
             Arc::clone(&routes),
@@ -169,7 +171,7 @@ async fn socket_route(
         Err(refusal) => {
             refusal.count(&state.metrics);
             let login_url = state.gate.login_url().map(str::to_owned);
-            return upgrade.on_upgrade(move |ws| socket::refuse(ws, refusal, login_url));
+            return upgrade.on_upgrade(move |ws| relay::refuse(ws, refusal, login_url));
         }
     };
     let slot = ConnectionSlot::take(&state.connections, state.config.max_connections);
@@ -198,7 +200,7 @@ async fn socket_route(
         .read_buffer_size(4 * 1024)
         .max_message_size(config.max_message_bytes())
         .on_upgrade(move |ws| async move {
-            socket::relay(ws, request, routes, config, stopping, metrics).await;
+            relay::relay(ws, request, routes, config, stopping, metrics).await;
             drop(slot);
         })
 }
@@ -266,7 +268,7 @@ async fn text_route(
     }
     let answer = state
         .routes
-        .call(&id, |mut client| {
+        .call(&id, |client| {
             let request = pb::GetTextRequest {
                 document_id: id.clone(),
             };
@@ -333,7 +335,7 @@ async fn stats_route(State(state): State<AppState>) -> Response {
         database_size: 0,
     };
     for node in nodes {
-        let mut client = node.client;
+        let client = node.link;
         if let Ok(reply) = client.get_stats(pb::GetStatsRequest {}).await {
             let reply = reply.into_inner();
             stats.num_documents += reply.num_documents;

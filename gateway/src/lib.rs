@@ -6,9 +6,11 @@
 //! 1. [`http`] accepts `GET /api/socket/{id}` and upgrades it (it also serves the web client
 //!    from [`assets`], `/api/text`, `/api/stats` and the health endpoints).
 //! 2. [`routes`] finds the owner: [`ring`] picks it by rendezvous hashing over the live
-//!    docnodes, and a docnode that disagrees redirects to the owner it knows.
-//! 3. [`socket`] opens one `DocNode.Session` gRPC stream to the owner and relays frames both
-//!    ways, translating with [`protocol`] between Rustpad's JSON and the typed gRPC frames.
+//!    docnodes, and a docnode that disagrees redirects to the owner it knows. A [`link`] is
+//!    the way to one docnode: gRPC, or a function call in standalone mode.
+//! 3. [`relay`] opens one `DocNode.Session` with the owner and relays frames both ways, in
+//!    one task per connection, translating with [`protocol`] between Rustpad's JSON and the
+//!    typed frames; [`handoff`] lets it move the connection to a new owner.
 //!
 //! Before any of that, [`gate`] checks the token ([`auth`]) and the document's password; every
 //! read path (`/api/text`, presence) goes through it too. Wrong passwords count against the
@@ -30,14 +32,15 @@ pub mod guesses;
 pub mod handoff;
 pub mod history;
 pub mod http;
+pub mod link;
 pub mod metrics;
 pub mod pending;
 pub mod presence;
 pub mod protocol;
+pub mod relay;
 pub mod ring;
 pub mod routes;
 pub mod server;
-pub mod socket;
 
 pub use config::GatewayConfig;
 pub use ring::{Ring, RingNode};

@@ -15,8 +15,6 @@ use prometheus::{
     Registry,
 };
 
-use crate::routes::Routes;
-
 /// `limit` of [`GatewayMetrics::rate_limited`]: EDITS_PER_SECOND / EDIT_BURST.
 pub const LIMIT_EDITS: &str = "edits";
 /// `limit` of [`GatewayMetrics::rate_limited`]: MESSAGES_PER_SECOND.
@@ -54,12 +52,12 @@ pub const MOVE_REFUSED: &str = "not_movable";
 
 impl GatewayMetrics {
     /// Registers the gateway's series in `registry`, with gauges reading the open connection
-    /// count and the docnodes `routes` knows. Fails only if they are already there (two
+    /// count and the number of docnodes `docnodes` says the gateway routes to. Fails only if they are already there (two
     /// gateways sharing one registry).
     pub fn register(
         registry: &Registry,
         connections: Arc<AtomicUsize>,
-        routes: Arc<Routes>,
+        docnodes: impl Fn() -> usize + Send + Sync + 'static,
     ) -> prometheus::Result<Arc<Self>> {
         let metrics = Self {
             registry: registry.clone(),
@@ -126,7 +124,7 @@ impl GatewayMetrics {
         let docnodes = PullingGauge::new(
             "codraft_gateway_docnodes",
             "Docnodes this gateway routes to (its membership view).",
-            Box::new(move || routes.ring().nodes().len() as f64),
+            Box::new(move || docnodes() as f64),
         )?;
         registry.register(Box::new(open))?;
         registry.register(Box::new(docnodes))?;

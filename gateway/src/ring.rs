@@ -1,8 +1,7 @@
-//! The gateway's routing table: the live docnodes with a shared gRPC client each, and the
+//! The gateway's routing table: the live docnodes with a shared link each, and the
 //! owner of a document among them by rendezvous hashing ([`codraft_common::ring`]).
 
-use codraft_proto::doc_node_client::DocNodeClient;
-use tonic::transport::Channel;
+use crate::link::Link;
 
 /// A docnode a gateway can route to.
 #[derive(Clone)]
@@ -11,8 +10,8 @@ pub struct RingNode {
     pub id: String,
     /// The gRPC URL the client dials.
     pub url: String,
-    /// A shared gRPC client; clones reuse one HTTP/2 connection.
-    pub client: DocNodeClient<Channel>,
+    /// The way to it; clones share it.
+    pub link: Link,
 }
 
 /// The live docnodes, as one gateway sees them.

@@ -5,16 +5,12 @@
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
 use codraft_proto as pb;
-use codraft_proto::doc_node_client::DocNodeClient;
+use pb::in_process::FrameStream;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{transport::Channel, Code, Status, Streaming};
+use tonic::{Code, Status};
 use tracing::debug;
 
-use crate::{
-    ring::Ring,
-    server::{docnode_client, docnode_endpoint},
-};
+use crate::{link::Link, ring::Ring};
 
 /// Status metadata a docnode sets when it refuses a document it does not own.
 pub const OWNER_URL_HEADER: &str = "codraft-owner-url";
@@ -29,7 +25,7 @@ const MAX_DIRECT: usize = 64;
 /// The gateway's way to the docnodes.
 pub struct Routes {
     ring: watch::Receiver<Ring>,
-    direct: Mutex<HashMap<String, DocNodeClient<Channel>>>,
+    direct: Mutex<HashMap<String, Link>>,
     /// TLS for `https://` docnodes reached by redirect.
     tls: Option<tonic::transport::ClientTlsConfig>,
     /// When a TLS failure was last logged (at most one line per [`TLS_WARN_EVERY`]).
@@ -58,7 +54,7 @@ fn tls_failure(status: &Status) -> Option<String> {
 /// An open session with a docnode.
 pub struct Session {
     /// Frames from the docnode.
-    pub inbound: Streaming<pb::ServerFrame>,
+    pub inbound: FrameStream,
     /// Frames to the docnode (the Open frame is already sent).
     pub outbound: mpsc::Sender<pb::ClientFrame>,
     /// The docnode's id or URL, for logs.
@@ -109,16 +105,16 @@ impl Routes {
         self.ring.borrow().clone()
     }
 
-    fn owner(&self, document: &str) -> Option<(String, DocNodeClient<Channel>)> {
+    fn owner(&self, document: &str) -> Option<(String, Link)> {
         let ring = self.ring.borrow();
         ring.owner(document)
-            .map(|node| (node.id.clone(), node.client.clone()))
+            .map(|node| (node.id.clone(), node.link.clone()))
     }
 
-    fn direct(&self, url: &str) -> Option<DocNodeClient<Channel>> {
+    fn direct(&self, url: &str) -> Option<Link> {
         let ring = self.ring.borrow();
         if let Some(node) = ring.nodes().iter().find(|n| n.url == url) {
-            return Some(node.client.clone());
+            return Some(node.link.clone());
         }
         drop(ring);
         let mut direct = self
@@ -128,8 +124,7 @@ impl Routes {
         if let Some(client) = direct.get(url) {
             return Some(client.clone());
         }
-        let endpoint = docnode_endpoint(url, self.tls.as_ref()).ok()?;
-        let client = docnode_client(endpoint.connect_lazy());
+        let client = Link::connect(url, self.tls.as_ref()).ok()?;
         if direct.len() >= MAX_DIRECT {
             direct.clear();
         }
@@ -164,7 +159,7 @@ impl Routes {
     /// membership changes, until it succeeds, fails for good, or the deadline passes.
     pub async fn call<T, F, Fut>(&self, document: &str, mut call: F) -> Result<(String, T), Status>
     where
-        F: FnMut(DocNodeClient<Channel>) -> Fut,
+        F: FnMut(Link) -> Fut,
         Fut: std::future::Future<Output = Result<T, Status>>,
     {
         let deadline = tokio::time::Instant::now() + ROUTE_DEADLINE;
@@ -203,21 +198,10 @@ impl Routes {
     /// Opens a session for a client with the owner of its document.
     pub async fn open(&self, open: pb::Open) -> Result<Session, Status> {
         let document = open.document_id.clone();
-        let frame = pb::ClientFrame {
-            kind: Some(pb::client_frame::Kind::Open(open)),
-        };
         let (node, (inbound, outbound)) = self
-            .call(&document, |mut client| {
-                let frame = frame.clone();
-                async move {
-                    let (outbound, frames) = mpsc::channel::<pb::ClientFrame>(32);
-                    outbound
-                        .send(frame)
-                        .await
-                        .map_err(|_| Status::internal("session queue closed"))?;
-                    let response = client.session(ReceiverStream::new(frames)).await?;
-                    Ok((response.into_inner(), outbound))
-                }
+            .call(&document, |link| {
+                let open = open.clone();
+                async move { link.session(open).await }
             })
             .await?;
         // A redirect names the owner by URL; the ring by id.

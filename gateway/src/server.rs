@@ -10,9 +10,7 @@ use std::{future::Future, net::SocketAddr};
 
 use axum::serve::ListenerExt;
 use codraft_common::membership::View;
-use codraft_proto::doc_node_client::DocNodeClient;
 use tokio::{net::TcpListener, sync::watch};
-use tonic::transport::{Channel, Endpoint};
 use tracing::{info, warn};
 
 use crate::{
@@ -20,11 +18,9 @@ use crate::{
     config::GatewayConfig,
     guesses::SharedGuesses,
     http::{self, AppState},
+    link::Link,
     ring::{Ring, RingNode},
 };
-
-/// Largest gRPC message the gateway accepts from a docnode (a join snapshot).
-pub const MAX_GRPC_MESSAGE: usize = 64 << 20;
 
 /// Why a gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -72,13 +68,6 @@ pub struct Gateway {
 /// token and password checks).
 type ExtraRoutes = Box<dyn FnOnce(&AppState) -> axum::Router + Send>;
 
-/// A shared gRPC client for a docnode channel.
-pub fn docnode_client(channel: Channel) -> DocNodeClient<Channel> {
-    DocNodeClient::new(channel)
-        .max_decoding_message_size(MAX_GRPC_MESSAGE)
-        .max_encoding_message_size(MAX_GRPC_MESSAGE)
-}
-
 /// Binds the HTTP port with a listen backlog that absorbs a join storm: tokio's default
 /// (128) overflows when a thousand clients connect at once, and each overflow costs the
 /// client a one-second SYN retry.
@@ -91,21 +80,6 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(4096)
-}
-
-/// The endpoint of a docnode at `url`: TLS (verified, and presenting this gateway's
-/// certificate when it has one) for `https://`, plaintext for `http://`.
-pub fn docnode_endpoint(
-    url: &str,
-    tls: Option<&tonic::transport::ClientTlsConfig>,
-) -> Result<Endpoint, tonic::transport::Error> {
-    let mut endpoint = Endpoint::from_shared(url.to_owned())?
-        .tcp_nodelay(true)
-        .connect_timeout(std::time::Duration::from_secs(2));
-    if url.starts_with("https://") {
-        endpoint = endpoint.tls_config(tls.cloned().unwrap_or_default())?;
-    }
-    Ok(endpoint)
 }
 
 /// Keeps a ring equal to the membership view, reusing the gRPC channel of every docnode
@@ -121,11 +95,11 @@ pub fn ring_from_view(
                 if let Some(node) = old.node(&member.id).filter(|n| n.url == member.url) {
                     return Some(node.clone());
                 }
-                match docnode_endpoint(&member.url, tls.as_ref()) {
-                    Ok(endpoint) => Some(RingNode {
+                match Link::connect(&member.url, tls.as_ref()) {
+                    Ok(link) => Some(RingNode {
                         id: member.id.clone(),
                         url: member.url.clone(),
-                        client: docnode_client(endpoint.connect_lazy()),
+                        link,
                     }),
                     Err(error) => {
                         warn!(node = %member.id, url = %member.url, %error, "ignoring docnode with a bad URL");

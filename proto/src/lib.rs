@@ -50,3 +50,35 @@ pub mod close {
 /// The largest integer a JavaScript number holds exactly (2^53 − 1): no revision, sequence
 /// number, user id or operation length on the wire may exceed it.
 pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+/// The contract without the wire: a docnode in the gateway's own process (standalone mode)
+/// is called through this trait, with the same messages and the same statuses as over gRPC,
+/// but without protobuf encoding, HTTP/2 or a socket in between. Unary calls are the gRPC
+/// service's own methods; a session takes its Open frame and the rest of the client's
+/// frames as a channel.
+pub mod in_process {
+    use std::pin::Pin;
+
+    use futures_core::Stream;
+
+    use crate::{doc_node_server::DocNode, ClientFrame, Open, ServerFrame};
+
+    /// A session's frames for the gateway, ending with the close reason when the docnode
+    /// closed the session.
+    pub type FrameStream = Pin<Box<dyn Stream<Item = Result<ServerFrame, tonic::Status>> + Send>>;
+
+    /// The client's frames after Open.
+    pub type ClientFrames = Pin<Box<dyn Stream<Item = ClientFrame> + Send>>;
+
+    /// A docnode reachable by a function call.
+    #[tonic::async_trait]
+    pub trait InProcess: DocNode<SessionStream = FrameStream> {
+        /// `DocNode.Session` for a gateway in this process: `open` is the stream's first
+        /// frame, `frames` the rest.
+        async fn open_session(
+            &self,
+            open: Open,
+            frames: ClientFrames,
+        ) -> Result<FrameStream, tonic::Status>;
+    }
+}

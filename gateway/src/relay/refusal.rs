@@ -1,0 +1,40 @@
+//! A socket the gate turned away: it still opens (a browser cannot read an HTTP refusal of
+//! the upgrade), says why, and closes.
+
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures::StreamExt;
+
+use crate::{gate::Refusal, protocol};
+
+/// Refuses a socket the gate turned away: a browser cannot read an HTTP refusal of the
+/// upgrade (it only sees 1006), so the socket opens, says why in a `Refused` message and
+/// closes with 4401, 4403 or 4429 and a reason starting with the refusal's kind.
+pub async fn refuse(mut socket: WebSocket, refusal: Refusal, login_url: Option<String>) {
+    let code = refusal.close_code();
+    let body = refusal.body(login_url.as_deref());
+    let text =
+        protocol::refused_message(code, body.error, &body.message, body.login_url.as_deref());
+    let closing = async {
+        socket.send(Message::Text(Utf8Bytes::from(text))).await?;
+        socket
+            .send(Message::Close(Some(CloseFrame {
+                code,
+                reason: Utf8Bytes::from(refusal.close_reason()),
+            })))
+            .await?;
+        // Wait for the client's close, so the close reaches it before the TCP connection
+        // ends.
+        while let Some(message) = socket.next().await {
+            if matches!(message?, Message::Close(_)) {
+                break;
+            }
+        }
+        Ok::<(), axum::Error>(())
+    };
+    let _ = tokio::time::timeout(REFUSAL_WAIT, closing).await;
+}
+
+/// How long a refused socket waits for the client to acknowledge its close.
+const REFUSAL_WAIT: Duration = Duration::from_secs(5);
