@@ -9,6 +9,8 @@
 //!
 //! - [`scenario`]: one file per workload (`typing`, `idle`, `join-storm`, `late-join`,
 //!   `failover`), each an async function from a settings struct to an outcome struct;
+//! - [`compare`]: one scenario against two servers (codraft and, say, Rustpad's server),
+//!   one after the other, and the ratios of their headline figures;
 //! - [`report`]: the outcome as a readable table or as JSON, and the run's environment
 //!   (load average, cores) that every figure is published with;
 //! - [`latency`]: HDR histograms and their percentile summary;
@@ -18,6 +20,7 @@
 
 #![warn(missing_docs)]
 
+pub mod compare;
 pub mod latency;
 pub mod plot;
 pub mod process;

@@ -90,7 +90,12 @@ impl Sample {
         if seconds <= 0.0 {
             return 0.0;
         }
-        (later.cpu_seconds - self.cpu_seconds).max(0.0) / seconds
+        self.cpu_seconds_until(later) / seconds
+    }
+
+    /// CPU time consumed between `self` and a later sample, seconds.
+    pub fn cpu_seconds_until(&self, later: &Sample) -> f64 {
+        (later.cpu_seconds - self.cpu_seconds).max(0.0)
     }
 }
 

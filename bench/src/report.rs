@@ -7,7 +7,7 @@ use comfy_table::{presets::ASCII_MARKDOWN, Table};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::{latency::Latency, process};
+use crate::{compare::Figure, latency::Latency, process};
 
 /// What every scenario's outcome offers the reports.
 pub trait Outcome: Serialize {
@@ -19,6 +19,11 @@ pub trait Outcome: Serialize {
     }
     /// The figures as (name, value) rows, in reading order.
     fn rows(&self) -> Vec<(String, String)>;
+    /// The headline figures that `compare` sets side by side (none by default: such a
+    /// scenario cannot be compared).
+    fn figures(&self) -> Vec<Figure> {
+        Vec::new()
+    }
     /// Latency distributions worth plotting, with their labels.
     fn latencies(&self) -> Vec<(&'static str, &Latency)>;
     /// Whether the run's correctness checks passed (convergence, everyone admitted…).

@@ -3,12 +3,15 @@
 //! correctness checks (convergence, everyone admitted, the joiner's text). Performance is
 //! not asserted here; BENCHMARKS.md records it.
 //!
+//! `compare` runs against two such servers, the second driven as Rustpad's own.
+//!
 //! The server is started by the test kit (`codraft_testkit::standalone`), which finds the
 //! root package's binary in the workspace's target directory or through `CODRAFT_BIN`.
 
 use std::time::Duration;
 
 use codraft_bench::{
+    compare::{self, Contender},
     report::Outcome,
     scenario::{
         idle::{self, IdleConfig},
@@ -151,4 +154,63 @@ async fn idle_connections_are_held_and_weighed() {
     assert!(outcome.connects_per_second > 0.0, "{outcome:#?}");
     assert!(outcome.server.is_some(), "{outcome:#?}");
     assert!(outcome.passed(), "{outcome:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_runs_both_servers_and_divides_their_figures() {
+    let (first, second) = (start_server().await, start_server().await);
+    let a = Contender {
+        label: "first".into(),
+        run: RunOptions {
+            exactly_once: true,
+            ..options(&first)
+        },
+    };
+    let b = Contender::rustpad("second", &second.ws(), second.process.pid(), false);
+    let config = TypingConfig {
+        docs: 2,
+        clients: 2,
+        rate: 0.0,
+        seconds: 1.0,
+        connect_concurrency: 4,
+    };
+    let comparison = bounded(compare::run(&a, &b, async |run| {
+        typing::run(run, &config).await
+    }))
+    .await
+    .expect("both ran");
+    assert!(comparison.passed(), "{comparison:#?}");
+    assert_eq!(comparison.a.environment.url, first.ws());
+    assert_eq!(comparison.b.environment.url, second.ws());
+    assert!(comparison.a.environment.exactly_once && !comparison.b.environment.exactly_once);
+    let edits = &comparison.ratios[0];
+    assert_eq!(edits.figure, "accepted edits");
+    assert_eq!(edits.a, Some(comparison.a.outcome.acked_edits_per_second));
+    assert_eq!(edits.b, Some(comparison.b.outcome.acked_edits_per_second));
+    let expected =
+        comparison.a.outcome.acked_edits_per_second / comparison.b.outcome.acked_edits_per_second;
+    assert_eq!(edits.ratio, Some(expected));
+    let cpu = comparison
+        .ratios
+        .iter()
+        .find(|r| r.figure == "server CPU per accepted edit")
+        .expect("a server CPU row");
+    assert!(cpu.a.is_some() && cpu.b.is_some(), "{cpu:?}");
+    assert!(comparison.notes[0].starts_with("--exactly-once applied to first only"));
+
+    let json = comparison.json();
+    assert_eq!(json["scenario"], "typing");
+    assert_eq!(json["a"]["label"], "first");
+    assert_eq!(json["b"]["label"], "second");
+    assert_eq!(json["b"]["result"]["docs"], 2);
+    assert!(
+        json["a"]["result"]["generator_cpu_us_per_edit"].is_number(),
+        "{json:#}"
+    );
+    assert_eq!(json["ratios"][0]["figure"], "accepted edits");
+    let table = comparison.table();
+    assert!(
+        table.contains("| figure") && table.contains("first / second"),
+        "{table}"
+    );
 }

@@ -15,7 +15,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio_tungstenite::{
-    tungstenite::{protocol::frame::coding::CloseCode, Message},
+    tungstenite::{
+        protocol::{frame::coding::CloseCode, WebSocketConfig},
+        Message, Utf8Bytes,
+    },
     MaybeTlsStream, WebSocketStream,
 };
 
@@ -53,6 +56,17 @@ pub struct Options {
     pub client_id: Option<String>,
 }
 
+/// When a join counts as complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Join {
+    /// At the first History, which codraft sends on every join.
+    #[default]
+    History,
+    /// At Identity: Rustpad's server sends no History for a document without operations, so
+    /// waiting for one would wait forever. A History that does come is applied as it arrives.
+    Identity,
+}
+
 /// Something the server told the client, for tests to look at.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -72,6 +86,53 @@ pub enum Event {
     Other(Value),
 }
 
+/// A server message as far as the client parses it: History, most of the traffic, straight
+/// into its entries; anything else as a JSON tree.
+enum Incoming {
+    /// A History message.
+    History(HistoryBody),
+    /// Any other message (or a History written in an unexpected layout).
+    Other(Value),
+}
+
+impl Incoming {
+    /// Parses one text frame. Both codraft and Rustpad write compact JSON, so a History
+    /// starts with `{"History":`; that prefix decides, and anything else takes the general
+    /// path, which also understands History.
+    fn parse(text: &str) -> Result<Self, ClientError> {
+        if text.starts_with(r#"{"History":"#) {
+            let message: HistoryMessage = serde_json::from_str(text)
+                .map_err(|e| ClientError::Protocol(format!("bad History: {e}")))?;
+            return Ok(Incoming::History(message.history));
+        }
+        serde_json::from_str(text)
+            .map(Incoming::Other)
+            .map_err(|e| ClientError::Protocol(format!("bad JSON from server: {e}")))
+    }
+
+    /// Whether this is a History message.
+    fn is_history(&self) -> bool {
+        match self {
+            Incoming::History(_) => true,
+            Incoming::Other(message) => message.get("History").is_some(),
+        }
+    }
+}
+
+/// `{"History": {...}}`.
+#[derive(Deserialize)]
+struct HistoryMessage {
+    #[serde(rename = "History")]
+    history: HistoryBody,
+}
+
+/// The body of a History message (codraft's extra fields are ignored).
+#[derive(Deserialize)]
+struct HistoryBody {
+    start: u64,
+    operations: Vec<Entry>,
+}
+
 #[derive(Deserialize)]
 struct Entry {
     id: u64,
@@ -88,6 +149,9 @@ pub struct Client {
     socket: Socket,
     /// This connection's user id.
     pub user_id: u64,
+    /// Whether `user_id` came from the server's Identity (Rustpad numbers users from 0, so
+    /// 0 cannot stand for "not yet known").
+    identified: bool,
     /// The client's text: the server's text plus its own unacknowledged edits.
     pub text: String,
     /// History entries applied on this connection.
@@ -121,6 +185,16 @@ impl Client {
         document: &str,
         options: Options,
     ) -> Result<Self, ClientError> {
+        Self::connect_until(base, document, options, Join::History).await
+    }
+
+    /// Connects and waits until the join is complete as `join` says.
+    pub async fn connect_until(
+        base: &str,
+        document: &str,
+        options: Options,
+        join: Join,
+    ) -> Result<Self, ClientError> {
         let socket = open(base, document, &options, None).await?;
         let mut client = Self {
             base: base.to_owned(),
@@ -128,6 +202,7 @@ impl Client {
             options,
             socket,
             user_id: 0,
+            identified: false,
             text: String::new(),
             revision: 0,
             log_base: None,
@@ -142,7 +217,10 @@ impl Client {
             lost: 0,
             pending_send: false,
         };
-        client.await_join().await?;
+        match join {
+            Join::History => client.await_join().await?,
+            Join::Identity => client.await_identity().await?,
+        }
         Ok(client)
     }
 
@@ -150,20 +228,32 @@ impl Client {
     async fn await_join(&mut self) -> Result<(), ClientError> {
         let mut identified = false;
         loop {
-            let message = self.read_json(Duration::from_secs(20)).await?;
-            if let Some(id) = message.get("Identity") {
-                self.user_id = id
-                    .as_u64()
-                    .ok_or_else(|| ClientError::Protocol("Identity is not a number".into()))?;
-                identified = true;
-                continue;
+            let message = self.read_incoming(Duration::from_secs(20)).await?;
+            if let Incoming::Other(other) = &message {
+                if let Some(id) = other.get("Identity") {
+                    self.user_id = id
+                        .as_u64()
+                        .ok_or_else(|| ClientError::Protocol("Identity is not a number".into()))?;
+                    self.identified = true;
+                    identified = true;
+                    continue;
+                }
             }
-            let is_history = message.get("History").is_some();
-            self.handle(message)?;
+            let is_history = message.is_history();
+            self.handle_incoming(message)?;
             if identified && is_history {
                 return self.send_pending().await;
             }
         }
+    }
+
+    /// Reads until Identity has arrived (Rustpad's join of an empty document).
+    async fn await_identity(&mut self) -> Result<(), ClientError> {
+        while !self.identified {
+            let message = self.read_incoming(Duration::from_secs(20)).await?;
+            self.handle_incoming(message)?;
+        }
+        Ok(())
     }
 
     /// Closes the socket politely.
@@ -271,17 +361,20 @@ impl Client {
         operation: &Operation,
         seq: Option<u64>,
     ) -> Result<(), ClientError> {
-        let mut edit = json!({"revision": self.revision, "operation": operation});
-        if let Some(seq) = seq {
-            edit["seq"] = json!(seq);
-        }
-        self.send_json(&json!({ "Edit": edit })).await
+        // Written directly rather than through a JSON tree: the load generator sends many.
+        let seq = seq.map_or(String::new(), |seq| format!(r#","seq":{seq}"#));
+        let edit = format!(
+            r#"{{"Edit":{{"revision":{},"operation":{}{seq}}}}}"#,
+            self.revision,
+            operation.to_json()
+        );
+        self.send_raw(&edit).await
     }
 
     /// Waits for the next message and applies it.
     pub async fn next_event(&mut self, timeout: Duration) -> Result<Event, ClientError> {
-        let message = self.read_json(timeout).await?;
-        let event = self.handle(message)?;
+        let message = self.read_incoming(timeout).await?;
+        let event = self.handle_incoming(message)?;
         self.send_pending().await?;
         Ok(event)
     }
@@ -301,8 +394,8 @@ impl Client {
     /// against a timer in `tokio::select!`; the caller must then call
     /// [`Client::flush_pending`], which sends the buffered edit an acknowledgement released.
     pub async fn recv_event(&mut self) -> Result<Event, ClientError> {
-        let message = self.read_json(Duration::MAX).await?;
-        self.handle(message)
+        let message = self.read_incoming(Duration::MAX).await?;
+        self.handle_incoming(message)
     }
 
     /// Sends the buffered edit that an acknowledgement made due (see [`Client::recv_event`]).
@@ -408,6 +501,7 @@ impl Client {
             let message = self.read_json(Duration::from_secs(20)).await?;
             if let Some(id) = message.get("Identity").and_then(Value::as_u64) {
                 self.user_id = id;
+                self.identified = true;
                 identified = true;
                 continue;
             }
@@ -471,6 +565,18 @@ impl Client {
     }
 
     async fn read_json(&mut self, timeout: Duration) -> Result<Value, ClientError> {
+        let text = self.read_text(timeout).await?;
+        serde_json::from_str(text.as_str())
+            .map_err(|e| ClientError::Protocol(format!("bad JSON from server: {e}")))
+    }
+
+    async fn read_incoming(&mut self, timeout: Duration) -> Result<Incoming, ClientError> {
+        let text = self.read_text(timeout).await?;
+        Incoming::parse(text.as_str())
+    }
+
+    /// The next text frame.
+    async fn read_text(&mut self, timeout: Duration) -> Result<Utf8Bytes, ClientError> {
         loop {
             let message = tokio::time::timeout(timeout, self.socket.next())
                 .await
@@ -483,10 +589,7 @@ impl Client {
                     })
                 }
                 Some(Err(e)) => return Err(e.into()),
-                Some(Ok(Message::Text(text))) => {
-                    return serde_json::from_str(text.as_str())
-                        .map_err(|e| ClientError::Protocol(format!("bad JSON from server: {e}")))
-                }
+                Some(Ok(Message::Text(text))) => return Ok(text),
                 Some(Ok(Message::Close(frame))) => {
                     let (code, reason) = frame
                         .map(|f| (u16::from(f.code), f.reason.to_string()))
@@ -498,12 +601,22 @@ impl Client {
         }
     }
 
+    fn handle_incoming(&mut self, message: Incoming) -> Result<Event, ClientError> {
+        match message {
+            Incoming::History(history) => self.apply_history(history),
+            Incoming::Other(message) => self.handle(message),
+        }
+    }
+
     fn handle(&mut self, message: Value) -> Result<Event, ClientError> {
         if let Some(history) = message.get("History") {
+            let history = HistoryBody::deserialize(history)
+                .map_err(|e| ClientError::Protocol(format!("bad History: {e}")))?;
             return self.apply_history(history);
         }
         if let Some(id) = message.get("Identity").and_then(Value::as_u64) {
             self.user_id = id;
+            self.identified = true;
             return Ok(Event::Other(message));
         }
         if let Some(joined) = message.get("Joined") {
@@ -547,12 +660,11 @@ impl Client {
         Ok(Event::Other(message))
     }
 
-    fn apply_history(&mut self, history: &Value) -> Result<Event, ClientError> {
-        let start = history["start"]
-            .as_u64()
-            .ok_or_else(|| ClientError::Protocol("History without start".into()))?;
-        let entries: Vec<Entry> = serde_json::from_value(history["operations"].clone())
-            .map_err(|e| ClientError::Protocol(format!("bad History: {e}")))?;
+    fn apply_history(&mut self, history: HistoryBody) -> Result<Event, ClientError> {
+        let HistoryBody {
+            start,
+            operations: entries,
+        } = history;
         if start > self.revision {
             return Err(ClientError::Protocol(format!(
                 "History starts at {start} but the client is at {}",
@@ -563,7 +675,9 @@ impl Client {
         let skip = (self.revision - start) as usize;
         for entry in entries.into_iter().skip(skip) {
             self.revision += 1;
-            let own = entry.seq.is_some() || (entry.id == self.user_id && self.user_id != 0);
+            // Rustpad numbers a document's users from 0, so user 0 can be this client.
+            // (codraft's join snapshot carries user id 0, but codraft's user ids are random.)
+            let own = entry.seq.is_some() || (entry.id == self.user_id && self.identified);
             if own && self.outstanding.is_some() {
                 let (_, seq) = self.outstanding.take().unwrap_or((Operation::new(), None));
                 match seq {
@@ -624,6 +738,44 @@ async fn open(
         url.push('?');
         url.push_str(&query.join("&"));
     }
-    let (socket, _) = tokio_tungstenite::connect_async(url).await?;
+    let (socket, _) =
+        tokio_tungstenite::connect_async_with_config(url, Some(socket_config()), false).await?;
     Ok(socket)
+}
+
+/// The client's WebSocket settings: tungstenite zero-fills its whole read buffer before
+/// every socket read, so its 128 KiB default costs a 128 KiB memset per small frame; the
+/// load generator's many clients read one small frame at a time (the gateway reads with
+/// 4 KiB for the same reason). Larger frames are simply read in several pieces.
+fn socket_config() -> WebSocketConfig {
+    WebSocketConfig::default().read_buffer_size(4 * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_history_straight_and_everything_else_as_json() {
+        let compact = r#"{"History":{"start":3,"operations":[{"id":0,"operation":[1,"é",-1]}]}}"#;
+        let Ok(Incoming::History(history)) = Incoming::parse(compact) else {
+            panic!("compact History not parsed straight");
+        };
+        assert_eq!((history.start, history.operations.len()), (3, 1));
+        assert_eq!(history.operations[0].operation.to_json(), r#"[1,"é",-1]"#);
+        // codraft's extra fields are ignored.
+        let extended = r#"{"History":{"start":0,"operations":[],"compacted":false}}"#;
+        assert!(matches!(
+            Incoming::parse(extended),
+            Ok(Incoming::History(_))
+        ));
+        // Another layout takes the general path, which still knows it is a History.
+        let spaced =
+            Incoming::parse(r#"{ "History": {"start": 0, "operations": []}}"#).expect("valid JSON");
+        assert!(matches!(spaced, Incoming::Other(_)) && spaced.is_history());
+        let identity = Incoming::parse(r#"{"Identity":0}"#).expect("valid JSON");
+        assert!(!identity.is_history());
+        assert!(Incoming::parse(r#"{"History":{"start":"x"}}"#).is_err());
+        assert!(Incoming::parse("not json").is_err());
+    }
 }

@@ -20,6 +20,7 @@ use serde::Serialize;
 use super::{connect_many, document_name, group_errors, run_id, RunOptions, ScenarioError};
 
 use crate::{
+    compare::{Figure, Unit},
     latency::{Latency, LatencySummary},
     process::{self, Process},
     progress::Progress,
@@ -157,6 +158,26 @@ impl Outcome for IdleOutcome {
             rows.push(("error".into(), error.clone()));
         }
         rows
+    }
+
+    fn figures(&self) -> Vec<Figure> {
+        vec![
+            Figure::lower(
+                "server RSS per idle connection",
+                Unit::KiB,
+                self.server.as_ref().map(|s| s.rss_kib_per_connection),
+            ),
+            Figure::higher(
+                "connect rate",
+                Unit::PerSecond,
+                Some(self.connects_per_second),
+            ),
+            Figure::lower(
+                "join time p99",
+                Unit::Milliseconds,
+                (self.connect_latency.count > 0).then_some(self.connect_latency.p99_ms),
+            ),
+        ]
     }
 
     fn latencies(&self) -> Vec<(&'static str, &Latency)> {

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use futures::{stream, StreamExt};
 
 use codraft_testkit::{
-    client::{Client, ClientError, Options},
+    client::{Client, ClientError, Join, Options},
     http::HttpError,
     process::ProcessError,
 };
@@ -39,6 +39,9 @@ pub struct RunOptions {
     /// Use codraft's exactly-once extension (`client=` ids and `seq`); otherwise only the
     /// Rustpad-compatible subset of the protocol is spoken.
     pub exactly_once: bool,
+    /// The server is Rustpad's own (or behaves like it): it sends no History to a joiner of
+    /// an empty document, so a join ends at Identity.
+    pub rustpad: bool,
     /// The server's process id, to read its memory and CPU time from /proc.
     pub pid: Option<u32>,
     /// Show a progress bar on stderr.
@@ -51,6 +54,7 @@ impl RunOptions {
         Self {
             url: url.into(),
             exactly_once: false,
+            rustpad: false,
             pid: None,
             progress: false,
         }
@@ -96,7 +100,12 @@ pub fn run_id() -> u64 {
 /// Joins `document` as a new client and turns Nagle's algorithm off, as a browser does:
 /// every scenario's clients behave like the web client.
 pub async fn connect(run: &RunOptions, document: &str) -> Result<Client, ClientError> {
-    let client = Client::connect(&run.url, document, run.client_options()).await?;
+    let join = if run.rustpad {
+        Join::Identity
+    } else {
+        Join::History
+    };
+    let client = Client::connect_until(&run.url, document, run.client_options(), join).await?;
     client
         .set_nodelay(true)
         .map_err(|e| ClientError::Socket(tokio_tungstenite::tungstenite::Error::Io(e)))?;

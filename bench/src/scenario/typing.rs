@@ -41,6 +41,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::{connect_many, document_name, group_errors, run_id, RunOptions, ScenarioError};
 
 use crate::{
+    compare::{Figure, Unit},
     latency::{Latency, LatencySummary},
     process::{Process, Sample},
     progress::Progress,
@@ -100,6 +101,8 @@ pub struct TypingConfig {
 pub struct ServerUsage {
     /// Average CPU cores the server used while the clients typed.
     pub cores: f64,
+    /// Server CPU time (user + system) per accepted edit, µs.
+    pub cpu_us_per_edit: Option<f64>,
     /// Server RSS when typing started, KiB.
     pub rss_kib_start: u64,
     /// Server RSS when typing stopped, KiB.
@@ -151,6 +154,9 @@ pub struct TypingOutcome {
     pub server: Option<ServerUsage>,
     /// Average CPU cores the load generator itself used while typing (it shares the machine).
     pub generator_cores: Option<f64>,
+    /// The load generator's own CPU time (user + system) per accepted edit, µs: if it nears
+    /// the server's, the load generator, not the server, sets the pace.
+    pub generator_cpu_us_per_edit: Option<f64>,
     /// Round-trip histogram, for the plot.
     #[serde(skip)]
     pub round_trip_histogram: Latency,
@@ -232,20 +238,78 @@ impl Outcome for TypingOutcome {
             rows.push((
                 "server CPU / RSS start → end".into(),
                 format!(
-                    "{:.2} cores / {} → {} MiB",
-                    server.cores,
+                    "{} / {} → {} MiB",
+                    cpu(server.cpu_us_per_edit, server.cores),
                     server.rss_kib_start / 1024,
                     server.rss_kib_end / 1024
                 ),
             ));
         }
         if let Some(cores) = self.generator_cores {
-            rows.push(("load generator CPU".into(), format!("{cores:.2} cores")));
+            rows.push((
+                "load generator CPU".into(),
+                cpu(self.generator_cpu_us_per_edit, cores),
+            ));
         }
         for error in self.errors.iter().chain(&self.diverged).take(8) {
             rows.push(("error".into(), error.clone()));
         }
         rows
+    }
+
+    fn figures(&self) -> Vec<Figure> {
+        let ms = |latency: &LatencySummary, p: fn(&LatencySummary) -> f64| {
+            (latency.count > 0).then(|| p(latency))
+        };
+        let mut figures = vec![
+            Figure::higher(
+                "accepted edits",
+                Unit::PerSecond,
+                Some(self.acked_edits_per_second),
+            ),
+            Figure::lower(
+                "edit round trip p50",
+                Unit::Milliseconds,
+                ms(&self.round_trip, |l| l.p50_ms),
+            ),
+            Figure::lower(
+                "edit round trip p99",
+                Unit::Milliseconds,
+                ms(&self.round_trip, |l| l.p99_ms),
+            ),
+        ];
+        if self.rate > 0.0 {
+            figures.extend([
+                Figure::lower(
+                    "keystroke → acknowledged p50",
+                    Unit::Milliseconds,
+                    ms(&self.keystroke, |l| l.p50_ms),
+                ),
+                Figure::lower(
+                    "keystroke → acknowledged p99",
+                    Unit::Milliseconds,
+                    ms(&self.keystroke, |l| l.p99_ms),
+                ),
+            ]);
+        }
+        figures.extend([
+            Figure::higher(
+                "server→client messages",
+                Unit::PerSecond,
+                Some(self.messages_per_second),
+            ),
+            Figure::lower(
+                "server CPU per accepted edit",
+                Unit::Microseconds,
+                self.server.as_ref().and_then(|s| s.cpu_us_per_edit),
+            ),
+            Figure::lower(
+                "load generator CPU per accepted edit",
+                Unit::Microseconds,
+                self.generator_cpu_us_per_edit,
+            ),
+        ]);
+        figures
     }
 
     fn latencies(&self) -> Vec<(&'static str, &Latency)> {
@@ -261,6 +325,19 @@ impl Outcome for TypingOutcome {
             && self.converged_docs == self.docs
             && self.diverged.is_empty()
     }
+}
+
+/// CPU use for a table cell: `23.4 µs per accepted edit (0.41 cores)`.
+fn cpu(us_per_edit: Option<f64>, cores: f64) -> String {
+    match us_per_edit {
+        Some(us) => format!("{us:.1} µs per accepted edit ({cores:.2} cores)"),
+        None => format!("{cores:.2} cores"),
+    }
+}
+
+/// CPU time per event in µs; none without events.
+fn micros_each(cpu_seconds: f64, events: u64) -> Option<f64> {
+    (events > 0).then(|| cpu_seconds * 1e6 / events as f64)
 }
 
 /// Live totals, read by the progress bar.
@@ -598,6 +675,7 @@ pub async fn run(run: &RunOptions, config: &TypingConfig) -> Result<TypingOutcom
         server: match (server_before, server_after) {
             (Some(before), Some(after)) => Some(ServerUsage {
                 cores: before.cores_until(&after, seconds),
+                cpu_us_per_edit: micros_each(before.cpu_seconds_until(&after), total.acked_edits),
                 rss_kib_start: before.rss_kib,
                 rss_kib_end: after.rss_kib,
             }),
@@ -606,6 +684,9 @@ pub async fn run(run: &RunOptions, config: &TypingConfig) -> Result<TypingOutcom
         generator_cores: me_before
             .zip(me_after)
             .map(|(before, after): (Sample, Sample)| before.cores_until(&after, seconds)),
+        generator_cpu_us_per_edit: me_before.zip(me_after).and_then(|(before, after)| {
+            micros_each(before.cpu_seconds_until(&after), total.acked_edits)
+        }),
         round_trip_histogram: total.round_trip,
         keystroke_histogram: total.keystroke,
     })
