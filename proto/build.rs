@@ -4,7 +4,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     // SAFETY: build scripts are single-threaded; prost-build reads PROTOC from the environment.
     unsafe { std::env::set_var("PROTOC", protoc) };
-    tonic_prost_build::configure().compile_protos(&["proto/docnode.proto"], &["proto"])?;
+    // Small per-stream buffers: most streams are idle client sessions (see `codec`).
+    tonic_prost_build::configure()
+        .codec_path("crate::codec::SmallBuffers")
+        .compile_protos(&["proto/docnode.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto/docnode.proto");
     Ok(())
 }

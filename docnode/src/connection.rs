@@ -32,9 +32,10 @@ pub enum SendFailure {
 
 /// What a connection's queue holds: a frame of its own, or committed entries shared by
 /// every connection they fan out to (one copy per commit, not per recipient), turned into a
-/// frame only when the stream takes it.
+/// frame only when the stream takes it. A frame of its own is boxed: the channel allocates
+/// its slots in blocks of 32, and an idle connection should not pay for 32 whole frames.
 enum Queued {
-    Frame(pb::ServerFrame),
+    Frame(Box<pb::ServerFrame>),
     History {
         start: u64,
         entries: Arc<[pb::HistoryEntry]>,
@@ -116,7 +117,7 @@ impl Inbox {
     fn taken(&self, (queued, bytes): (Queued, usize)) -> pb::ServerFrame {
         self.usage.sub(bytes);
         match queued {
-            Queued::Frame(frame) => frame,
+            Queued::Frame(frame) => *frame,
             Queued::History { start, entries } => pb::ServerFrame {
                 kind: Some(pb::server_frame::Kind::History(pb::History {
                     start,
@@ -191,7 +192,7 @@ impl Outbox {
     pub fn send(&self, kind: pb::server_frame::Kind) -> Result<(), SendFailure> {
         let frame = pb::ServerFrame { kind: Some(kind) };
         let bytes = frame.encoded_len();
-        self.queue(Queued::Frame(frame), bytes)
+        self.queue(Queued::Frame(Box::new(frame)), bytes)
     }
 
     /// Queues committed entries shared with other connections (`bytes`: their encoded size).

@@ -31,7 +31,7 @@ use crate::{
     gate::{Credentials, Gate, IfOwnerUnreachable},
     guesses::SharedGuesses,
     metrics::GatewayMetrics,
-    relay::{self, SocketRequest},
+    relay::{self, Relay, SocketRequest},
     ring::Ring,
     routes::Routes,
 };
@@ -190,18 +190,24 @@ async fn socket_route(
         otp: credentials.password,
         grant,
     };
-    let routes = Arc::clone(&state.routes);
-    let config = (*state.config).clone();
-    let stopping = state.stopping.clone();
-    let metrics = Arc::clone(&state.metrics);
+    let relay = Relay {
+        request,
+        routes: Arc::clone(&state.routes),
+        config: Arc::clone(&state.config),
+        stopping: state.stopping.clone(),
+        metrics: Arc::clone(&state.metrics),
+        guard: slot,
+    };
     // tungstenite zero-fills its whole read buffer before each read: the 128 KiB default
-    // cost three quarters of the gateway's CPU and 128 KiB per idle connection.
+    // cost three quarters of the gateway's CPU and 128 KiB per idle connection. Client
+    // messages are small (an edit, a cursor); 1 KiB reads take them whole, and a large paste
+    // simply takes several reads (4 KiB cost 3 KiB more per idle connection, BENCHMARKS.md).
     upgrade
-        .read_buffer_size(4 * 1024)
-        .max_message_size(config.max_message_bytes())
-        .on_upgrade(move |ws| async move {
-            relay::relay(ws, request, routes, config, stopping, metrics).await;
-            drop(slot);
+        .read_buffer_size(1024)
+        .max_message_size(state.config.max_message_bytes())
+        .on_upgrade(move |ws| {
+            let (sink, stream) = futures::StreamExt::split(ws);
+            relay::relay(sink, stream, relay)
         })
 }
 

@@ -18,7 +18,9 @@ use tonic::{
     Response, Status,
 };
 
-/// Client frames queued for a docnode before the relay waits for room.
+/// Client frames queued for a docnode before the relay waits for room. Boxed: a channel
+/// allocates its slots in blocks of 32 up front, and an idle connection should not pay for
+/// 32 whole frames (5 KiB).
 const SESSION_QUEUE: usize = 32;
 
 /// A way to one docnode; clones share it (one HTTP/2 connection per docnode over gRPC).
@@ -69,21 +71,19 @@ impl Link {
     pub async fn session(
         &self,
         open: pb::Open,
-    ) -> Result<(FrameStream, mpsc::Sender<pb::ClientFrame>), Status> {
-        let (outbound, frames) = mpsc::channel::<pb::ClientFrame>(SESSION_QUEUE);
+    ) -> Result<(FrameStream, mpsc::Sender<Box<pb::ClientFrame>>), Status> {
+        let (outbound, frames) = mpsc::channel::<Box<pb::ClientFrame>>(SESSION_QUEUE);
+        let frames = ReceiverStream::new(frames).map(|frame| *frame);
         let inbound = match self {
             Self::Grpc(client) => {
                 let first = pb::ClientFrame {
                     kind: Some(pb::client_frame::Kind::Open(open)),
                 };
-                let frames = tokio_stream::once(first).chain(ReceiverStream::new(frames));
+                let frames = tokio_stream::once(first).chain(frames);
                 let stream = client.clone().session(frames).await?.into_inner();
                 Box::pin(stream) as FrameStream
             }
-            Self::InProcess(node) => {
-                node.open_session(open, Box::pin(ReceiverStream::new(frames)))
-                    .await?
-            }
+            Self::InProcess(node) => node.open_session(open, Box::pin(frames)).await?,
         };
         Ok((inbound, outbound))
     }

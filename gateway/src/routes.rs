@@ -56,7 +56,7 @@ pub struct Session {
     /// Frames from the docnode.
     pub inbound: FrameStream,
     /// Frames to the docnode (the Open frame is already sent).
-    pub outbound: mpsc::Sender<pb::ClientFrame>,
+    pub outbound: mpsc::Sender<Box<pb::ClientFrame>>,
     /// The docnode's id or URL, for logs.
     pub node: String,
     /// The docnode's gRPC URL (for the span's `server.address`), when known.

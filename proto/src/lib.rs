@@ -15,6 +15,58 @@ pub mod v1 {
 
 pub use v1::*;
 
+/// The codec of the generated client and server: prost, with small per-stream buffers.
+///
+/// tonic gives every stream an encode and a decode buffer of 8 KiB by default. A gateway
+/// holds one stream per client connection, almost all of them idle, so those two buffers
+/// were most of what an idle connection cost at a cluster gateway; they start at
+/// [`STREAM_BUFFER`] here and grow (and are given back) as frames need.
+pub mod codec {
+    use std::marker::PhantomData;
+
+    use tonic::codec::{BufferSettings, Codec};
+    use tonic_prost::{ProstDecoder, ProstEncoder};
+
+    /// A stream's buffers start at this size.
+    pub const STREAM_BUFFER: usize = 512;
+
+    /// Encoded bytes after which a stream's encoder yields (tonic's default).
+    const YIELD_THRESHOLD: usize = 32 * 1024;
+
+    /// Prost encoding with [`STREAM_BUFFER`]-sized buffers.
+    #[derive(Debug, Clone)]
+    pub struct SmallBuffers<T, U>(PhantomData<(T, U)>);
+
+    impl<T, U> Default for SmallBuffers<T, U> {
+        fn default() -> Self {
+            Self(PhantomData)
+        }
+    }
+
+    fn settings() -> BufferSettings {
+        BufferSettings::new(STREAM_BUFFER, YIELD_THRESHOLD)
+    }
+
+    impl<T, U> Codec for SmallBuffers<T, U>
+    where
+        T: prost::Message + Send + 'static,
+        U: prost::Message + Default + Send + 'static,
+    {
+        type Encode = T;
+        type Decode = U;
+        type Encoder = ProstEncoder<T>;
+        type Decoder = ProstDecoder<U>;
+
+        fn encoder(&mut self) -> Self::Encoder {
+            ProstEncoder::new(settings())
+        }
+
+        fn decoder(&mut self) -> Self::Decoder {
+            ProstDecoder::new(settings())
+        }
+    }
+}
+
 /// WebSocket close codes: the docnode ends a session with one in `Error.code`, the gateway
 /// closes the client's socket with it (and uses the gateway-only ones itself). The table,
 /// with what a client should do for each, is in docs/protocol.md.

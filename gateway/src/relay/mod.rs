@@ -30,7 +30,10 @@ mod writer;
 use std::sync::Arc;
 
 use axum::extract::ws::{Message, WebSocket};
-use futures::StreamExt;
+use futures::{
+    stream::{SplitSink, SplitStream},
+    StreamExt,
+};
 use tokio::time::Instant;
 use tonic::Code;
 use tracing::debug;
@@ -95,75 +98,113 @@ impl Stop {
     }
 }
 
-/// Relays one client until either side ends.
-pub async fn relay(
-    socket: WebSocket,
-    request: SocketRequest,
-    routes: Arc<Routes>,
-    config: GatewayConfig,
-    stopping: tokio::sync::watch::Receiver<bool>,
-    metrics: Arc<GatewayMetrics>,
+/// What the HTTP route hands the relay: the request and the gateway's shared parts.
+pub struct Relay<G> {
+    /// What the client asked for.
+    pub request: SocketRequest,
+    /// The way to the docnodes.
+    pub routes: Arc<Routes>,
+    /// The gateway's settings.
+    pub config: Arc<GatewayConfig>,
+    /// Changes to true when the gateway stops.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// The gateway's series.
+    pub metrics: Arc<GatewayMetrics>,
+    /// Held until the connection ends (the gateway's connection count).
+    pub guard: G,
+}
+
+/// Relays one client (its socket split in two) until either side ends.
+///
+/// Kept small on purpose: the task's future is what every connection costs for its whole
+/// life, idle or not. Opening the session (routing, retries, a gRPC call) is a large future,
+/// so it is boxed and gone once the session is open; the socket arrives already split (a
+/// whole `WebSocket` argument would keep its size in the future for good).
+pub async fn relay<G: Send + 'static>(
+    sink: SplitSink<WebSocket, Message>,
+    stream: SplitStream<WebSocket>,
+    relay: Relay<G>,
 ) {
-    let (sink, stream) = socket.split();
-    let mut writer = Writer::new(sink, config.write_wait());
-    let handoff = Handoff::new(request.client_id.clone());
-    let opened = session::open(&routes, &request, &handoff, Opening::First).await;
-    let read_only = request.grant.access == Access::Read;
-    let session = match opened {
-        Ok(opened) => Session::new(opened, handoff, read_only),
-        Err(status) => {
-            let (code, reason) = close_for(&status);
-            writer.close(&metrics, code, &reason).await;
-            return;
-        }
-    };
-    debug!(document = %request.document_id, "relaying");
-    // Said before anything else, so a client never lets a reader type into text that the
-    // server will refuse to change.
-    if read_only || request.grant.name.is_some() {
-        writer.text(protocol::access_message(
-            read_only,
-            request.grant.name.as_deref(),
-        ));
-    }
-    let mut connection = Connection {
-        reader: Reader::new(request.grant.clone(), &config),
-        stream,
-        writer,
-        session,
-        request,
-        routes,
-        config,
-        stopping,
-        metrics,
-    };
-    match connection.run().await {
-        Stop::Close(code, reason) => {
-            let Connection {
-                writer, metrics, ..
-            } = connection;
-            writer.close(&metrics, code, &reason).await;
-        }
-        Stop::Gone => {}
+    if let Some(connection) = Box::pin(Connection::open(sink, stream, relay)).await {
+        connection.run().await;
     }
 }
 
 /// Everything one connection's task holds.
-struct Connection {
+struct Connection<G> {
     reader: Reader,
-    stream: futures::stream::SplitStream<WebSocket>,
+    stream: SplitStream<WebSocket>,
     writer: Writer,
     session: Session,
     request: SocketRequest,
     routes: Arc<Routes>,
-    config: GatewayConfig,
+    config: Arc<GatewayConfig>,
     stopping: tokio::sync::watch::Receiver<bool>,
     metrics: Arc<GatewayMetrics>,
+    _guard: G,
 }
 
-impl Connection {
+impl<G: Send + 'static> Connection<G> {
+    /// Opens the session with the document's owner, or closes the socket saying why not.
+    async fn open(
+        sink: SplitSink<WebSocket, Message>,
+        stream: SplitStream<WebSocket>,
+        relay: Relay<G>,
+    ) -> Option<Self> {
+        let Relay {
+            request,
+            routes,
+            config,
+            stopping,
+            metrics,
+            guard,
+        } = relay;
+        let mut writer = Writer::new(sink, config.write_wait());
+        let handoff = Handoff::new(request.client_id.clone());
+        let opened = session::open(&routes, &request, &handoff, Opening::First).await;
+        let read_only = request.grant.access == Access::Read;
+        let session = match opened {
+            Ok(opened) => Session::new(opened, handoff, read_only),
+            Err(status) => {
+                let (code, reason) = close_for(&status);
+                writer.close(&metrics, code, &reason).await;
+                return None;
+            }
+        };
+        debug!(document = %request.document_id, "relaying");
+        // Said before anything else, so a client never lets a reader type into text that
+        // the server will refuse to change.
+        if read_only || request.grant.name.is_some() {
+            writer.text(protocol::access_message(
+                read_only,
+                request.grant.name.as_deref(),
+            ));
+        }
+        Some(Self {
+            reader: Reader::new(request.grant.clone(), &config),
+            stream,
+            writer,
+            session,
+            request,
+            routes,
+            config,
+            stopping,
+            metrics,
+            _guard: guard,
+        })
+    }
+
+    /// Relays until the connection ends, then closes the socket if there is something to
+    /// say.
+    async fn run(mut self) {
+        match self.relay().await {
+            Stop::Close(code, reason) => self.writer.close(&self.metrics, code, &reason).await,
+            Stop::Gone => {}
+        }
+    }
+
     /// The loop: until the connection ends, and why.
-    async fn run(&mut self) -> Stop {
+    async fn relay(&mut self) -> Stop {
         let document = self.request.document_id.clone();
         // When the client last sent anything (pongs included).
         let mut heard = Instant::now();
@@ -183,7 +224,7 @@ impl Connection {
                 {
                     heard = Instant::now();
                     match self.reader.read(message, &self.metrics) {
-                        Read::Frame(frame) => session.state.held = Some(frame),
+                        Read::Frame(frame) => session.state.held = Some(Box::new(frame)),
                         Read::Notice(text) => writer.text(text),
                         Read::Nothing => {}
                         Read::End(Ending::Closed) => return Stop::Gone,
@@ -290,12 +331,13 @@ impl Connection {
         };
         let began = Instant::now();
         let replay = self.session.state.handoff.begin_move(point);
-        let opening = session::open(
+        // Boxed: see `relay`.
+        let opening = Box::pin(session::open(
             &self.routes,
             &self.request,
             &self.session.state.handoff,
             Opening::Move(point),
-        );
+        ));
         // The client may leave meanwhile; what it sends waits (the socket is not read).
         let opened = tokio::select! {
             opened = opening => opened,

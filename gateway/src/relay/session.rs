@@ -24,7 +24,7 @@ pub struct Session {
     /// Frames from the docnode.
     pub inbound: FrameStream,
     /// Frames to the docnode.
-    pub outbound: mpsc::Sender<pb::ClientFrame>,
+    pub outbound: mpsc::Sender<Box<pb::ClientFrame>>,
     /// Whether the docnode still takes frames; when not, the inbound side says why.
     pub open: bool,
     /// What outlives one session.
@@ -34,7 +34,7 @@ pub struct Session {
 /// The connection's side of its sessions: what outlives one.
 pub struct State {
     /// A client frame waiting for room in the session's queue.
-    pub held: Option<pb::ClientFrame>,
+    pub held: Option<Box<pb::ClientFrame>>,
     /// What a move needs to know.
     pub handoff: Handoff,
     /// Edits on their way.
@@ -70,7 +70,7 @@ pub async fn open(
     request: &SocketRequest,
     handoff: &Handoff,
     opening: Opening,
-) -> Result<(FrameStream, mpsc::Sender<pb::ClientFrame>), tonic::Status> {
+) -> Result<(FrameStream, mpsc::Sender<Box<pb::ClientFrame>>), tonic::Status> {
     let (name, resume) = match opening {
         Opening::First => (
             "gateway.open",
@@ -124,7 +124,7 @@ pub async fn open(
 impl Session {
     /// The connection's first session.
     pub fn new(
-        (inbound, outbound): (FrameStream, mpsc::Sender<pb::ClientFrame>),
+        (inbound, outbound): (FrameStream, mpsc::Sender<Box<pb::ClientFrame>>),
         handoff: Handoff,
         read_only: bool,
     ) -> Self {
@@ -145,14 +145,14 @@ impl Session {
     /// acknowledged first.
     pub async fn moved(
         &mut self,
-        (inbound, outbound): (FrameStream, mpsc::Sender<pb::ClientFrame>),
+        (inbound, outbound): (FrameStream, mpsc::Sender<Box<pb::ClientFrame>>),
         replay: Vec<pb::ClientFrame>,
     ) {
         self.inbound = inbound;
         self.outbound = outbound;
         self.open = true;
         for frame in replay {
-            if self.outbound.send(frame).await.is_err() {
+            if self.outbound.send(Box::new(frame)).await.is_err() {
                 break;
             }
         }
@@ -166,8 +166,9 @@ impl State {
         &mut self,
         document: &str,
         metrics: &GatewayMetrics,
-    ) -> Option<Result<pb::ClientFrame, &'static str>> {
-        let frame = self.held.take()?;
+    ) -> Option<Result<Box<pb::ClientFrame>, &'static str>> {
+        let mut boxed = self.held.take()?;
+        let frame = std::mem::take(&mut *boxed);
         Some(self.handoff.outgoing(frame).map(|mut frame| {
             if let Some(In::Edit(edit)) = &mut frame.kind {
                 metrics.edits.inc();
@@ -175,7 +176,8 @@ impl State {
                 edit.trace_context = telemetry::trace_context(&span);
                 self.pending.sent(Instant::now(), edit.seq, span);
             }
-            frame
+            *boxed = frame;
+            boxed
         }))
     }
 

@@ -116,7 +116,7 @@ impl Writer {
 
     /// Closes the socket with `code` (counted in `codraft_closes_total`) and `reason`, after
     /// what is queued, waiting at most about one write wait.
-    pub async fn close(mut self, metrics: &GatewayMetrics, code: u16, reason: &str) {
+    pub async fn close(&mut self, metrics: &GatewayMetrics, code: u16, reason: &str) {
         metrics.closed(code);
         // A close reason may be at most 123 bytes; cut on a character boundary.
         let mut end = reason.len().min(123);
