@@ -10,4 +10,5 @@
 //!
 //! Start with the README, then the top of gateway/src/lib.rs and docnode/src/lib.rs.
 
+pub mod limits;
 pub mod shutdown;

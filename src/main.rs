@@ -38,6 +38,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // Kept to the end: dropping it exports the spans still queued.
     let telemetry = codraft_common::telemetry::init(&cli.telemetry, "codraft")?;
+    codraft::limits::raise_open_files_limit();
     let node_id = cli.docnode.node_id();
     let docnode = Docnode::open(cli.docnode)
         .await

@@ -25,6 +25,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Kept to the end: dropping it exports the spans still queued.
     let telemetry = codraft_common::telemetry::init(&cli.telemetry, "codraft-docnode")?;
+    codraft::limits::raise_open_files_limit();
     if let Some(warning) = cli.docnode.unroutable_advertisement(&cli.membership) {
         tracing::warn!("{warning}");
     }

@@ -25,6 +25,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Kept to the end: dropping it exports the spans still queued.
     let telemetry = codraft_common::telemetry::init(&cli.telemetry, "codraft-gateway")?;
+    codraft::limits::raise_open_files_limit();
     if cli.membership.docnodes.is_empty() && cli.membership.redis_url.is_none() {
         anyhow::bail!(
             "no docnodes: set REDIS_URL for discovery, or DOCNODES (e.g. DOCNODES=a=http://127.0.0.1:50051)"
