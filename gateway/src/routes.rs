@@ -150,8 +150,12 @@ impl Routes {
         }
     }
 
+    /// Waits until the view changes, or VIEW_WAIT. Only changes after the ring was last
+    /// looked at count: a clone of the shared receiver would count every change since the
+    /// gateway started, end at once, and turn a refused call into a tight retry loop.
     async fn wait_for_view(&self) {
         let mut ring = self.ring.clone();
+        ring.mark_unchanged();
         let _ = tokio::time::timeout(VIEW_WAIT, ring.changed()).await;
     }
 
@@ -216,5 +220,51 @@ impl Routes {
             node,
             url,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ring::RingNode;
+
+    fn ring_of(ids: &[&str]) -> Ring {
+        Ring::new(
+            ids.iter()
+                .map(|id| RingNode {
+                    id: (*id).to_owned(),
+                    url: format!("http://{id}.invalid:1"),
+                    link: Link::connect(&format!("http://{id}.invalid:1"), None)
+                        .expect("a valid URL"),
+                })
+                .collect(),
+        )
+    }
+
+    /// A refused call waits for the view to change (or VIEW_WAIT) before trying again. The
+    /// shared receiver is never marked seen, so once the ring had changed at all, every wait
+    /// ended at once and a failing docnode was retried in a tight loop for ROUTE_DEADLINE.
+    #[tokio::test(start_paused = true)]
+    async fn waiting_for_the_view_waits_after_the_ring_has_changed_once() {
+        let (tx, rx) = watch::channel(ring_of(&["a"]));
+        let routes = Routes::new(rx, None);
+        // A change from before the wait (the refused call already routed by this ring).
+        tx.send_replace(ring_of(&["a", "b"]));
+        let start = tokio::time::Instant::now();
+        routes.wait_for_view().await;
+        assert!(
+            start.elapsed() >= VIEW_WAIT,
+            "waited {:?}, not until the view changed or {VIEW_WAIT:?}",
+            start.elapsed()
+        );
+        // A change while waiting ends the wait early.
+        let waiting = routes.wait_for_view();
+        let changing = async {
+            tokio::time::sleep(VIEW_WAIT / 5).await;
+            tx.send_replace(ring_of(&["b"]));
+        };
+        let start = tokio::time::Instant::now();
+        tokio::join!(waiting, changing);
+        assert!(start.elapsed() < VIEW_WAIT, "a change ended the wait");
     }
 }
