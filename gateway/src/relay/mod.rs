@@ -332,19 +332,28 @@ impl<G: Send + 'static> Connection<G> {
         let began = Instant::now();
         let replay = self.session.state.handoff.begin_move(point);
         // Boxed: see `relay`.
-        let opening = Box::pin(session::open(
+        let mut opening = Box::pin(session::open(
             &self.routes,
             &self.request,
             &self.session.state.handoff,
             Opening::Move(point),
         ));
-        // The client may leave meanwhile; what it sends waits (the socket is not read).
-        let opened = tokio::select! {
-            opened = opening => opened,
-            _ = self.stopping.changed() => {
-                return Err(Stop::close(UNAVAILABLE, "gateway restarting; reconnect"));
+        // What the client sends meanwhile waits (the socket is not read); what it was sent
+        // before the move keeps going out.
+        let opened = loop {
+            tokio::select! {
+                opened = &mut opening => break opened,
+                written = self.writer.drain(), if self.writer.is_busy() => {
+                    if written.is_err() {
+                        return Err(Stop::Gone);
+                    }
+                }
+                _ = self.stopping.changed() => {
+                    return Err(Stop::close(UNAVAILABLE, "gateway restarting; reconnect"));
+                }
             }
         };
+        drop(opening);
         match opened {
             Ok(opened) => {
                 self.session.moved(opened, replay).await;
