@@ -21,7 +21,9 @@ impl Document {
         tokio::spawn(async move {
             let result = store.set_otp(&id, epoch, otp.clone()).await;
             if let Some(actor) = own.upgrade() {
-                let _ = actor.send(Command::OtpStored { otp, result }).await;
+                let _ = actor
+                    .send(Box::new(Command::OtpStored { otp, result }))
+                    .await;
             }
         });
     }

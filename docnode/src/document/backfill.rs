@@ -27,7 +27,9 @@ impl Document {
                 }
             };
             if let Some(actor) = own.upgrade() {
-                let _ = actor.send(Command::Backfill { from, ops, join }).await;
+                let _ = actor
+                    .send(Box::new(Command::Backfill { from, ops, join }))
+                    .await;
             }
         });
     }
@@ -82,7 +84,7 @@ impl Document {
         tokio::spawn(async move {
             let seq = store.last_seq(&id, &client).await;
             if let Some(actor) = own.upgrade() {
-                let _ = actor.send(Command::Marks { seq, join }).await;
+                let _ = actor.send(Box::new(Command::Marks { seq, join })).await;
             }
         });
     }

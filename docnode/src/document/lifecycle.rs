@@ -8,7 +8,7 @@ use codraft_common::membership::Member;
 use tokio::sync::mpsc;
 use tracing::{debug, info, info_span, warn, Instrument, Span};
 
-use super::{close, Command, ConnId, Deps, Document, JoinRefused};
+use super::{close, Command, ConnId, Deps, Document, JoinRefused, Mail};
 use crate::{
     commit::CommitResult,
     metrics::{MOVE_FENCED, MOVE_RELEASED},
@@ -53,8 +53,8 @@ pub(super) async fn run(
     generation: u64,
     deps: Deps,
     registry: Arc<Registry>,
-    mut rx: mpsc::Receiver<Command>,
-    own: mpsc::WeakSender<Command>,
+    mut rx: mpsc::Receiver<Mail>,
+    own: mpsc::WeakSender<Mail>,
     cause: Span,
 ) {
     let started = tokio::time::Instant::now();
@@ -91,7 +91,7 @@ pub(super) async fn run(
         _ => JoinRefused::Retry,
     };
     while let Some(command) = rx.recv().await {
-        match command {
+        match *command {
             Command::Join(join) => {
                 let _ = join.reply.send(Err(refusal.clone()));
             }
@@ -105,7 +105,7 @@ pub(super) async fn run(
 
 impl Document {
     /// The actor's loop: commands, commit results and the timers.
-    pub(super) async fn serve(&mut self, rx: &mut mpsc::Receiver<Command>) -> Exit {
+    pub(super) async fn serve(&mut self, rx: &mut mpsc::Receiver<Mail>) -> Exit {
         let mut inflight: Option<Inflight> = None;
         loop {
             if inflight.is_none() {
@@ -152,7 +152,7 @@ impl Document {
                 // While uncommitted edits are at their limit, commands wait in the mailbox
                 // and, as it fills, in the clients' streams: backpressure, not memory.
                 command = rx.recv(), if accepting => match command {
-                    Some(command) => self.handle(command),
+                    Some(command) => self.handle(*command),
                     None => return Exit::Shutdown,
                 },
                 _ = tokio::time::sleep_until(unload_at.unwrap_or_else(tokio::time::Instant::now)),

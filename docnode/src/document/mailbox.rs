@@ -163,7 +163,7 @@ pub enum JoinRefused {
 pub struct DocumentHandle {
     id: Arc<str>,
     generation: u64,
-    tx: mpsc::Sender<Command>,
+    tx: mpsc::Sender<Mail>,
 }
 
 impl DocumentHandle {
@@ -180,12 +180,12 @@ impl DocumentHandle {
     /// Sends a command, waiting for room (this is where backpressure reaches the gateway).
     /// Fails only if the actor has stopped.
     pub async fn send(&self, command: Command) -> Result<(), Command> {
-        self.tx.send(command).await.map_err(|e| e.0)
+        self.tx.send(Box::new(command)).await.map_err(|e| *e.0)
     }
 
     /// Queues a command if the mailbox has room now; whether it was queued.
     pub fn try_send(&self, command: Command) -> bool {
-        self.tx.try_send(command).is_ok()
+        self.tx.try_send(Box::new(command)).is_ok()
     }
 
     /// Resolves when the actor has stopped.
@@ -210,6 +210,11 @@ pub struct Deps {
     /// Where presence changes are published (Redis), or nowhere in standalone mode.
     pub presence: crate::presence::Presence,
 }
+
+/// What a mailbox holds. Boxed: a channel allocates its slots 32 at a time, and 32 whole
+/// commands (an edit with its trace context is the largest) were ~5 KiB of every loaded
+/// document's memory, idle or not (BENCHMARKS.md, "100,000 loaded idle documents").
+pub(crate) type Mail = Box<Command>;
 
 /// Starts the actor of document `id`; it loads itself, so this returns at once.
 pub(crate) fn spawn(

@@ -58,6 +58,7 @@ mod restore;
 
 pub use access::otp_matches;
 pub(crate) use mailbox::spawn;
+use mailbox::Mail;
 pub use mailbox::{Command, Deps, DocumentHandle, Join, JoinRefused};
 pub use restore::{Restored, RESTORE_AUTHOR};
 
@@ -124,7 +125,7 @@ struct Document {
     otp: Option<String>,
     /// This actor's own mailbox (weak, so it does not keep the actor alive), for results of
     /// work it hands to other tasks.
-    own: mpsc::WeakSender<Command>,
+    own: mpsc::WeakSender<Mail>,
     /// Restored users, cursor coalescing and heartbeats (see `document/presence.rs`).
     presence: presence::PresenceState,
     /// When lagging connections are next checked for room; `None` while none lags.
@@ -142,12 +143,7 @@ struct Document {
 }
 
 impl Document {
-    fn new(
-        id: Arc<str>,
-        deps: Deps,
-        stored: StoredDocument,
-        own: mpsc::WeakSender<Command>,
-    ) -> Self {
+    fn new(id: Arc<str>, deps: Deps, stored: StoredDocument, own: mpsc::WeakSender<Mail>) -> Self {
         let text = Rope::from_str(&stored.text);
         let head_len = text.len_chars() as u64;
         let deps_presence_ttl = deps.presence.ttl();
