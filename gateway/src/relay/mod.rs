@@ -197,14 +197,14 @@ impl<G: Send + 'static> Connection<G> {
     /// Relays until the connection ends, then closes the socket if there is something to
     /// say.
     async fn run(mut self) {
-        match self.relay().await {
+        match self.serve().await {
             Stop::Close(code, reason) => self.writer.close(&self.metrics, code, &reason).await,
             Stop::Gone => {}
         }
     }
 
     /// The loop: until the connection ends, and why.
-    async fn relay(&mut self) -> Stop {
+    async fn serve(&mut self) -> Stop {
         let document = self.request.document_id.clone();
         // When the client last sent anything (pongs included).
         let mut heard = Instant::now();
