@@ -23,6 +23,8 @@
 //! yrs garbage-collects deleted content as it goes.
 
 mod awareness;
+#[cfg(test)]
+mod model_tests;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -324,9 +326,7 @@ impl YjsDocument {
         };
         match message {
             Message::Sync(SyncMessage::SyncStep1(state_vector)) => {
-                let diff = self.doc.transact().encode_state_as_update_v1(&state_vector);
-                let step2 = Message::Sync(SyncMessage::SyncStep2(diff));
-                self.send(conn, step2.encode_v1().into());
+                self.answer_step1(conn, state_vector)
             }
             Message::Sync(SyncMessage::SyncStep2(update) | SyncMessage::Update(update)) => {
                 self.update(conn, update);
@@ -356,6 +356,29 @@ impl YjsDocument {
         }
     }
 
+    /// Answers a client's sync step 1 with what it lacks (step 2). A client whose queue has
+    /// no room for it is caught up with the same content once it has (see `catch_up`): the
+    /// answer is never dropped, or the client would never learn the document.
+    fn answer_step1(&mut self, conn: ConnId, state_vector: StateVector) {
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
+        if let Some((since, _)) = &mut peer.lagging {
+            *since = lower(since, &state_vector);
+            return;
+        }
+        let diff = self.doc.transact().encode_state_as_update_v1(&state_vector);
+        let step2 = Message::Sync(SyncMessage::SyncStep2(diff)).encode_v1();
+        match peer.outbox.send(Kind::Yjs(step2.into())) {
+            Ok(()) => {}
+            Err(SendFailure::Full) => {
+                self.deps.metrics.lagging_clients.inc();
+                peer.lagging = Some((state_vector, Instant::now()));
+            }
+            Err(SendFailure::Gone) => self.leave(conn),
+        }
+    }
+
     /// A client's update: checked and queued for the next commit.
     fn update(&mut self, conn: ConnId, update: Vec<u8>) {
         let limit = self.deps.config.yjs_max_update_kb.saturating_mul(1024);
@@ -377,9 +400,11 @@ impl YjsDocument {
             }
         };
         // A sync step 2 from a client that has nothing new is the common case: nothing to
-        // store.
-        let state = self.doc.transact().state_vector();
-        if decoded.is_empty() || (!decoded.extends(&state) && decoded.delete_set().is_empty()) {
+        // store. Anything else is stored, even if it may repeat what the document has: an
+        // update whose first item is beyond the document's clock for its client (the
+        // client's earlier update is still on its way to the store) is new, and yrs'
+        // `Update::extends` says "continues the document directly", not "adds something".
+        if decoded.is_empty() {
             return;
         }
         let max = self.deps.config.yjs_max_document_kb.saturating_mul(1024);
@@ -612,6 +637,14 @@ async fn wait_inflight(inflight: &mut Option<Inflight>) -> Result<(), StoreError
         Some(inflight) => wait_result(&mut inflight.result).await,
         None => std::future::pending().await,
     }
+}
+
+/// The clocks both state vectors have reached: a client that has at least one of them has
+/// at least this.
+fn lower(a: &StateVector, b: &StateVector) -> StateVector {
+    a.iter()
+        .map(|(client, &clock)| (*client, clock.min(b.get(client))))
+        .collect()
 }
 
 /// A sync "update" message carrying `update`.
