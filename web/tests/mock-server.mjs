@@ -3,7 +3,8 @@
 // resume, Language, UserInfo, UserCursor, Error + close codes) with documents in memory.
 // It is not the server: it exists to exercise the client's reconnect and exactly-once paths.
 // Yjs documents too: `/yjs/{room}` speaks y-websocket (sync + awareness) with codraft's
-// password message (varuint 100, varString) and 4401 refusals, rooms in memory.
+// password message (varuint 100, varString) and 4401 refusals, rooms in memory; a `token=`
+// whose claims (not checked) grant `read` but not `write` has its updates dropped.
 //
 //   PORT=3032 node web/tests/mock-server.mjs
 //   CHAOS=0.2      drop the author's socket right after committing an edit, before its
@@ -233,6 +234,18 @@ function yjsRoom(name) {
   return r;
 }
 
+/** Whether a JWT's claims (unverified: a stand-in) grant `room` reading but not writing. */
+function tokenReadOnly(token, room) {
+  if (!token) return false;
+  try {
+    const claims = JSON.parse(Buffer.from(token.split(".")[1], "base64url").toString());
+    const covers = (list) => (list ?? []).some((p) => (p.endsWith("*") ? room.startsWith(p.slice(0, -1)) : p === room));
+    return !covers(claims.write) && covers(claims.read);
+  } catch {
+    return false;
+  }
+}
+
 function yjsBroadcast(r, bytes, except = null) {
   for (const ws of r.conns.keys()) if (ws !== except && ws.readyState === 1) ws.send(bytes);
 }
@@ -244,6 +257,7 @@ function joinYjs(ws, r, params) {
     ws.close(4401, otp ? "wrong_password: that is not this document's password" : "password_required: this document is protected by a password");
     return;
   }
+  const readOnly = tokenReadOnly(params.get("token"), [...yjsRooms].find(([, v]) => v === r)[0]);
   r.conns.set(ws, new Set());
   const step1 = encoding.createEncoder();
   encoding.writeVarUint(step1, 0);
@@ -261,13 +275,15 @@ function joinYjs(ws, r, params) {
       const decoder = decoding.createDecoder(new Uint8Array(data));
       const type = decoding.readVarUint(decoder);
       if (type === 0) {
+        // A reader's sync step 2 and updates are dropped; its step 1 is answered.
+        if (readOnly && decoding.peekVarUint(decoder) !== 0) return;
         const encoder = encoding.createEncoder();
         encoding.writeVarUint(encoder, 0);
         syncProtocol.readSyncMessage(decoder, encoder, r.doc, ws);
         if (encoding.length(encoder) > 1) ws.send(encoding.toUint8Array(encoder));
       } else if (type === 1) {
         awarenessProtocol.applyAwarenessUpdate(r.awareness, decoding.readVarUint8Array(decoder), ws);
-      } else if (type === 100) {
+      } else if (type === 100 && !readOnly) {
         r.password = decoding.readVarString(decoder) || null;
         yjsBroadcast(r, new Uint8Array(data), ws);
       }
