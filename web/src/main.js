@@ -528,6 +528,12 @@ async function main() {
 
   // ---- page lifecycle ----
   window.addEventListener("hashchange", () => location.reload());
+  if (yjs) {
+    // Leaving: tell the others now (y-websocket's provider does not on a page's unload);
+    // a page restored from the back/forward cache comes back.
+    window.addEventListener("pagehide", () => session.leave());
+    window.addEventListener("pageshow", (event) => event.persisted && session.setInfo(me));
+  }
   window.addEventListener("beforeunload", (event) => {
     if (session.pendingChanges > 0) event.preventDefault();
   });

@@ -224,7 +224,17 @@ export class YjsSession {
     // string changes: its widget compares colours alone. A new name in the same colour is
     // therefore sent as the same colour written another way, with an explicit opaque alpha.
     if (before && before.name !== shown && before.color === color) color = color.replace(/\)$/, " / 1)");
-    this.awareness.setLocalStateField("user", { name: shown, color, colorLight: selectionColor(hue), hue });
+    // (setLocalState rather than setLocalStateField, which does nothing after `leave`.)
+    const user = { name: shown, color, colorLight: selectionColor(hue), hue };
+    this.awareness.setLocalState({ ...this.awareness.getLocalState(), user });
+  }
+
+  /**
+   * Says goodbye in awareness (the page is going), so the others drop our caret and entry
+   * at once rather than when our state times out; `setInfo` says hello again.
+   */
+  leave() {
+    this.awareness.setLocalState(null);
   }
 
   /** The language stays on this page: Yjs documents carry none. */

@@ -243,3 +243,13 @@ test("a new name in the same colour changes the colour string, so others redraw 
   assert.equal(session.awareness.getLocalState().user.color, first, "no change without a new name");
   session.stop();
 });
+
+test("leaving clears our awareness state for the others; setInfo brings it back", () => {
+  const { session } = setup();
+  session.setInfo({ name: "Alice", hue: 100 });
+  session.leave();
+  assert.equal(session.awareness.getLocalState(), null);
+  session.setInfo({ name: "Alice", hue: 100 });
+  assert.equal(session.awareness.getLocalState().user.name, "Alice");
+  session.stop();
+});
