@@ -270,6 +270,14 @@ async function main() {
       const closes = closing || (code !== 4400 && code !== 4403);
       banner.show(describeError(code, message), { kind: closes && code !== 4503 ? "error" : "warning", timeoutMs: closes ? 0 : 8000 });
     },
+    tooLarge: ({ message, text }) => {
+      banner.show(`${describeError(4413, message)} Reload the page to go on from the document as saved.`, {
+        kind: "error",
+        keep: true,
+        actionLabel: "Copy my version",
+        onAction: () => copyText(text).then(() => banner.show("Your version was copied to the clipboard.", { kind: "info", timeoutMs: 4000 })),
+      });
+    },
     lost: ({ count, text, code }) => {
       const why =
         code === 4413
@@ -417,10 +425,10 @@ async function main() {
   let shown = { status: "connecting", attempt: 0, until: 0 };
   let ticker = null;
   function renderStatus(status, detail) {
-    shown = { status, attempt: detail.attempt ?? 0, until: Date.now() + (detail.retryInMs ?? 0) };
+    shown = { status, attempt: detail.attempt ?? 0, until: Date.now() + (detail.retryInMs ?? 0), stopped: !!detail.stopped };
     $("status").dataset.status = status;
     document.body.dataset.status = status;
-    $("retry").hidden = status !== "disconnected";
+    $("retry").hidden = status !== "disconnected" || shown.stopped;
     clearInterval(ticker);
     // While not connected, keep the countdown and the unsaved-change count current.
     if (status !== "connected") ticker = setInterval(paintStatus, 500);
@@ -434,7 +442,7 @@ async function main() {
     if (shown.status === "connecting") text = `${shown.attempt ? "Reconnecting" : "Connecting"}…${unsaved}`;
     if (shown.status === "disconnected") {
       const s = Math.max(0, Math.ceil((shown.until - Date.now()) / 1000));
-      text = `Disconnected${unsaved} · retrying in ${s}s`;
+      text = shown.stopped ? "Disconnected" : `Disconnected${unsaved} · retrying in ${s}s`;
     }
     $("status-text").textContent = text;
   }

@@ -21,6 +21,8 @@ import { selectionColor, userColor } from "./colors.js";
 export const MESSAGE_PASSWORD = 100;
 /** The shared text the editor is bound to (y-codemirror.next's usual name). */
 export const TEXT_NAME = "codemirror";
+/** The prefix of a Yjs document's id outside the socket (JWT patterns, /api/text): `y:notes`. */
+export const ID_PREFIX = "y:";
 /** Longest wait between two reconnect attempts. */
 const MAX_BACKOFF_MS = 10000;
 
@@ -86,7 +88,8 @@ export class YjsSession {
    * @param {object} options
    * @param {string} options.serverUrl  ws(s)://host/yjs (the provider appends `/{room}`)
    * @param {string} options.room       the document's room name
-   * @param {object} [options.on]       callbacks: status, users, synced, refused, access, password, error
+   * @param {object} [options.on]       callbacks: status, users, synced, refused, access, password,
+   *                                     error, tooLarge
    * @param {string} [options.password] the document's password (`otp=`), if known
    * @param {string} [options.token]    a JWT (`token=`)
    * @param {Function} [options.WebSocket]
@@ -100,8 +103,9 @@ export class YjsSession {
     this.password = password || null;
     /** The JWT sent as `token=`, or null. */
     this.token = token || null;
-    /** What the token says about this room (null: no token), read on the client. */
-    const access = tokenAccess(this.token, room);
+    /** What the token says about this room (null: no token), read on the client; its
+     * patterns name the document as `y:<room>` (docs/protocol.md, Yjs documents). */
+    const access = tokenAccess(this.token, `${ID_PREFIX}${room}`);
     /** True when the token grants reading only: the server drops our updates. */
     this.readOnly = access?.readOnly ?? false;
     /** The name the token gives, which replaces the one chosen on the page. */
@@ -274,6 +278,15 @@ export class YjsSession {
       this.halted = true;
       this.on.status?.("refused", refusal);
       this.on.refused?.(refusal);
+      return;
+    }
+    if (event.code === 4413) {
+      // The server kept nothing of an update over its limits, and every reconnect would
+      // send it again (sync step 2): stop, and let the person copy their text and reload.
+      this.halted = true;
+      this.provider.disconnect();
+      this.on.status?.("disconnected", { stopped: true });
+      this.on.tooLarge?.({ message: event.reason, text: this.text.toString() });
       return;
     }
     if (event.code >= 4000 && event.code < 5000 && event.reason) {

@@ -204,7 +204,7 @@ function edit(d, conn, { revision, operation, seq }) {
 
 // ---- Yjs rooms (y-websocket) -----------------------------------------------------------
 
-/** name → {doc, awareness, conns: Map<ws, Set<awareness client id>>, password} */
+/** name → {name, doc, awareness, conns: Map<ws, Set<awareness client id>>, password} */
 const yjsRooms = new Map();
 
 function yjsRoom(name) {
@@ -212,7 +212,7 @@ function yjsRoom(name) {
   const doc = new Y.Doc();
   const awareness = new awarenessProtocol.Awareness(doc);
   awareness.setLocalState(null);
-  const r = { doc, awareness, conns: new Map(), password: null };
+  const r = { name, doc, awareness, conns: new Map(), password: null };
   doc.on("update", (update) => {
     const encoder = encoding.createEncoder();
     encoding.writeVarUint(encoder, 0);
@@ -234,12 +234,12 @@ function yjsRoom(name) {
   return r;
 }
 
-/** Whether a JWT's claims (unverified: a stand-in) grant `room` reading but not writing. */
-function tokenReadOnly(token, room) {
+/** Whether a JWT's claims (unverified: a stand-in) grant document `id` (`y:<room>`) reading but not writing. */
+function tokenReadOnly(token, id) {
   if (!token) return false;
   try {
     const claims = JSON.parse(Buffer.from(token.split(".")[1], "base64url").toString());
-    const covers = (list) => (list ?? []).some((p) => (p.endsWith("*") ? room.startsWith(p.slice(0, -1)) : p === room));
+    const covers = (list) => (list ?? []).some((p) => (p.endsWith("*") ? id.startsWith(p.slice(0, -1)) : p === id));
     return !covers(claims.write) && covers(claims.read);
   } catch {
     return false;
@@ -257,7 +257,7 @@ function joinYjs(ws, r, params) {
     ws.close(4401, otp ? "wrong_password: that is not this document's password" : "password_required: this document is protected by a password");
     return;
   }
-  const readOnly = tokenReadOnly(params.get("token"), [...yjsRooms].find(([, v]) => v === r)[0]);
+  const readOnly = tokenReadOnly(params.get("token"), `y:${r.name}`);
   r.conns.set(ws, new Set());
   const step1 = encoding.createEncoder();
   encoding.writeVarUint(step1, 0);

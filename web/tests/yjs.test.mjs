@@ -253,3 +253,27 @@ test("leaving clears our awareness state for the others; setInfo brings it back"
   assert.equal(session.awareness.getLocalState().user.name, "Alice");
   session.stop();
 });
+
+test("the token's patterns name a Yjs document y:<room>", () => {
+  const { session } = setup({ token: token({ read: ["y:*"], write: ["notes"] }) });
+  assert.equal(session.readOnly, true, "write: notes is the OT document");
+  session.stop();
+  const other = setup({ token: token({ write: ["y:no*"] }) });
+  assert.equal(other.session.readOnly, false);
+  other.session.stop();
+});
+
+test("a 4413 close stops the provider (a reconnect would send the update again) and hands the text over", () => {
+  const { session, events, last } = setup();
+  const tooLarge = [];
+  session.on.tooLarge = (e) => tooLarge.push(e);
+  session.start();
+  last().open();
+  session.text.insert(0, "big");
+  last().serverClose(4413, "Yjs update larger than 1024 KiB");
+  assert.equal(session.provider.shouldConnect, false);
+  assert.deepEqual(tooLarge, [{ message: "Yjs update larger than 1024 KiB", text: "big" }]);
+  assert.deepEqual(events.status.at(-1), ["disconnected", { stopped: true }]);
+  assert.equal(events.refused.length, 0);
+  session.stop();
+});
