@@ -1,7 +1,8 @@
 // One Yjs document (`#y:<room>`): the Y.Doc whose text `codemirror` the editor shows, the
 // y-websocket provider on `/yjs/{room}`, presence through awareness (name, colour, cursor),
-// and codraft's parts of that socket: refusals (4401/4403/4429 stop the provider until the
-// page gives a password), the Set-password extension message, read-only from the token.
+// and codraft's parts of that socket (docs/protocol.md, Yjs documents): refusals
+// (4401/4403/4429 stop the provider until the page gives a password), the set-password
+// extension message, read-only from the token, 4413 (stop: a reconnect would resend).
 //
 // It plays the part Session plays for OT documents, with the same page callbacks (status,
 // users, synced, refused, access, password, error), so main.js keeps one page for both
@@ -11,7 +12,6 @@ import * as Y from "yjs";
 import { WebsocketProvider } from "y-websocket";
 import { yCollab, yUndoManagerKeymap } from "y-codemirror.next";
 import * as encoding from "lib0/encoding";
-import * as decoding from "lib0/decoding";
 import { Prec } from "@codemirror/state";
 import { keymap } from "@codemirror/view";
 import { refusalOf } from "./session.js";
@@ -62,27 +62,6 @@ export function tokenAccess(token, id) {
   }
 }
 
-/**
- * A WebSocket class for the provider that keeps text frames away from it: y-websocket reads
- * every frame as binary, while a refused socket may carry a JSON `Refused` message first
- * (docs/protocol.md, Refusals), which goes to `onText` instead.
- */
-function socketClass(Base, onText) {
-  return class CodraftYjsSocket extends Base {
-    set onmessage(handler) {
-      super.onmessage = handler
-        ? (event) => {
-            if (typeof event.data === "string") onText(event.data);
-            else handler(event);
-          }
-        : null;
-    }
-    get onmessage() {
-      return super.onmessage;
-    }
-  };
-}
-
 export class YjsSession {
   /**
    * @param {object} options
@@ -112,8 +91,6 @@ export class YjsSession {
     this.tokenName = access?.name ?? null;
     /** Set while refused (password, token): the provider is stopped until the page says. */
     this.halted = false;
-    /** The `Refused` message of this connection, if the server sent one before closing. */
-    this.refusal = null;
     /** Local changes made since the last sync (not known to have reached the server). */
     this.pendingChanges = 0;
     /** Other users present: awareness client id → {name, hue, color}. */
@@ -132,7 +109,7 @@ export class YjsSession {
     this.provider = new WebsocketProvider(serverUrl, room, this.doc, {
       connect: false,
       params: this.params(),
-      WebSocketPolyfill: socketClass(WebSocket, (data) => this.textFrame(data)),
+      WebSocketPolyfill: WebSocket,
       // Tabs of one browser talk through the server only, so a refused or read-only tab
       // never reaches the document through another tab's connection.
       disableBc: true,
@@ -141,12 +118,6 @@ export class YjsSession {
     });
     /** Presence: our name, colour and cursor, and everyone else's. */
     this.awareness = this.provider.awareness;
-    this.provider.messageHandlers[MESSAGE_PASSWORD] = (_encoder, decoder) => {
-      // The server may tell the room that the password changed (as OT's {"OTP": ...}).
-      this.password = decoding.readVarString(decoder) || null;
-      this.provider.params = this.params();
-      this.on.password?.(this.password);
-    };
 
     this.provider.on("status", ({ status }) => {
       // "connected" is the socket opening; the page hears "connected" once synced.
@@ -253,25 +224,16 @@ export class YjsSession {
     return params;
   }
 
-  textFrame(data) {
-    try {
-      const msg = JSON.parse(data);
-      if (msg && typeof msg === "object" && msg.Refused) this.refusal = msg.Refused;
-    } catch {
-      console.warn("codraft: ignoring a text frame on the Yjs socket");
-    }
-  }
-
   /** A connection ended: `event` is the server's close, or null when we closed it. */
   closed(event) {
     this.synced = false;
-    const sent = this.refusal;
-    this.refusal = null;
     if (this.halted || !event) {
       if (!this.halted) this.on.status?.("disconnected", { retryInMs: this.nextDelay(), attempt: this.provider.wsUnsuccessfulReconnects + 1 });
       return;
     }
-    const refusal = refusalOf(event.code, event.reason, sent, !!this.password);
+    // Refused sockets carry no JSON `Refused` message here, only the close's code and a
+    // reason that starts with the refusal's kind (docs/protocol.md, Yjs documents).
+    const refusal = refusalOf(event.code, event.reason, null, !!this.password);
     if (refusal) {
       // Retrying cannot help until the password or token changes: the provider stops
       // (shouldReconnect) and waits for the page.

@@ -285,7 +285,6 @@ function joinYjs(ws, r, params) {
         awarenessProtocol.applyAwarenessUpdate(r.awareness, decoding.readVarUint8Array(decoder), ws);
       } else if (type === 100 && !readOnly) {
         r.password = decoding.readVarString(decoder) || null;
-        yjsBroadcast(r, new Uint8Array(data), ws);
       }
     } catch (err) {
       console.warn(`yjs: bad frame: ${err.message}`);
