@@ -48,7 +48,8 @@ const server = http.createServer((req, res) => {
   if (url.pathname.startsWith("/api/text/")) {
     const id = decodeURIComponent(url.pathname.slice(10));
     res.writeHead(200, { "content-type": "text/plain; charset=utf-8" });
-    res.end(documents.get(id)?.text ?? "");
+    if (id.startsWith("y:")) res.end(yjsRooms.get(id.slice(2))?.doc.getText("codemirror").toString() ?? "");
+    else res.end(documents.get(id)?.text ?? "");
     return;
   }
   if (url.pathname === "/api/stats") {

@@ -2,7 +2,8 @@
 // against a running server:
 //
 // - two pages on one fresh room type at the same time in different places; both editors end
-//   up with the same text holding each page's typing exactly once, a third page opened
+//   up with the same text as the server's (GET /api/text/y:<room>) holding each page's
+//   typing exactly once, a third page opened
 //   afterwards loads that text from the server, page A shows page B's remote caret
 //   (y-codemirror.next's `.cm-ySelectionCaret`) labelled with B's name and lists B among the
 //   users, and the page hides the version history;
@@ -77,6 +78,8 @@ async function newPage(browser, logs, name) {
 }
 
 const text = (page) => page.evaluate(() => window.codraftText());
+/** The room's committed text, from GET /api/text/y:<room>. */
+const serverText = async (room, base = BASE_URL, query = "") => (await fetch(`${base}/api/text/y:${room}${query}`)).text();
 const connected = (page) => page.waitForSelector('#status[data-status="connected"]', { timeout: 20_000 });
 
 async function openRoom(browser, logs, room, name, base = BASE_URL) {
@@ -107,14 +110,16 @@ async function twoPages(browser, logs) {
   await Promise.all([a.keyboard.type(`${TEXT_A}\n`, { delay: 15 }), b.keyboard.type(TEXT_B, { delay: 15 })]);
 
   const final = await waitFor(
-    "both editors to agree",
+    "both editors and the server to agree",
     async () => {
-      const [ta, tb] = [await text(a), await text(b)];
-      return ta === tb && ta.includes(TEXT_A) && ta.includes(TEXT_B) ? ta : null;
+      const [ta, tb, ts] = [await text(a), await text(b), await serverText(room)];
+      return ta === tb && tb === ts && ta.includes(TEXT_A) && ta.includes(TEXT_B) ? ta : null;
     },
     15_000,
   ).catch(async (err) => {
-    throw new Error(`${err.message}\n  A: ${JSON.stringify(await text(a))}\n  B: ${JSON.stringify(await text(b))}`);
+    throw new Error(
+      `${err.message}\n  A:      ${JSON.stringify(await text(a))}\n  B:      ${JSON.stringify(await text(b))}\n  server: ${JSON.stringify(await serverText(room))}`,
+    );
   });
   for (const typed of [TEXT_A, TEXT_B, "first line", "second line"]) {
     const n = occurrences(final, typed);
@@ -122,7 +127,7 @@ async function twoPages(browser, logs) {
   }
   assert(final.startsWith(TEXT_A), `page A typed at the start, but the text is ${JSON.stringify(final)}`);
   assert(final.endsWith(TEXT_B), `page B typed at the end, but the text is ${JSON.stringify(final)}`);
-  step("two pages typing at once converge, each one's typing present once");
+  step("two pages typing at once converge with the server's text, each one's typing present once");
 
   // B's caret, labelled with B's name, shows on A's page, on the last line where B typed.
   const caret = a.locator(".cm-ySelectionCaret", { has: a.locator(".cm-ySelectionInfo", { hasText: "Bob" }) });
@@ -224,6 +229,8 @@ async function reader(browser, logs) {
     10_000,
   );
   assert((await text(writer)) === "written by Ada", `the reader's update reached the writer: ${JSON.stringify(await text(writer))}`);
+  const stored = await serverText(room, JWT_BASE_URL, `?token=${readToken}`);
+  assert(stored === "written by Ada", `the server's text is ${JSON.stringify(stored)}`);
   step("the server drops a reader's update");
   await Promise.all([writer.context().close(), readerPage.context().close()]);
 }
