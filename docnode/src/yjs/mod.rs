@@ -29,6 +29,7 @@ mod model_tests;
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use bytes::Bytes;
+use codraft_common::presence::{now_ms, PresenceEntry, PresenceWrite};
 use codraft_proto as pb;
 use pb::server_frame::Kind;
 use tokio::{sync::mpsc, time::Instant};
@@ -162,6 +163,8 @@ pub(crate) async fn run(
 impl YjsDocument {
     async fn serve(&mut self, rx: &mut mpsc::Receiver<DocumentMail>) -> Exit {
         let mut idle_since: Option<Instant> = None;
+        let heartbeat = self.deps.presence.ttl() / 3;
+        let mut heartbeat_at = Instant::now() + heartbeat;
         loop {
             if self.inflight.is_none() {
                 self.start_commit().await;
@@ -199,6 +202,10 @@ impl YjsDocument {
                 _ = tokio::time::sleep_until(expiry.unwrap_or_else(Instant::now)),
                     if expiry.is_some() => self.expire_awareness(),
                 _ = tokio::time::sleep(CATCH_UP_EVERY), if lagging => self.catch_up(),
+                _ = tokio::time::sleep_until(heartbeat_at), if self.deps.presence.is_shared() => {
+                    heartbeat_at = Instant::now() + heartbeat;
+                    self.refresh_presence();
+                }
             }
         }
     }
@@ -302,7 +309,7 @@ impl YjsDocument {
     fn leave(&mut self, conn: ConnId) {
         if self.peers.remove(&conn).is_some() {
             if let Some(removed) = self.awareness.remove_connection(conn) {
-                self.broadcast(&removed);
+                self.awareness_changed(removed);
             }
         }
     }
@@ -342,7 +349,7 @@ impl YjsDocument {
                     return;
                 }
                 if let Some(changed) = self.awareness.apply(conn, update, Instant::now()) {
-                    self.broadcast(&changed);
+                    self.awareness_changed(changed);
                 }
             }
             Message::AwarenessQuery => {
@@ -428,7 +435,7 @@ impl YjsDocument {
         if let Some(peer) = self.peers.remove(&conn) {
             peer.outbox.close(code, message);
             if let Some(removed) = self.awareness.remove_connection(conn) {
-                self.broadcast(&removed);
+                self.awareness_changed(removed);
             }
         }
     }
@@ -551,14 +558,76 @@ impl YjsDocument {
                     .close(close::TOO_SLOW, "client too slow to keep up; reconnect");
             }
             if let Some(removed) = self.awareness.remove_connection(conn) {
-                self.broadcast(&removed);
+                self.awareness_changed(removed);
             }
         }
     }
 
     fn expire_awareness(&mut self) {
         if let Some(removed) = self.awareness.expire(Instant::now(), AWARENESS_TIMEOUT) {
-            self.broadcast(&removed);
+            self.awareness_changed(removed);
+        }
+    }
+
+    /// Relays an awareness change to every client, and to Redis (presence), where any
+    /// gateway's presence API reads it.
+    fn awareness_changed(&mut self, change: awareness::Change) {
+        self.broadcast(&change.message);
+        if !self.deps.presence.is_shared() {
+            return;
+        }
+        for (client, state) in change.clients {
+            let write = match state {
+                Some(json) => PresenceWrite::Put {
+                    document: self.id.to_string(),
+                    entry: self.presence_entry(client, &json),
+                },
+                None => PresenceWrite::Remove {
+                    document: self.id.to_string(),
+                    key: presence_key(client),
+                    user_id: client,
+                },
+            };
+            self.deps.presence.send(write);
+        }
+    }
+
+    /// The heartbeat: every awareness state in Redis again, with a fresh expiry (so a crashed
+    /// docnode's users vanish after PRESENCE_TTL_SECS).
+    fn refresh_presence(&mut self) {
+        let entries: Vec<PresenceEntry> = self
+            .awareness
+            .states()
+            .map(|(client, json)| self.presence_entry(client, json))
+            .collect();
+        if !entries.is_empty() {
+            self.deps.presence.send(PresenceWrite::Refresh {
+                document: self.id.to_string(),
+                entries,
+            });
+        }
+    }
+
+    /// A Yjs client's presence entry: its name and hue from its awareness state's `user`
+    /// (`{"user":{"name":…,"hue":…}}`, as the web editor sets it), no cursor (Yjs cursors are
+    /// relative positions, meaningless outside the document).
+    fn presence_entry(&self, client: u64, json: &str) -> PresenceEntry {
+        let ttl_ms = u64::try_from(self.deps.presence.ttl().as_millis()).unwrap_or(u64::MAX);
+        let state: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+        let user = &state["user"];
+        let info = user["name"].as_str().map(|name| {
+            let hue = user["hue"]
+                .as_u64()
+                .and_then(|h| u32::try_from(h % 360).ok());
+            (name.to_owned(), hue.unwrap_or(0))
+        });
+        PresenceEntry {
+            key: presence_key(client),
+            user_id: client,
+            info,
+            cursor: None,
+            node: self.deps.presence.node().to_owned(),
+            expires_ms: now_ms().saturating_add(ttl_ms),
         }
     }
 
@@ -637,6 +706,11 @@ async fn wait_inflight(inflight: &mut Option<Inflight>) -> Result<(), StoreError
         Some(inflight) => wait_result(&mut inflight.result).await,
         None => std::future::pending().await,
     }
+}
+
+/// The presence hash field of a Yjs client.
+fn presence_key(client: u64) -> String {
+    format!("y:{client}")
 }
 
 /// The clocks both state vectors have reached: a client that has at least one of them has
