@@ -59,6 +59,11 @@ struct Settings {
 
 /// Tiny queues and a short grace, so clients lag, catch up and get closed.
 fn config() -> DocnodeConfig {
+    config_with(&[])
+}
+
+/// The model's settings and `extra` ones.
+fn config_with(extra: &[&str]) -> DocnodeConfig {
     let args = [
         "yjs-model",
         "--client-queue=3",
@@ -70,7 +75,7 @@ fn config() -> DocnodeConfig {
         "--data-dir=/nonexistent",
         "--commit-max-batch=8",
     ];
-    match Settings::try_parse_from(args) {
+    match Settings::try_parse_from(args.iter().chain(extra)) {
         Ok(settings) => settings.docnode,
         Err(error) => panic!("model settings do not parse: {error}"),
     }
@@ -528,4 +533,119 @@ fn yjs_model_schedules_lose_nothing_and_converge() {
         started.elapsed().as_secs_f64()
     );
     assert!(ran > 0, "no schedule ran");
+}
+
+/// Joins connection `conn` to the model document on `node`.
+async fn join(node: &Docnode, conn: u64) -> (DocumentHandle, Inbox) {
+    let open = pb::Open {
+        document_id: DOC.to_owned(),
+        ..Default::default()
+    };
+    crate::service::join(node.registry(), &open, conn)
+        .await
+        .expect("joins")
+}
+
+/// The close a connection got, once the actor let it go (frames before it are skipped).
+async fn closed_with(inbox: &mut Inbox) -> pb::Error {
+    for _ in 0..100 {
+        match inbox.try_next() {
+            Ok(_) => continue,
+            Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
+                return inbox.closed.get().cloned().expect("a close reason")
+            }
+            Err(tokio::sync::mpsc::error::TryRecvError::Empty) => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    panic!("the connection was not closed");
+}
+
+/// An update typing `text` at the start of `doc`'s `codemirror` text.
+fn typed(doc: &yrs::Doc, text: &str) -> Bytes {
+    let root = doc.get_or_insert_text("codemirror");
+    let before = doc.transact().state_vector();
+    root.insert(&mut doc.transact_mut(), 0, text);
+    encode_sync(SyncMessage::Update(
+        doc.transact().encode_state_as_update_v1(&before),
+    ))
+}
+
+#[test]
+fn bad_messages_and_updates_past_the_limits_close_the_client_and_store_nothing() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let store = MemoryStore::new();
+        let node = Docnode::with_store(
+            config_with(&["--yjs-max-update-kb=1", "--yjs-max-document-kb=3"]),
+            Arc::clone(&store) as Arc<dyn Store>,
+        );
+        let doc = yrs::Doc::new();
+
+        // Not y-protocols: 4400.
+        let (handle, mut inbox) = join(&node, 1).await;
+        let garbage = Bytes::from_static(&[0, 2, 200, 1]);
+        let _ = handle
+            .send(Command::Yjs {
+                conn: 1,
+                message: garbage,
+            })
+            .await;
+        assert_eq!(
+            closed_with(&mut inbox).await.code,
+            u32::from(crate::document::close::INVALID_MESSAGE)
+        );
+
+        // One update over YJS_MAX_UPDATE_KB: 4413.
+        let (handle, mut inbox) = join(&node, 2).await;
+        let big = typed(&doc, &"x".repeat(1500));
+        let _ = handle
+            .send(Command::Yjs {
+                conn: 2,
+                message: big,
+            })
+            .await;
+        let error = closed_with(&mut inbox).await;
+        assert_eq!(error.code, u32::from(crate::document::close::TOO_LARGE));
+        assert!(
+            error.message.contains("update larger than 1 KiB"),
+            "{}",
+            error.message
+        );
+        assert!(
+            store.yjs_updates(DOC).is_empty(),
+            "nothing of a refused update is kept"
+        );
+
+        // Updates that fit one by one until the document would pass YJS_MAX_DOCUMENT_KB.
+        let writer = yrs::Doc::new();
+        let (handle, mut inbox) = join(&node, 3).await;
+        for _ in 0..4 {
+            let update = typed(&writer, &"y".repeat(900));
+            let _ = handle
+                .send(Command::Yjs {
+                    conn: 3,
+                    message: update,
+                })
+                .await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let error = closed_with(&mut inbox).await;
+        assert_eq!(error.code, u32::from(crate::document::close::TOO_LARGE));
+        assert!(
+            error.message.contains("document larger than 3 KiB"),
+            "{}",
+            error.message
+        );
+        let stored: usize = store.yjs_updates(DOC).iter().map(Vec::len).sum();
+        assert!(
+            (1..=3 * 1024).contains(&stored),
+            "the updates that fit are stored and no more: {stored} bytes"
+        );
+    });
 }
