@@ -66,9 +66,13 @@ pub async fn relay_yjs<G: Send + 'static>(
         stream,
         writer,
         session,
-        step1: None,
-        awareness: None,
-        messages: governor::RateLimiter::direct(per_second(relay.config.messages_per_second)),
+        client: Client {
+            step1: None,
+            awareness: None,
+            messages: governor::RateLimiter::direct(per_second(relay.config.messages_per_second)),
+            read_only: relay.request.grant.access == Access::Read,
+        },
+        held: None,
         relay,
     };
     match connection.serve().await {
@@ -108,12 +112,20 @@ struct YjsConnection<G> {
     stream: SplitStream<WebSocket>,
     writer: Writer,
     session: Open,
+    client: Client,
+    /// A client message waiting for room in the session's queue.
+    held: Option<Bytes>,
+    relay: Relay<G>,
+}
+
+/// The client's side: its rate limit and what a move needs of what it sent.
+struct Client {
     /// The client's newest sync step 1, for a move.
     step1: Option<Bytes>,
     /// The client's newest awareness message, for a move.
     awareness: Option<Bytes>,
     messages: governor::DefaultDirectRateLimiter,
-    relay: Relay<G>,
+    read_only: bool,
 }
 
 /// What one client message comes to.
@@ -134,23 +146,27 @@ impl<G: Send + 'static> YjsConnection<G> {
         loop {
             let writer = &mut self.writer;
             let moving = tokio::select! {
-                message = self.stream.next(), if writer.takes_notices() => {
+                // While a message waits for room in the docnode's queue the socket is not
+                // read: backpressure, not buffering.
+                message = self.stream.next(), if self.held.is_none() && writer.takes_notices() => {
                     heard = Instant::now();
-                    match self.client_message(message) {
+                    let max_message = self.relay.config.max_message_bytes();
+                    match self.client.read(message, &self.relay.metrics, max_message) {
                         FromClient::Forward(bytes) => {
-                            let frame = Box::new(pb::ClientFrame { kind: Some(In::Yjs(bytes)) });
-                            // Waiting for room here is the backpressure: the socket is not
-                            // read meanwhile.
-                            if self.session.outbound.send(frame).await.is_err() {
-                                // The session ended: its inbound side says how, and the
-                                // message goes again after a move (as step 2 to the new
-                                // owner's step 1).
-                            }
+                            self.held = Some(bytes);
                             false
                         }
                         FromClient::Nothing => false,
                         FromClient::End(stop) => return stop,
                     }
+                }
+                permit = self.session.outbound.reserve(), if self.held.is_some() => {
+                    if let (Ok(permit), Some(bytes)) = (permit, self.held.take()) {
+                        permit.send(Box::new(pb::ClientFrame { kind: Some(In::Yjs(bytes)) }));
+                    }
+                    // Else the session ended: its inbound side says how, and what the client
+                    // sent goes again after the move (its step 2 to the new owner's step 1).
+                    false
                 }
                 written = writer.drain(), if writer.is_busy() => match written {
                     Ok(()) => false,
@@ -198,56 +214,6 @@ impl<G: Send + 'static> YjsConnection<G> {
         }
     }
 
-    /// What the client's next socket item comes to.
-    fn client_message(&mut self, message: Option<Result<Message, axum::Error>>) -> FromClient {
-        let metrics = &self.relay.metrics;
-        let bytes = match message {
-            Some(Ok(Message::Binary(bytes))) => bytes,
-            Some(Ok(Message::Text(_))) => {
-                return FromClient::End(Stop::close(
-                    BAD_REQUEST,
-                    "a Yjs document speaks binary y-websocket messages",
-                ))
-            }
-            Some(Ok(Message::Close(_))) | None => return FromClient::End(Stop::Gone),
-            Some(Ok(_)) => return FromClient::Nothing,
-            Some(Err(error)) => {
-                let text = error.to_string();
-                if text.contains("too long") || text.contains("too big") {
-                    let limit = self.relay.config.max_message_bytes();
-                    let reason = format!("message larger than {} KiB", limit / 1024);
-                    return FromClient::End(Stop::Close(TOO_LARGE, reason));
-                }
-                return FromClient::End(Stop::Gone);
-            }
-        };
-        if self.messages.check().is_err() {
-            metrics
-                .rate_limited
-                .with_label_values(&[LIMIT_MESSAGES])
-                .inc();
-            return FromClient::End(Stop::close(RATE_LIMITED, "too many messages per second"));
-        }
-        let (tag, sub) = (bytes.first().copied(), bytes.get(1).copied());
-        let writes = match (tag, sub) {
-            (Some(MSG_SYNC), Some(SYNC_STEP_1)) => {
-                self.step1 = Some(bytes.clone());
-                false
-            }
-            (Some(MSG_SYNC), _) | (Some(MSG_SET_PASSWORD), _) => true,
-            (Some(MSG_AWARENESS), _) => {
-                self.awareness = Some(bytes.clone());
-                false
-            }
-            _ => false,
-        };
-        if writes && self.relay.request.grant.access == Access::Read {
-            // A reader may sync and be seen, but not change the document.
-            return FromClient::Nothing;
-        }
-        FromClient::Forward(bytes)
-    }
-
     /// Carries the connection to the document's new owner; the socket stays open.
     async fn move_session(&mut self) -> Result<(), Stop> {
         let metrics: &GatewayMetrics = &self.relay.metrics;
@@ -281,10 +247,11 @@ impl<G: Send + 'static> YjsConnection<G> {
         };
         self.session = session;
         let step1 = self
+            .client
             .step1
             .clone()
             .unwrap_or_else(|| Bytes::from_static(&FULL_RESYNC));
-        for message in std::iter::once(step1).chain(self.awareness.clone()) {
+        for message in std::iter::once(step1).chain(self.client.awareness.clone()) {
             let frame = Box::new(pb::ClientFrame {
                 kind: Some(In::Yjs(message)),
             });
@@ -295,5 +262,60 @@ impl<G: Send + 'static> YjsConnection<G> {
         metrics.moves.with_label_values(&[MOVE_DONE]).inc();
         metrics.move_duration.observe(began.elapsed().as_secs_f64());
         Ok(())
+    }
+}
+
+impl Client {
+    /// What the client's next socket item comes to.
+    fn read(
+        &mut self,
+        message: Option<Result<Message, axum::Error>>,
+        metrics: &GatewayMetrics,
+        max_message: usize,
+    ) -> FromClient {
+        let bytes = match message {
+            Some(Ok(Message::Binary(bytes))) => bytes,
+            Some(Ok(Message::Text(_))) => {
+                return FromClient::End(Stop::close(
+                    BAD_REQUEST,
+                    "a Yjs document speaks binary y-websocket messages",
+                ))
+            }
+            Some(Ok(Message::Close(_))) | None => return FromClient::End(Stop::Gone),
+            Some(Ok(_)) => return FromClient::Nothing,
+            Some(Err(error)) => {
+                let text = error.to_string();
+                if text.contains("too long") || text.contains("too big") {
+                    let reason = format!("message larger than {} KiB", max_message / 1024);
+                    return FromClient::End(Stop::Close(TOO_LARGE, reason));
+                }
+                return FromClient::End(Stop::Gone);
+            }
+        };
+        if self.messages.check().is_err() {
+            metrics
+                .rate_limited
+                .with_label_values(&[LIMIT_MESSAGES])
+                .inc();
+            return FromClient::End(Stop::close(RATE_LIMITED, "too many messages per second"));
+        }
+        let (tag, sub) = (bytes.first().copied(), bytes.get(1).copied());
+        let writes = match (tag, sub) {
+            (Some(MSG_SYNC), Some(SYNC_STEP_1)) => {
+                self.step1 = Some(bytes.clone());
+                false
+            }
+            (Some(MSG_SYNC), _) | (Some(MSG_SET_PASSWORD), _) => true,
+            (Some(MSG_AWARENESS), _) => {
+                self.awareness = Some(bytes.clone());
+                false
+            }
+            _ => false,
+        };
+        if writes && self.read_only {
+            // A reader may sync and be seen, but not change the document.
+            return FromClient::Nothing;
+        }
+        FromClient::Forward(bytes)
     }
 }
