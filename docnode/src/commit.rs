@@ -200,9 +200,26 @@ async fn flush(store: &dyn Store, mut batch: Vec<Request>, ops: usize) {
 }
 
 /// Whether the log already holds exactly `commit`'s ops (same revisions, authors, sequence
-/// numbers and operations): then an earlier attempt committed them and only its answer was
-/// lost.
+/// numbers and operations) or Yjs updates (same bytes at the same revisions): then an
+/// earlier attempt committed them and only its answer was lost.
 async fn already_committed(store: &dyn Store, commit: &DocumentCommit) -> bool {
+    if !commit.updates.is_empty() {
+        // A Yjs document's commit: the same update bytes at the same revisions.
+        let to = commit.new_revision();
+        return match store
+            .read_yjs_updates(&commit.document, commit.base_revision, to)
+            .await
+        {
+            Ok(stored) => {
+                stored.len() == commit.updates.len()
+                    && stored
+                        .iter()
+                        .zip(&commit.updates)
+                        .all(|(a, b)| a[..] == b[..])
+            }
+            Err(_) => false,
+        };
+    }
     if commit.ops.is_empty() {
         return false;
     }

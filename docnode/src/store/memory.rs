@@ -251,6 +251,17 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn read_yjs_updates(
+        &self,
+        document: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let updates = self.yjs_updates(document);
+        let range = usize::try_from(from).unwrap_or(usize::MAX)..usize::try_from(to).unwrap_or(0);
+        Ok(updates.get(range).map(<[_]>::to_vec).unwrap_or_default())
+    }
+
     async fn read_log(
         &self,
         document: &str,

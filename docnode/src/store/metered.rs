@@ -113,6 +113,21 @@ impl Store for MeteredStore {
         self.observe(&span, "write_snapshot", result)
     }
 
+    async fn read_yjs_updates(
+        &self,
+        document: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let span = store_span!(self, "store.read_yjs_updates", "read_yjs_updates", document);
+        let result = self
+            .inner
+            .read_yjs_updates(document, from, to)
+            .instrument(span.clone())
+            .await;
+        self.observe(&span, "read_yjs_updates", result)
+    }
+
     async fn write_yjs_snapshot(
         &self,
         document: &str,

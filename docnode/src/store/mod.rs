@@ -222,6 +222,15 @@ pub trait Store: Send + Sync + 'static {
         state: Vec<u8>,
     ) -> Result<(), StoreError>;
 
+    /// A Yjs document's committed updates with `from <= revision < to`, in order (those below
+    /// its snapshot are gone).
+    async fn read_yjs_updates(
+        &self,
+        document: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Vec<u8>>, StoreError>;
+
     /// Committed ops of a document with `from <= revision < to`, in order.
     async fn read_log(
         &self,

@@ -908,6 +908,29 @@ impl Store for PgStore {
         .await
     }
 
+    async fn read_yjs_updates(
+        &self,
+        document: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let rows = client
+                .query(
+                    "SELECT update_v1 FROM yjs_updates \
+                      WHERE document = $1 AND revision >= $2 AND revision < $3 ORDER BY revision",
+                    &[&document, &to_sql(from), &to_sql(to)],
+                )
+                .await
+                .map_err(|e| self.failed(e))?;
+            rows.iter()
+                .map(|row| row.try_get(0).map_err(corrupt))
+                .collect()
+        })
+        .await
+    }
+
     async fn read_log(
         &self,
         document: &str,

@@ -522,6 +522,28 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn read_yjs_updates(
+        &self,
+        document: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let document = document.to_owned();
+        self.with_conn(move |conn, _| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT update_v1 FROM yjs_updates \
+                     WHERE document = ?1 AND revision >= ?2 AND revision < ?3 ORDER BY revision",
+                )
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map(params![document, to_sql(from), to_sql(to)], |r| r.get(0))
+                .map_err(unavailable)?;
+            rows.collect::<Result<_, _>>().map_err(unavailable)
+        })
+        .await
+    }
+
     async fn read_log(
         &self,
         document: &str,

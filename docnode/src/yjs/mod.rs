@@ -316,7 +316,10 @@ impl YjsDocument {
 
     /// One y-websocket message from a client.
     fn message(&mut self, conn: ConnId, bytes: &[u8]) {
-        if !self.peers.contains_key(&conn) || self.stopping {
+        // While stopping (a drain, a move) messages are still taken: an update that arrives
+        // before the actor's last commit is committed and echoed like any other, so even a
+        // client that never re-sends loses nothing to an orderly drain.
+        if !self.peers.contains_key(&conn) {
             return;
         }
         let message = match Message::decode_v1(bytes) {

@@ -649,3 +649,45 @@ fn bad_messages_and_updates_past_the_limits_close_the_client_and_store_nothing()
         );
     });
 }
+
+#[test]
+fn a_lost_commit_answer_is_recognised_and_the_update_still_echoed() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let store = MemoryStore::new();
+        let node = Docnode::with_store(config(), Arc::clone(&store) as Arc<dyn Store>);
+        let (handle, mut inbox) = join(&node, 1).await;
+        let generation = handle.generation();
+        store.set_fault(Fault::LoseAnswer);
+        let update = typed(&yrs::Doc::new(), "kept");
+        let _ = handle
+            .send(Command::Yjs {
+                conn: 1,
+                message: update,
+            })
+            .await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // The retry found the update stored: the same actor echoes it, nothing reloads.
+        let mut echoed = false;
+        while let Ok(frame) = inbox.try_next() {
+            if let Some(Kind::Yjs(bytes)) = frame.kind {
+                echoed |= matches!(
+                    Message::decode_v1(&bytes),
+                    Ok(Message::Sync(SyncMessage::Update(_)))
+                );
+            }
+        }
+        assert!(
+            echoed,
+            "the update came back (closed with {:?})",
+            inbox.closed.get()
+        );
+        let loaded = node.registry().loaded_handle(DOC).map(|h| h.generation());
+        assert_eq!(loaded, Some(generation), "the document was not reloaded");
+        assert_eq!(store.yjs_updates(DOC).len(), 1, "stored once");
+    });
+}
