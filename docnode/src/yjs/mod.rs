@@ -66,6 +66,9 @@ pub const MSG_SET_PASSWORD: u8 = 100;
 /// The root `GET /api/text` reads: the `Y.Text` the web editor (y-codemirror.next) edits.
 pub const TEXT_ROOT: &str = "codemirror";
 
+/// Commits a stopping actor still makes for updates that keep arriving.
+const LAST_COMMITS: u32 = 3;
+
 /// How often lagging clients are offered their catch-up.
 const CATCH_UP_EVERY: Duration = Duration::from_millis(50);
 
@@ -110,6 +113,8 @@ struct YjsDocument {
     last_snapshot: u64,
     stopping: bool,
     moving: bool,
+    /// Commit rounds since the actor began stopping (at most [`LAST_COMMITS`]).
+    commits_while_stopping: u32,
     /// This actor's own mailbox, for answers of work it hands to other tasks.
     own: mpsc::WeakSender<DocumentMail>,
 }
@@ -153,6 +158,7 @@ pub(crate) async fn run(
         last_snapshot: stored.revision,
         stopping: false,
         moving: false,
+        commits_while_stopping: 0,
         own,
     };
     let exit = document.serve(rx).await;
@@ -167,7 +173,15 @@ impl YjsDocument {
         let mut heartbeat_at = Instant::now() + heartbeat;
         loop {
             if self.inflight.is_none() {
-                self.start_commit().await;
+                // Once stopping, a few more commits take what keeps arriving; after them the
+                // actor goes (what is left comes back with the clients' next sync), so a
+                // busy client cannot hold a drain up.
+                if self.stopping {
+                    self.commits_while_stopping += 1;
+                }
+                if self.commits_while_stopping <= LAST_COMMITS {
+                    self.start_commit().await;
+                }
             }
             if self.stopping && self.inflight.is_none() {
                 return if self.moving {
