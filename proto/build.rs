@@ -7,6 +7,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Small per-stream buffers: most streams are idle client sessions (see `codec`).
     tonic_prost_build::configure()
         .codec_path("crate::codec::SmallBuffers")
+        // Yjs messages as `bytes::Bytes`: one committed update fans out to every client of
+        // its document as the same shared buffer.
+        .bytes(".codraft.docnode.v1")
         .compile_protos(&["proto/docnode.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto/docnode.proto");
     Ok(())

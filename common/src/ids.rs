@@ -15,6 +15,20 @@ pub fn valid_document_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
+/// What a Yjs document's id starts with: `y:<room>`, where the room is a valid document id.
+/// OT document ids cannot hold a `:`, so the two kinds never share an id.
+pub const YJS_PREFIX: &str = "y:";
+
+/// Whether `id` names a Yjs document (`y:<room>`).
+pub fn is_yjs(id: &str) -> bool {
+    id.strip_prefix(YJS_PREFIX).is_some_and(valid_document_id)
+}
+
+/// Whether `id` is a valid id of either kind: an OT document id, or `y:` and one.
+pub fn valid_any_document_id(id: &str) -> bool {
+    valid_document_id(id) || is_yjs(id)
+}
+
 /// Whether `id` is a valid exactly-once client id: 1–64 of `A-Z a-z 0-9 - _`.
 pub fn valid_client_id(id: &str) -> bool {
     !id.is_empty()
@@ -36,6 +50,16 @@ mod tests {
         assert!(!valid_document_id("héllo"));
         assert!(!valid_document_id(&"a".repeat(257)));
         assert!(valid_document_id(&"a".repeat(256)));
+    }
+
+    #[test]
+    fn yjs_ids_are_a_prefix_and_a_document_id() {
+        assert!(is_yjs("y:notes"));
+        assert!(!is_yjs("y:"));
+        assert!(!is_yjs("y:a:b"));
+        assert!(!is_yjs("notes"));
+        assert!(!valid_document_id("y:notes"));
+        assert!(valid_any_document_id("y:notes") && valid_any_document_id("notes"));
     }
 
     #[test]

@@ -144,6 +144,7 @@ where
                 epoch,
                 ops,
                 language: None,
+                updates: Vec::new(),
             }]))
             .await?;
         revision = end;

@@ -156,6 +156,20 @@ pub struct DocnodeConfig {
     /// coalesced to the newest position).
     #[arg(long, env = "CURSOR_INTERVAL_MS", default_value_t = 33)]
     pub cursor_interval_ms: u64,
+
+    /// Largest Yjs update (KiB) a client may send; a larger one closes its connection with
+    /// 4413.
+    #[arg(long, env = "YJS_MAX_UPDATE_KB", default_value_t = 1024)]
+    pub yjs_max_update_kb: usize,
+
+    /// Largest Yjs document (KiB of its stored state and updates); an update that would pass
+    /// it closes its connection with 4413.
+    #[arg(long, env = "YJS_MAX_DOCUMENT_KB", default_value_t = 16 * 1024)]
+    pub yjs_max_document_kb: usize,
+
+    /// Largest awareness message (KiB); larger ones are dropped.
+    #[arg(long, env = "YJS_MAX_AWARENESS_KB", default_value_t = 64)]
+    pub yjs_max_awareness_kb: usize,
 }
 
 impl DocnodeConfig {

@@ -42,6 +42,7 @@ pub mod sweeper;
 pub mod timeline;
 pub mod tls_listener;
 pub mod wire;
+pub mod yjs;
 
 pub use config::DocnodeConfig;
 pub use document::DocumentHandle;

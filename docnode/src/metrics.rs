@@ -55,6 +55,10 @@ pub struct DocnodeMetrics {
     pub ownership_moves: IntCounterVec,
     /// Failed store calls, by `operation` and `kind` (unavailable, conflict, corrupt).
     pub store_errors: IntCounterVec,
+    /// Yjs updates committed and sent to clients.
+    pub yjs_updates_committed: IntCounter,
+    /// Yjs messages refused, by `reason` (see `crate::yjs`).
+    pub yjs_refused: IntCounterVec,
 }
 
 /// `reason` of [`DocnodeMetrics::ownership_moves`]: the membership view moved the document
@@ -88,6 +92,18 @@ impl DocnodeMetrics {
                 Opts::new(
                     "codraft_edits_rejected_total",
                     "Edits refused, by the close code sent to the client.",
+                ),
+                &["reason"],
+            )?,
+            yjs_updates_committed: IntCounter::new(
+                "codraft_yjs_updates_committed_total",
+                "Yjs updates committed and sent to clients.",
+            )?,
+            yjs_refused: IntCounterVec::new(
+                Opts::new(
+                    "codraft_yjs_refused_total",
+                    "Yjs messages refused, by reason: malformed, update_too_large, \
+                     document_too_large, awareness_too_large.",
                 ),
                 &["reason"],
             )?,
@@ -171,6 +187,8 @@ impl DocnodeMetrics {
         registry.register(Box::new(metrics.edits_committed.clone()))?;
         registry.register(Box::new(metrics.edits_rejected.clone()))?;
         registry.register(Box::new(metrics.edits_duplicate.clone()))?;
+        registry.register(Box::new(metrics.yjs_updates_committed.clone()))?;
+        registry.register(Box::new(metrics.yjs_refused.clone()))?;
         registry.register(Box::new(metrics.commit_batch_ops.clone()))?;
         registry.register(Box::new(metrics.commit_batch_documents.clone()))?;
         registry.register(Box::new(metrics.commit_duration.clone()))?;

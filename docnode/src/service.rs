@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use codraft_common::ids::{valid_client_id, valid_document_id};
+use codraft_common::ids::{valid_any_document_id as valid_document_id, valid_client_id};
 use codraft_common::telemetry;
 use codraft_proto as pb;
 use futures::{Stream, StreamExt};
@@ -195,6 +195,7 @@ fn command(conn: ConnId, kind: In) -> Option<Command> {
         In::ClientInfo(info) => Command::ClientInfo { conn, info },
         In::CursorData(data) => Command::CursorData { conn, data },
         In::SetOtp(set) => Command::SetOtp { conn, otp: set.otp },
+        In::Yjs(message) => Command::Yjs { conn, message },
     })
 }
 

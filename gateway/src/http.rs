@@ -18,7 +18,9 @@ use axum::{
     routing::get,
     Json, Router,
 };
-pub use codraft_common::ids::{valid_client_id, valid_document_id};
+pub use codraft_common::ids::{
+    valid_any_document_id, valid_client_id, valid_document_id, YJS_PREFIX,
+};
 use codraft_proto as pb;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -115,6 +117,7 @@ pub fn router(state: AppState) -> Router {
         .route("/app.js", get(assets::app_js))
         .route("/app.css", get(assets::app_css))
         .route("/api/socket/{id}", get(socket_route))
+        .route("/yjs/{room}", get(yjs_route))
         .route("/api/text/{id}", get(text_route))
         .route("/api/stats", get(stats_route))
         .merge(crate::history::routes())
@@ -153,27 +156,64 @@ async fn socket_route(
     }
     let credentials =
         Credentials::from_request(&headers, query.token.as_deref(), query.otp.as_deref());
-    // An unreachable owner lets the socket open: the session says so (4503), and the owner
-    // checks the password again at join.
-    let admitted = state
-        .gate
-        .admit(
-            &id,
-            &credentials,
-            state.client_ip(peer, &headers),
-            IfOwnerUnreachable::Admit,
-        )
-        .await;
-    let grant = match admitted {
+    let grant = match gate_socket(&state, &id, &credentials, peer, &headers).await {
         Ok(grant) => grant,
-        // A browser cannot read a refused upgrade (it sees only 1006), so the refusal is
-        // an open socket closed at once with 4401/4403/4429 and a reason.
         Err(refusal) => {
-            refusal.count(&state.metrics);
             let login_url = state.gate.login_url().map(str::to_owned);
             return upgrade.on_upgrade(move |ws| relay::refuse(ws, refusal, login_url));
         }
     };
+    let request = SocketRequest {
+        document_id: id,
+        client_id: query.client,
+        resume: query.resume,
+        otp: credentials.password,
+        grant,
+    };
+    relay_socket(&state, upgrade, request, relay::relay)
+}
+
+/// The gate in front of a socket. An unreachable owner lets the socket open: the session
+/// says so (4503), and the owner checks the password again at join. A refusal is counted; a
+/// browser cannot read a refused upgrade (it sees only 1006), so the caller opens the socket
+/// and closes it at once with 4401/4403/4429 and a reason.
+async fn gate_socket(
+    state: &AppState,
+    id: &str,
+    credentials: &Credentials,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Result<crate::auth::Grant, crate::gate::Refusal> {
+    let admitted = state
+        .gate
+        .admit(
+            id,
+            credentials,
+            state.client_ip(peer, headers),
+            IfOwnerUnreachable::Admit,
+        )
+        .await;
+    admitted.inspect_err(|refusal| refusal.count(&state.metrics))
+}
+
+/// Upgrades an admitted socket and hands it to `serve` (the OT or the Yjs relay), or
+/// answers 503 when the gateway is at MAX_CONNECTIONS.
+fn relay_socket<F, Fut>(
+    state: &AppState,
+    upgrade: WebSocketUpgrade,
+    request: SocketRequest,
+    serve: F,
+) -> Response
+where
+    F: FnOnce(
+            futures::stream::SplitSink<axum::extract::ws::WebSocket, axum::extract::ws::Message>,
+            futures::stream::SplitStream<axum::extract::ws::WebSocket>,
+            Relay<ConnectionSlot>,
+        ) -> Fut
+        + Send
+        + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let slot = ConnectionSlot::take(&state.connections, state.config.max_connections);
     let Some(slot) = slot else {
         state.metrics.connections_refused.inc();
@@ -182,13 +222,6 @@ async fn socket_route(
             "this gateway is at its connection limit; retry shortly",
         )
             .into_response();
-    };
-    let request = SocketRequest {
-        document_id: id,
-        client_id: query.client,
-        resume: query.resume,
-        otp: credentials.password,
-        grant,
     };
     let relay = Relay {
         request,
@@ -200,15 +233,49 @@ async fn socket_route(
     };
     // tungstenite zero-fills its whole read buffer before each read: the 128 KiB default
     // cost three quarters of the gateway's CPU and 128 KiB per idle connection. Client
-    // messages are small (an edit, a cursor); 1 KiB reads take them whole, and a large paste
-    // simply takes several reads (4 KiB cost 3 KiB more per idle connection, BENCHMARKS.md).
+    // messages are small (an edit, a cursor, a keystroke's Yjs update); 1 KiB reads take them
+    // whole, and a large paste or a first sync simply takes several reads (4 KiB cost 3 KiB
+    // more per idle connection, BENCHMARKS.md).
     upgrade
         .read_buffer_size(1024)
         .max_message_size(state.config.max_message_bytes())
         .on_upgrade(move |ws| {
             let (sink, stream) = futures::StreamExt::split(ws);
-            relay::relay(sink, stream, relay)
+            serve(sink, stream, relay)
         })
+}
+
+/// A y-websocket client of the Yjs document `y:<room>` (see `relay::relay_yjs`): the same
+/// gate as the OT socket (`token`, `otp`), then binary frames relayed to the owner.
+async fn yjs_route(
+    Path(room): Path<String>,
+    query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    State(state): State<AppState>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if !valid_document_id(&room) {
+        return bad_request("invalid room: use 1-256 of A-Z a-z 0-9 - _ .");
+    }
+    let Ok(Query(query)) = query else {
+        return bad_request("invalid query: otp and token are text");
+    };
+    let id = format!("{YJS_PREFIX}{room}");
+    let credentials =
+        Credentials::from_request(&headers, query.token.as_deref(), query.otp.as_deref());
+    let grant = match gate_socket(&state, &id, &credentials, peer, &headers).await {
+        Ok(grant) => grant,
+        Err(refusal) => return upgrade.on_upgrade(move |ws| relay::refuse_yjs(ws, refusal)),
+    };
+    let request = SocketRequest {
+        document_id: id,
+        client_id: None,
+        resume: None,
+        otp: credentials.password,
+        grant,
+    };
+    relay_socket(&state, upgrade, request, relay::relay_yjs)
 }
 
 /// `token` and `otp` on the read API (`/api/text`, presence).
@@ -257,7 +324,7 @@ async fn text_route(
     headers: HeaderMap,
     State(state): State<AppState>,
 ) -> Response {
-    if !valid_document_id(&id) {
+    if !valid_any_document_id(&id) {
         return bad_request("invalid document id: use 1-256 of A-Z a-z 0-9 - _ .");
     }
     if let Err(response) = admit_read(

@@ -372,6 +372,8 @@ pub fn render(
             message: &error.message,
         }),
         Out::Otp(otp) => ServerMsg::Otp(otp.otp.as_deref()),
+        // An OT document's docnode never sends a Yjs message; nothing to render.
+        Out::Yjs(_) => return None,
     };
     let text = serde_json::to_string(&message).ok()?;
     let close = match frame.kind.as_ref()? {

@@ -41,6 +41,7 @@ pub fn typing(document: &str, epoch: u64, base: u64, n: u64, client: &str) -> Do
         epoch,
         ops,
         language: None,
+        updates: Vec::new(),
     }
 }
 

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use super::{Command, ConnId, Document};
+use tokio::sync::mpsc;
+
+use super::{Command, ConnId, Deps, Document, Mail};
 
 impl Document {
     /// Writes a password change to the store off the actor; it takes effect (and clients
@@ -12,21 +14,28 @@ impl Document {
         if self.stopping || !self.connections.contains_key(&conn) {
             return;
         }
-        let (store, id, epoch) = (
-            Arc::clone(&self.deps.store),
-            Arc::clone(&self.id),
-            self.epoch,
-        );
-        let own = self.own.clone();
-        tokio::spawn(async move {
-            let result = store.set_otp(&id, epoch, otp.clone()).await;
-            if let Some(actor) = own.upgrade() {
-                let _ = actor
-                    .send(Box::new(Command::OtpStored { otp, result }))
-                    .await;
-            }
-        });
+        store_password(&self.deps, &self.id, self.epoch, self.own.clone(), otp);
     }
+}
+
+/// Writes a document's password (`None` removes it) as the owner holding `epoch`, off the
+/// actor; the actor (`own`) hears the result as [`Command::OtpStored`].
+pub(crate) fn store_password(
+    deps: &Deps,
+    id: &Arc<str>,
+    epoch: u64,
+    own: mpsc::WeakSender<Mail>,
+    otp: Option<String>,
+) {
+    let (store, id) = (Arc::clone(&deps.store), Arc::clone(id));
+    tokio::spawn(async move {
+        let result = store.set_otp(&id, epoch, otp.clone()).await;
+        if let Some(actor) = own.upgrade() {
+            let _ = actor
+                .send(Box::new(Command::OtpStored { otp, result }))
+                .await;
+        }
+    });
 }
 
 /// Whether a client's password opens a document, compared in constant time.

@@ -56,6 +56,7 @@ impl Document {
                     epoch: self.epoch,
                     ops,
                     language: language.clone(),
+                    updates: Vec::new(),
                 },
                 links,
             )

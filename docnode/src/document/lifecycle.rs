@@ -4,7 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use codraft_common::membership::Member;
+use codraft_common::{ids::is_yjs, membership::Member};
 use tokio::sync::mpsc;
 use tracing::{debug, info, info_span, warn, Instrument, Span};
 
@@ -27,7 +27,7 @@ pub(super) struct Inflight {
 }
 
 /// Why the actor's loop ended.
-pub(super) enum Exit {
+pub(crate) enum Exit {
     Idle,
     Shutdown,
     Moved,
@@ -37,7 +37,7 @@ pub(super) enum Exit {
 
 impl Exit {
     /// A short name for spans and logs.
-    fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             Exit::Idle => "idle",
             Exit::Shutdown => "shutdown",
@@ -66,6 +66,9 @@ pub(super) async fn run(
         .document_load_duration
         .observe(started.elapsed().as_secs_f64());
     let exit = match loaded {
+        Ok(stored) if is_yjs(&id) => {
+            crate::yjs::run(Arc::clone(&id), deps, stored, &mut rx, own).await
+        }
         Ok(stored) => {
             // Users the previous owner had (failover, drain), before any join is served.
             let restored = deps.presence.restore(&id).await;
@@ -166,56 +169,11 @@ impl Document {
 
     /// Last words: snapshot what is durable and close every connection.
     pub(super) async fn finish(&mut self, exit: &Exit) {
-        let (code, message) = match exit {
-            Exit::Idle => (
-                close::UNAVAILABLE,
-                "document unloaded; reconnect".to_owned(),
-            ),
-            Exit::Shutdown => (
-                close::UNAVAILABLE,
-                "server is restarting; reconnect".to_owned(),
-            ),
-            Exit::Moved => (
-                close::UNAVAILABLE,
-                "document moved to another server; reconnect".to_owned(),
-            ),
-            Exit::Failed(error) => (
-                close::UNAVAILABLE,
-                format!("storage failed ({error}); reconnect"),
-            ),
-            Exit::Stale => (
-                close::UNAVAILABLE,
-                "document moved to another server; reconnect".to_owned(),
-            ),
-        };
-        match exit {
-            Exit::Failed(error) => warn!(document = %self.id, %error, "document stopped"),
-            Exit::Stale => {
-                self.deps
-                    .metrics
-                    .ownership_moves
-                    .with_label_values(&[MOVE_FENCED])
-                    .inc();
-                info!(document = %self.id, "another docnode took this document; unloading");
-                // Remember the winner so this docnode's clients are sent there instead of
-                // taking the lease back.
-                if let Ok(Some(owner)) = self.deps.store.lease_owner(&self.id).await {
-                    self.deps.ownership.lost_to(&self.id, Member::parse(&owner));
-                }
-            }
-            Exit::Moved => {
-                self.deps
-                    .metrics
-                    .ownership_moves
-                    .with_label_values(&[MOVE_RELEASED])
-                    .inc();
-                info!(document = %self.id, "document moved to its new owner");
-            }
-            _ => debug!(document = %self.id, "document unloaded"),
-        }
+        let (code, message) = farewell(exit);
+        note_exit(&self.deps, &self.id, exit).await;
         // Clients of a document that moves (or of a draining docnode) can be carried over to
         // the new owner by their gateway without closing their sockets.
-        let reroute = matches!(exit, Exit::Shutdown | Exit::Moved | Exit::Stale);
+        let reroute = reroutes(exit);
         let ids: Vec<ConnId> = self.connections.keys().copied().collect();
         for id in ids {
             if let Some(c) = self.remove_connection(id) {
@@ -246,13 +204,72 @@ impl Document {
     }
 }
 
+/// The close code and reason an actor's clients get when it stops for `exit`.
+pub(crate) fn farewell(exit: &Exit) -> (u16, String) {
+    match exit {
+        Exit::Idle => (
+            close::UNAVAILABLE,
+            "document unloaded; reconnect".to_owned(),
+        ),
+        Exit::Shutdown => (
+            close::UNAVAILABLE,
+            "server is restarting; reconnect".to_owned(),
+        ),
+        Exit::Moved | Exit::Stale => (
+            close::UNAVAILABLE,
+            "document moved to another server; reconnect".to_owned(),
+        ),
+        Exit::Failed(error) => (
+            close::UNAVAILABLE,
+            format!("storage failed ({error}); reconnect"),
+        ),
+    }
+}
+
+/// Whether an actor stopping for `exit` lets its clients' gateways carry them over to the
+/// new owner without closing their sockets (a move, or a draining docnode).
+pub(crate) fn reroutes(exit: &Exit) -> bool {
+    matches!(exit, Exit::Shutdown | Exit::Moved | Exit::Stale)
+}
+
+/// Logs and counts why an actor stopped; after a fencing, remembers the winner so this
+/// docnode's clients are sent there instead of taking the lease back.
+pub(crate) async fn note_exit(deps: &Deps, id: &str, exit: &Exit) {
+    match exit {
+        Exit::Failed(error) => warn!(document = %id, %error, "document stopped"),
+        Exit::Stale => {
+            deps.metrics
+                .ownership_moves
+                .with_label_values(&[MOVE_FENCED])
+                .inc();
+            info!(document = %id, "another docnode took this document; unloading");
+            if let Ok(Some(owner)) = deps.store.lease_owner(id).await {
+                deps.ownership.lost_to(id, Member::parse(&owner));
+            }
+        }
+        Exit::Moved => {
+            deps.metrics
+                .ownership_moves
+                .with_label_values(&[MOVE_RELEASED])
+                .inc();
+            info!(document = %id, "document moved to its new owner");
+        }
+        _ => debug!(document = %id, "document unloaded"),
+    }
+}
+
 /// Waits for the in-flight commit, or forever when there is none.
 async fn wait_commit(inflight: &mut Option<Inflight>) -> Result<(), StoreError> {
     match inflight {
-        Some(inflight) => match (&mut inflight.result).await {
-            Ok(result) => result,
-            Err(_) => Err(StoreError::Unavailable("the committer stopped".into())),
-        },
+        Some(inflight) => wait_result(&mut inflight.result).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Waits for a commit's result; a committer that stopped answers unavailable.
+pub(crate) async fn wait_result(result: &mut CommitResult) -> Result<(), StoreError> {
+    match result.await {
+        Ok(result) => result,
+        Err(_) => Err(StoreError::Unavailable("the committer stopped".into())),
     }
 }

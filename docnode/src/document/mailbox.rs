@@ -50,6 +50,13 @@ pub enum Command {
         /// Cursor positions.
         data: pb::CursorData,
     },
+    /// A y-websocket message from a client of a Yjs document (see `crate::yjs`).
+    Yjs {
+        /// The sending connection.
+        conn: ConnId,
+        /// The message as the client sent it.
+        message: bytes::Bytes,
+    },
     /// A client protects the document with a one-time password, or removes it.
     SetOtp {
         /// The sending connection.

@@ -57,8 +57,11 @@ mod presence;
 mod restore;
 
 pub use access::otp_matches;
+pub(crate) use access::store_password;
+pub(crate) use lifecycle::{farewell, note_exit, reroutes, wait_result, Exit};
 pub(crate) use mailbox::spawn;
 use mailbox::Mail;
+pub(crate) use mailbox::Mail as DocumentMail;
 pub use mailbox::{Command, Deps, DocumentHandle, Join, JoinRefused};
 pub use restore::{Restored, RESTORE_AUTHOR};
 
@@ -205,6 +208,8 @@ impl Document {
             // Coalesced per user: see `document/presence.rs`.
             Command::CursorData { conn, data } => self.cursor_moved(conn, data),
             Command::SetOtp { conn, otp } => self.set_otp(conn, otp),
+            // Only a Yjs document's actor takes these; the gateway never sends one here.
+            Command::Yjs { .. } => {}
             Command::OtpStored { otp, result } => match result {
                 Ok(()) => {
                     self.otp = otp.clone();

@@ -40,9 +40,16 @@ struct Stored {
     otp: Option<String>,
     epoch: u64,
     seqs: HashMap<String, u64>,
+    /// A Yjs document's updates, every one ever committed (never compacted here).
+    yjs: Vec<Vec<u8>>,
 }
 
 impl Stored {
+    /// The document's revision: ops or Yjs updates committed.
+    fn revision(&self) -> u64 {
+        (self.log.len() + self.yjs.len()) as u64
+    }
+
     fn text(&self) -> Result<String, StoreError> {
         let (revision, text) = &self.snapshot;
         let corrupt = |e: codraft_ot::OtError| StoreError::Corrupt(e.to_string());
@@ -143,7 +150,7 @@ impl MemoryStore {
                 .get(&*commit.document)
                 .cloned()
                 .unwrap_or_default();
-            if stored.log.len() as u64 != commit.base_revision || stored.epoch > commit.epoch {
+            if stored.revision() != commit.base_revision || stored.epoch > commit.epoch {
                 return Err(StoreError::Conflict {
                     document: commit.document.to_string(),
                     expected: commit.base_revision,
@@ -162,6 +169,7 @@ impl MemoryStore {
                 }
                 stored.log.push(op.clone());
             }
+            stored.yjs.extend(commit.updates.iter().map(|u| u.to_vec()));
             if commit.language.is_some() {
                 stored.language.clone_from(&commit.language);
             }
@@ -182,10 +190,11 @@ impl Store for MemoryStore {
         stored.epoch = epoch;
         Ok(StoredDocument {
             text: stored.text()?,
-            revision: stored.log.len() as u64,
+            revision: stored.revision(),
             language: stored.language.clone(),
             otp: stored.otp.clone(),
             epoch,
+            yjs: stored.yjs.clone(),
         })
     }
 
@@ -219,6 +228,16 @@ impl Store for MemoryStore {
         if snapshot.revision > stored.snapshot.0 && snapshot.revision <= stored.log.len() as u64 {
             stored.snapshot = (snapshot.revision, snapshot.text);
         }
+        Ok(())
+    }
+
+    async fn write_yjs_snapshot(
+        &self,
+        _document: &str,
+        _revision: u64,
+        _state: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        // Every update stays: a load replays them all, which is the same document.
         Ok(())
     }
 

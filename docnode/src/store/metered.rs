@@ -113,6 +113,27 @@ impl Store for MeteredStore {
         self.observe(&span, "write_snapshot", result)
     }
 
+    async fn write_yjs_snapshot(
+        &self,
+        document: &str,
+        revision: u64,
+        state: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let span = store_span!(
+            self,
+            "store.write_yjs_snapshot",
+            "write_yjs_snapshot",
+            document,
+            revision
+        );
+        let result = self
+            .inner
+            .write_yjs_snapshot(document, revision, state)
+            .instrument(span.clone())
+            .await;
+        self.observe(&span, "write_yjs_snapshot", result)
+    }
+
     async fn read_log(
         &self,
         document: &str,

@@ -16,6 +16,12 @@
 //! Compaction deletes op-log rows only below a checkpoint whose preceding ops are all older
 //! than HISTORY_RETENTION_DAYS: revisions from that checkpoint on stay exact, older ones only
 //! at the checkpoints (see [`HistoryExtent`]).
+//!
+//! Yjs documents (ids `y:<room>`, see `crate::yjs`) use the same documents row (revision,
+//! password, lease, access time) and the same group commit, but their log holds the binary
+//! updates clients sent (`yjs_updates`), and their snapshot is a compacted state
+//! (`encode_state_as_update`, `yjs_snapshots`) below which the updates are deleted: a Yjs
+//! document's revision counts the updates committed so far.
 
 #[cfg(test)]
 pub mod memory;
@@ -46,6 +52,10 @@ pub struct StoredDocument {
     /// The ownership epoch this docnode took when loading: its commits carry it, and a store
     /// that fences writers refuses them once another docnode has taken a newer epoch.
     pub epoch: u64,
+    /// A Yjs document's content (empty for OT documents): its compacted state, if one was
+    /// written, then every update committed after it, in order. Applied in order they make
+    /// the document at `revision`.
+    pub yjs: Vec<Vec<u8>>,
 }
 
 /// One committed op of a document's log.
@@ -78,6 +88,16 @@ pub struct DocumentCommit {
     pub ops: Vec<LoggedOp>,
     /// A new language, if it changed.
     pub language: Option<String>,
+    /// A Yjs document's updates (v1 encoding), in order, after its `ops` (which a Yjs
+    /// document never has); each takes one revision.
+    pub updates: Vec<bytes::Bytes>,
+}
+
+impl DocumentCommit {
+    /// The revision the document has once this commit is in.
+    pub fn new_revision(&self) -> u64 {
+        self.base_revision + self.ops.len() as u64 + self.updates.len() as u64
+    }
 }
 
 /// The text of a document at a revision, written now and then to keep loads short.
@@ -192,6 +212,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores a snapshot unless a newer one is already there.
     async fn write_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError>;
+
+    /// Stores a Yjs document's compacted state at `revision` (unless a newer one is there)
+    /// and deletes the updates it holds (those below `revision`).
+    async fn write_yjs_snapshot(
+        &self,
+        document: &str,
+        revision: u64,
+        state: Vec<u8>,
+    ) -> Result<(), StoreError>;
 
     /// Committed ops of a document with `from <= revision < to`, in order.
     async fn read_log(

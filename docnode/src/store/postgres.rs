@@ -32,6 +32,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod
 use tokio_postgres::error::SqlState;
 use tracing::info;
 
+use codraft_common::ids::is_yjs;
+
 use super::pg_tls::{self, PgSecurity};
 use super::{
     AuthorInfo, DocumentCommit, HistoryExtent, LoggedOp, PastOp, Snapshot, Store, StoreCounters,
@@ -62,6 +64,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "history checkpoints and authors",
         sql: include_str!("../../migrations/0002_history.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "yjs documents",
+        sql: include_str!("../../migrations/0003_yjs.sql"),
     },
 ];
 
@@ -110,6 +117,26 @@ const READ_TAIL: &str = "\
 
 /// Locks the leases of a batch's documents, in a fixed order so concurrent flushes and the
 /// expiry sweep cannot deadlock, and reads each document's revision.
+/// A Yjs document's tail, in the shape of [`READ_TAIL`]'s rows: its compacted state (kind 0)
+/// and the updates from there (kind 1), both in the bytes column.
+const READ_YJS_TAIL: &str = "\
+    SELECT 0 AS kind, revision, state, NULL::text AS operation \
+      FROM yjs_snapshots WHERE document = $1 \
+    UNION ALL \
+    SELECT 1, u.revision, u.update_v1, NULL::text FROM yjs_updates u \
+     WHERE u.document = $1 \
+       AND u.revision >= COALESCE((SELECT s.revision FROM yjs_snapshots s WHERE s.document = $1), 0) \
+    ORDER BY kind, revision";
+
+const INSERT_YJS_UPDATES: &str = "\
+    WITH inserted AS ( \
+        INSERT INTO yjs_updates (document, revision, update_v1, committed_at) \
+        SELECT t.document, t.revision, t.update_v1, now() \
+          FROM UNNEST($1::text[], $2::int8[], $3::bytea[]) AS t(document, revision, update_v1) \
+        ON CONFLICT (document, revision) DO NOTHING \
+        RETURNING document) \
+    SELECT document, count(*) FROM inserted GROUP BY document";
+
 const LOCK_LEASES: &str = "\
     SELECT l.document, l.epoch, d.revision FROM leases l \
       LEFT JOIN documents d ON d.id = l.document \
@@ -360,10 +387,11 @@ impl PgStore {
     async fn load_inner(&self, document: &str) -> Result<StoredDocument, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| self.failed(e))?;
+        let yjs = is_yjs(document);
         let (take, touch, read) = futures::try_join!(
             tx.prepare_cached(TAKE_LEASE),
             tx.prepare_cached(TOUCH_DOCUMENT),
-            tx.prepare_cached(READ_TAIL),
+            tx.prepare_cached(if yjs { READ_YJS_TAIL } else { READ_TAIL }),
         )
         .map_err(|e| self.failed(e))?;
         // Pipelined, and Postgres runs them in order: the lease is taken first (waiting for
@@ -381,6 +409,25 @@ impl PgStore {
         drop(client);
 
         let epoch = from_sql(lease.try_get(0).map_err(corrupt)?)?;
+        let (revision, language, otp) = match meta {
+            Some(row) => (
+                from_sql(row.try_get(0).map_err(corrupt)?)?,
+                row.try_get(1).map_err(corrupt)?,
+                row.try_get(2).map_err(corrupt)?,
+            ),
+            None => (0, None, None),
+        };
+        if yjs {
+            let parts = self.yjs_tail(document, &rows, revision)?;
+            return Ok(StoredDocument {
+                text: String::new(),
+                revision,
+                language,
+                otp,
+                epoch,
+                yjs: parts,
+            });
+        }
         let mut rows = rows.iter().peekable();
         let (mut at, text) = match rows.peek() {
             Some(row) if row.try_get::<_, i32>(0).map_err(corrupt)? == 0 => {
@@ -412,14 +459,6 @@ impl PgStore {
             at += 1;
         }
         StoreCounters::add(&self.counters.log_rows_read, read_rows);
-        let (revision, language, otp) = match meta {
-            Some(row) => (
-                from_sql(row.try_get(0).map_err(corrupt)?)?,
-                row.try_get(1).map_err(corrupt)?,
-                row.try_get(2).map_err(corrupt)?,
-            ),
-            None => (0, None, None),
-        };
         if at != revision {
             return Err(StoreError::Corrupt(format!(
                 "{document} is at revision {revision} but its snapshot and log end at {at}"
@@ -431,7 +470,41 @@ impl PgStore {
             language,
             otp,
             epoch,
+            yjs: Vec::new(),
         })
+    }
+
+    /// A Yjs document's compacted state and updates from [`READ_YJS_TAIL`]'s rows, checked to
+    /// end at `revision`.
+    fn yjs_tail(
+        &self,
+        document: &str,
+        rows: &[tokio_postgres::Row],
+        revision: u64,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut at = 0;
+        let mut parts = Vec::with_capacity(rows.len());
+        for row in rows {
+            let kind: i32 = row.try_get(0).map_err(corrupt)?;
+            let row_revision = from_sql(row.try_get(1).map_err(corrupt)?)?;
+            if kind == 0 {
+                at = row_revision;
+            } else if row_revision != at {
+                return Err(StoreError::Corrupt(format!(
+                    "update log of {document} jumps from revision {at} to {row_revision}"
+                )));
+            } else {
+                at += 1;
+            }
+            parts.push(row.try_get(2).map_err(corrupt)?);
+        }
+        StoreCounters::add(&self.counters.log_rows_read, rows.len() as u64);
+        if at != revision {
+            return Err(StoreError::Corrupt(format!(
+                "{document} is at revision {revision} but its updates end at {at}"
+            )));
+        }
+        Ok(parts)
     }
 
     async fn commit_inner(&self, batch: &[DocumentCommit]) -> Result<(), StoreError> {
@@ -471,11 +544,25 @@ impl PgStore {
             &arrays.seq_clients,
             &arrays.seq_values,
         ];
-        let (locked, advanced, inserted, _) = futures::try_join!(
+        let yjs_params: [&Param<'_>; 3] = [
+            &arrays.update_documents,
+            &arrays.update_revisions,
+            &arrays.updates,
+        ];
+        // Only a batch with Yjs updates pays for their statement.
+        let insert_updates = async {
+            if arrays.updates.is_empty() {
+                return Ok(Vec::new());
+            }
+            let statement = tx.prepare_cached(INSERT_YJS_UPDATES).await?;
+            tx.query(&statement, &yjs_params).await
+        };
+        let (locked, advanced, inserted, _, inserted_updates) = futures::try_join!(
             tx.query(&lock, &lock_params),
             tx.query(&advance, &advance_params),
             tx.query(&insert, &insert_params),
             tx.execute(&seqs, &seq_params),
+            insert_updates,
         )
         .map_err(|e| self.commit_failed(e, batch))?;
 
@@ -492,10 +579,10 @@ impl PgStore {
             .collect::<Result<HashSet<&str>, _>>()
             .map_err(corrupt)?;
         let mut inserted_ops = HashMap::with_capacity(inserted.len());
-        for row in &inserted {
+        for row in inserted.iter().chain(&inserted_updates) {
             let document: &str = row.try_get(0).map_err(corrupt)?;
             let count: i64 = row.try_get(1).map_err(corrupt)?;
-            inserted_ops.insert(document, count);
+            *inserted_ops.entry(document).or_insert(0) += count;
         }
         for commit in batch {
             let document: &str = &commit.document;
@@ -507,11 +594,9 @@ impl PgStore {
                         && revision.unwrap_or(0) == to_sql(commit.base_revision)
                 }
             };
-            let ops_written = inserted_ops.get(document).copied().unwrap_or(0);
-            if !held
-                || !advanced.contains(document)
-                || ops_written != to_sql(commit.ops.len() as u64)
-            {
+            let ops_written: i64 = inserted_ops.get(document).copied().unwrap_or(0);
+            let ops_sent = commit.ops.len() as u64 + commit.updates.len() as u64;
+            if !held || !advanced.contains(document) || ops_written != to_sql(ops_sent) {
                 return Err(conflict(commit));
             }
         }
@@ -521,7 +606,7 @@ impl PgStore {
         StoreCounters::add(&self.counters.commits, 1);
         StoreCounters::add(
             &self.counters.ops_committed,
-            arrays.op_revisions.len() as u64,
+            (arrays.op_revisions.len() + arrays.update_revisions.len()) as u64,
         );
         Ok(())
     }
@@ -562,6 +647,9 @@ struct BatchArrays<'a> {
     seq_documents: Vec<&'a str>,
     seq_clients: Vec<&'a str>,
     seq_values: Vec<i64>,
+    update_documents: Vec<&'a str>,
+    update_revisions: Vec<i64>,
+    updates: Vec<&'a [u8]>,
 }
 
 impl<'a> BatchArrays<'a> {
@@ -581,6 +669,9 @@ impl<'a> BatchArrays<'a> {
             seq_documents: Vec::new(),
             seq_clients: Vec::new(),
             seq_values: Vec::new(),
+            update_documents: Vec::new(),
+            update_revisions: Vec::new(),
+            updates: Vec::new(),
         };
         let mut seen = HashSet::with_capacity(batch.len());
         let mut marks: BTreeMap<(&str, &str), i64> = BTreeMap::new();
@@ -598,9 +689,13 @@ impl<'a> BatchArrays<'a> {
             }
             arrays.documents.push(document);
             arrays.bases.push(to_sql(commit.base_revision));
-            arrays
-                .revisions
-                .push(to_sql(commit.base_revision + commit.ops.len() as u64));
+            arrays.revisions.push(to_sql(commit.new_revision()));
+            let first_update = commit.base_revision + commit.ops.len() as u64;
+            for (update, revision) in commit.updates.iter().zip(first_update..) {
+                arrays.update_documents.push(document);
+                arrays.update_revisions.push(to_sql(revision));
+                arrays.updates.push(update);
+            }
             arrays.languages.push(commit.language.as_deref());
             for op in &commit.ops {
                 arrays.op_documents.push(document);
@@ -774,6 +869,38 @@ impl Store for PgStore {
                         &snapshot.text.as_bytes(),
                     ],
                 )
+                .await
+                .map_err(|e| self.failed(e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn write_yjs_snapshot(
+        &self,
+        document: &str,
+        revision: u64,
+        state: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        self.bounded(async {
+            let client = self.client().await?;
+            // The updates below the snapshot go only if it was written (an older one never
+            // replaces a newer one, nor deletes what the newer one does not hold).
+            let statement = client
+                .prepare_cached(
+                    "WITH written AS ( \
+                         INSERT INTO yjs_snapshots (document, revision, state) VALUES ($1, $2, $3) \
+                         ON CONFLICT (document) DO UPDATE \
+                         SET revision = excluded.revision, state = excluded.state \
+                         WHERE excluded.revision > yjs_snapshots.revision \
+                         RETURNING revision) \
+                     DELETE FROM yjs_updates \
+                      WHERE document = $1 AND revision < (SELECT revision FROM written)",
+                )
+                .await
+                .map_err(|e| self.failed(e))?;
+            client
+                .execute(&statement, &[&document, &to_sql(revision), &state])
                 .await
                 .map_err(|e| self.failed(e))?;
             Ok(())
@@ -1164,6 +1291,14 @@ impl Store for PgStore {
                         ),
                         tx.execute(
                             "DELETE FROM authors WHERE document = ANY($1)",
+                            &expired_param,
+                        ),
+                        tx.execute(
+                            "DELETE FROM yjs_updates WHERE document = ANY($1)",
+                            &expired_param,
+                        ),
+                        tx.execute(
+                            "DELETE FROM yjs_snapshots WHERE document = ANY($1)",
                             &expired_param
                         ),
                         tx.execute(

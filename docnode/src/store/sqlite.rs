@@ -12,6 +12,7 @@ use std::{
 };
 
 use async_trait::async_trait;
+use codraft_common::ids::is_yjs;
 use codraft_ot::Operation;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
@@ -68,6 +69,20 @@ const MIGRATIONS: &[&str] = &[
         hue      INTEGER NOT NULL,
         PRIMARY KEY (document, author)
     ) WITHOUT ROWID;
+"#,
+    r#"
+    CREATE TABLE yjs_updates (
+        document     TEXT NOT NULL,
+        revision     INTEGER NOT NULL,
+        update_v1    BLOB NOT NULL,
+        committed_at INTEGER NOT NULL,
+        PRIMARY KEY (document, revision)
+    ) WITHOUT ROWID;
+    CREATE TABLE yjs_snapshots (
+        document TEXT PRIMARY KEY,
+        revision INTEGER NOT NULL,
+        state    BLOB NOT NULL
+    );
 "#,
 ];
 
@@ -196,9 +211,23 @@ fn load_document(
             language: None,
             otp: None,
             epoch: 0,
+            yjs: Vec::new(),
         });
     };
     let revision = from_sql(revision)?;
+    if is_yjs(document) {
+        let yjs = load_yjs(&tx, counters, document, revision)?;
+        touch(&tx, document)?;
+        tx.commit().map_err(unavailable)?;
+        return Ok(StoredDocument {
+            text: String::new(),
+            revision,
+            language,
+            otp,
+            epoch: 0,
+            yjs,
+        });
+    }
     let snapshot: Option<(i64, String)> = tx
         .query_row(
             "SELECT revision, text FROM snapshots WHERE document = ?1",
@@ -244,11 +273,7 @@ fn load_document(
     }
     drop(rows);
     drop(stmt);
-    tx.execute(
-        "UPDATE documents SET accessed_at = ?2 WHERE id = ?1",
-        params![document, now_secs()],
-    )
-    .map_err(unavailable)?;
+    touch(&tx, document)?;
     tx.commit().map_err(unavailable)?;
     Ok(StoredDocument {
         text: rope.to_string(),
@@ -256,7 +281,83 @@ fn load_document(
         language,
         otp,
         epoch: 0,
+        yjs: Vec::new(),
     })
+}
+
+fn touch(tx: &rusqlite::Transaction<'_>, document: &str) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE documents SET accessed_at = ?2 WHERE id = ?1",
+        params![document, now_secs()],
+    )
+    .map_err(unavailable)?;
+    Ok(())
+}
+
+/// A Yjs document's compacted state (if any) and the updates after it, checked to end at
+/// `revision`.
+fn load_yjs(
+    tx: &rusqlite::Transaction<'_>,
+    counters: &StoreCounters,
+    document: &str,
+    revision: u64,
+) -> Result<Vec<Vec<u8>>, StoreError> {
+    let snapshot: Option<(i64, Vec<u8>)> = tx
+        .query_row(
+            "SELECT revision, state FROM yjs_snapshots WHERE document = ?1",
+            params![document],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(unavailable)?;
+    let mut at = 0;
+    let mut parts = Vec::new();
+    if let Some((rev, state)) = snapshot {
+        at = from_sql(rev)?;
+        parts.push(state);
+    }
+    let mut stmt = tx
+        .prepare_cached(
+            "SELECT revision, update_v1 FROM yjs_updates WHERE document = ?1 AND revision >= ?2 \
+             ORDER BY revision",
+        )
+        .map_err(unavailable)?;
+    let mut rows = stmt
+        .query(params![document, to_sql(at)])
+        .map_err(unavailable)?;
+    while let Some(row) = rows.next().map_err(unavailable)? {
+        let rev = from_sql(row.get(0).map_err(unavailable)?)?;
+        if rev != at {
+            return Err(StoreError::Corrupt(format!(
+                "update log of {document} jumps from revision {at} to {rev}"
+            )));
+        }
+        parts.push(row.get(1).map_err(unavailable)?);
+        at += 1;
+    }
+    StoreCounters::add(&counters.log_rows_read, at);
+    if at != revision {
+        return Err(StoreError::Corrupt(format!(
+            "{document} is at revision {revision} but its updates end at {at}"
+        )));
+    }
+    Ok(parts)
+}
+
+/// A failed insert into a log: a key clash means another writer committed that revision
+/// first.
+fn log_insert_failed(e: rusqlite::Error, commit: &DocumentCommit) -> StoreError {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            StoreError::Conflict {
+                document: commit.document.to_string(),
+                expected: commit.base_revision,
+            }
+        }
+        other => unavailable(other),
+    }
 }
 
 fn commit_batch(
@@ -278,7 +379,7 @@ fn commit_batch(
         )
         .and_then(|mut insert| insert.execute(params![document, now]))
         .map_err(unavailable)?;
-        let new_revision = commit.base_revision + commit.ops.len() as u64;
+        let new_revision = commit.new_revision();
         let updated = tx
             .prepare_cached(
                 "UPDATE documents SET revision = ?2, language = COALESCE(?3, language), \
@@ -323,22 +424,27 @@ fn commit_batch(
                     op.seq.map(to_sql),
                     now
                 ])
-                .map_err(|e| match e {
-                    rusqlite::Error::SqliteFailure(f, _)
-                        if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-                    {
-                        StoreError::Conflict {
-                            document: document.to_owned(),
-                            expected: commit.base_revision,
-                        }
-                    }
-                    other => unavailable(other),
-                })?;
+                .map_err(|e| log_insert_failed(e, commit))?;
             if let (Some(client), Some(seq)) = (&op.client_id, op.seq) {
                 seqs.execute(params![document, client, to_sql(seq)])
                     .map_err(unavailable)?;
             }
             ops += 1;
+        }
+        if !commit.updates.is_empty() {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO yjs_updates (document, revision, update_v1, committed_at) \
+                     VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(unavailable)?;
+            let first = commit.base_revision + commit.ops.len() as u64;
+            for (update, revision) in commit.updates.iter().zip(first..) {
+                insert
+                    .execute(params![document, to_sql(revision), &update[..], now])
+                    .map_err(|e| log_insert_failed(e, commit))?;
+                ops += 1;
+            }
         }
     }
     tx.commit().map_err(unavailable)?;
@@ -380,6 +486,37 @@ impl Store for SqliteStore {
                 params![document, revision, snapshot.text],
             )
             .map_err(unavailable)?;
+            tx.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn write_yjs_snapshot(
+        &self,
+        document: &str,
+        revision: u64,
+        state: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let document = document.to_owned();
+        self.with_conn(move |conn, _| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            let written = tx
+                .execute(
+                    "INSERT INTO yjs_snapshots (document, revision, state) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (document) DO UPDATE SET revision = excluded.revision, \
+                     state = excluded.state WHERE excluded.revision > yjs_snapshots.revision",
+                    params![document, to_sql(revision), state],
+                )
+                .map_err(unavailable)?;
+            if written == 1 {
+                tx.execute(
+                    "DELETE FROM yjs_updates WHERE document = ?1 AND revision < ?2",
+                    params![document, to_sql(revision)],
+                )
+                .map_err(unavailable)?;
+            }
             tx.commit().map_err(unavailable)
         })
         .await
@@ -706,6 +843,8 @@ impl Store for SqliteStore {
                 "client_seqs",
                 "checkpoints",
                 "authors",
+                "yjs_updates",
+                "yjs_snapshots",
             ] {
                 tx.execute(
                     &format!("DELETE FROM {table} WHERE document IN ({expired})"),

@@ -26,6 +26,7 @@ mod reader;
 mod refusal;
 mod session;
 mod writer;
+mod yjs;
 
 use std::sync::Arc;
 
@@ -50,7 +51,8 @@ use reader::{Ending, Read, Reader};
 use session::{FromDocnode, Opening, Session};
 use writer::Writer;
 
-pub use refusal::refuse;
+pub use refusal::{refuse, refuse_yjs};
+pub use yjs::relay_yjs;
 
 // Close codes are defined once, in the gRPC contract; these are the gateway's names for them.
 pub use codraft_proto::close::{
@@ -244,15 +246,11 @@ impl<G: Send + 'static> Connection<G> {
                     Ok(()) => Step::Next,
                     Err(_) => return Stop::Gone,
                 },
-                () = &mut write_timer, if writer.is_busy() => {
-                    match writer.deadline() {
-                        // The client stopped reading for WRITE_WAIT_SECS, or is gone.
-                        Some(deadline) if deadline <= Instant::now() => return Stop::Gone,
-                        Some(deadline) => write_timer.as_mut().reset(deadline),
-                        None => {}
-                    }
-                    Step::Next
-                }
+                // The client stopped reading for WRITE_WAIT_SECS, or is gone.
+                () = &mut write_timer, if writer.is_busy() => match writer.rearm(write_timer.as_mut()) {
+                    Ok(()) => Step::Next,
+                    Err(_) => return Stop::Gone,
+                },
                 permit = session.outbound.reserve(),
                     if session.state.held.is_some() && session.open =>
                 {
@@ -307,11 +305,9 @@ impl<G: Send + 'static> Connection<G> {
                     return Stop::close(UNAVAILABLE, "gateway restarting; reconnect");
                 }
                 _ = ping.tick() => {
-                    if heard.elapsed() > self.config.pong_wait() {
-                        return Stop::close(UNAVAILABLE, "no response to pings");
+                    if let Err(stop) = ping_client(writer, heard, &self.config) {
+                        return stop;
                     }
-                    // A client whose queue is full is not kept waiting for a ping either.
-                    writer.try_push(Message::Ping(Default::default()));
                     Step::Next
                 }
             };
@@ -371,6 +367,17 @@ impl<G: Send + 'static> Connection<G> {
             }
         }
     }
+}
+
+/// A ping period passed: ends the connection if the client answered nothing for PONG_WAIT,
+/// else pings it (unless its queue is full: a slow client is not kept waiting for a ping
+/// either).
+fn ping_client(writer: &mut Writer, heard: Instant, config: &GatewayConfig) -> Result<(), Stop> {
+    if heard.elapsed() > config.pong_wait() {
+        return Err(Stop::close(UNAVAILABLE, "no response to pings"));
+    }
+    writer.try_push(Message::Ping(Default::default()));
+    Ok(())
 }
 
 /// Whether a session that failed with `status` lost its docnode (so the document moves).

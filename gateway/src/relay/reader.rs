@@ -50,7 +50,7 @@ pub struct Reader {
 }
 
 /// A quota of `per_second`, at least one.
-fn per_second(per_second: u32) -> Quota {
+pub(super) fn per_second(per_second: u32) -> Quota {
     Quota::per_second(NonZeroU32::new(per_second.max(1)).unwrap_or(NonZeroU32::MIN))
 }
 

@@ -78,7 +78,24 @@ pub async fn open(
         ),
         Opening::Move(point) => ("gateway.move", Some(point.log)),
     };
-    let span = info_span!(
+    let span = session_span(name, &request.document_id, resume);
+    let open = pb::Open {
+        document_id: request.document_id.clone(),
+        client_id: Some(handoff.client_id().to_owned()),
+        // Resuming needs the client's own id: a made-up one has nothing to resume.
+        resume_revision: resume,
+        otp: request.otp.clone(),
+        trace_context: Default::default(),
+        user_id: handoff.user_id(),
+        made_up_client_id: handoff.made_up(),
+    };
+    open_traced(routes, open, span).await
+}
+
+/// The client span of opening a session (`otel.name` = `name`: `gateway.open` or
+/// `gateway.move`).
+pub fn session_span(name: &str, document: &str, resume: Option<u64>) -> tracing::Span {
+    info_span!(
         parent: None,
         "gateway.session",
         otel.name = name,
@@ -89,19 +106,18 @@ pub async fn open(
         server.address = tracing::field::Empty,
         otel.status_code = tracing::field::Empty,
         otel.status_description = tracing::field::Empty,
-        document = %request.document_id,
+        document = %document,
         resume,
-    );
-    let open = pb::Open {
-        document_id: request.document_id.clone(),
-        client_id: Some(handoff.client_id().to_owned()),
-        // Resuming needs the client's own id: a made-up one has nothing to resume.
-        resume_revision: resume,
-        otp: request.otp.clone(),
-        trace_context: telemetry::trace_context(&span),
-        user_id: handoff.user_id(),
-        made_up_client_id: handoff.made_up(),
-    };
+    )
+}
+
+/// Opens `open`'s session with the document's owner under `span`, whose context it carries.
+pub async fn open_traced(
+    routes: &Routes,
+    mut open: pb::Open,
+    span: tracing::Span,
+) -> Result<(FrameStream, mpsc::Sender<Box<pb::ClientFrame>>), tonic::Status> {
+    open.trace_context = telemetry::trace_context(&span);
     match routes.open(open).instrument(span.clone()).await {
         Ok(session) => {
             span.record(

@@ -93,6 +93,20 @@ impl Writer {
         self.waiting_since.map(|since| since + self.wait)
     }
 
+    /// The write timer fired (it fires at or before the deadline while the writer is busy):
+    /// `Gone` if the socket took nothing for the whole write wait, else the timer is armed
+    /// for the deadline again.
+    pub fn rearm(&self, timer: std::pin::Pin<&mut tokio::time::Sleep>) -> Result<(), Gone> {
+        match self.deadline() {
+            Some(deadline) if deadline <= Instant::now() => Err(Gone),
+            Some(deadline) => {
+                timer.reset(deadline);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
     /// Writes and flushes what is queued; resolves when all of it is flushed. Safe to drop
     /// at any point: a message leaves the queue only once the socket has taken it.
     pub async fn drain(&mut self) -> Result<(), Gone> {

@@ -1,0 +1,624 @@
+//! Yjs documents: the second document kind, spoken with y-websocket's protocol (y-protocols
+//! sync and awareness) and kept with the same guarantees as OT documents.
+//!
+//! A Yjs document's id is `y:<room>`. It has an actor like an OT document's (one task that
+//! alone owns its state, fed by the same mailbox, registry, leases and group commit), but
+//! its state is a [`yrs::Doc`] and its log holds the binary updates clients sent:
+//!
+//! 1. A client's update (sync step 2 or update) is checked (it decodes, it fits the limits),
+//!    queued, and committed in the next group commit with the OT documents' edits.
+//! 2. Only once its transaction committed is it applied to the document and sent to every
+//!    client, its sender included. The document a joiner syncs against is therefore always
+//!    durable, and an update a client sees come back is stored.
+//! 3. A client that reconnects (or that its gateway carries to a new owner) syncs again: the
+//!    docnode's step 1 makes it send whatever the document lacks, and re-applying an update is
+//!    idempotent, so nothing it sent is lost and nothing counts twice.
+//!
+//! Awareness (names, colours, cursors) is not durable: the actor relays it to every client
+//! of the document, remembers each client's newest state for joiners, and removes the states
+//! of a connection that leaves or that nothing renewed for [`AWARENESS_TIMEOUT`].
+//!
+//! The log stays bounded: every SNAPSHOT_EVERY updates the actor stores the document's
+//! compacted state (`encode_state_as_update`), and the store deletes the updates it holds;
+//! yrs garbage-collects deleted content as it goes.
+
+mod awareness;
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use codraft_proto as pb;
+use pb::server_frame::Kind;
+use tokio::{sync::mpsc, time::Instant};
+use tracing::{debug, warn};
+use yrs::{
+    encoding::write::Write,
+    sync::{Message, SyncMessage},
+    updates::{
+        decoder::Decode,
+        encoder::{Encode, Encoder, EncoderV1},
+    },
+    GetString, ReadTxn, StateVector, Transact, Update,
+};
+
+use crate::{
+    commit::CommitResult,
+    connection::{ConnId, Outbox, QueueLimits, SendFailure},
+    document::{
+        close, farewell, note_exit, otp_matches, reroutes, store_password, wait_result, Command,
+        Deps, DocumentMail, Exit, Join, JoinRefused,
+    },
+    store::{DocumentCommit, StoreError, StoredDocument},
+};
+use awareness::Awareness;
+
+/// How long an awareness state lives without being renewed (y-protocols' own timeout;
+/// clients renew theirs every half of it).
+pub const AWARENESS_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// codraft's extension message: a writable client protects the document with a password
+/// (a lib0 string after the tag; empty removes it).
+pub const MSG_SET_PASSWORD: u8 = 100;
+
+/// The root `GET /api/text` reads: the `Y.Text` the web editor (y-codemirror.next) edits.
+pub const TEXT_ROOT: &str = "codemirror";
+
+/// How often lagging clients are offered their catch-up.
+const CATCH_UP_EVERY: Duration = Duration::from_millis(50);
+
+/// `reason` labels of `codraft_yjs_refused_total`.
+const MALFORMED: &str = "malformed";
+const UPDATE_TOO_LARGE: &str = "update_too_large";
+const DOCUMENT_TOO_LARGE: &str = "document_too_large";
+const AWARENESS_TOO_LARGE: &str = "awareness_too_large";
+
+/// A client of the document.
+struct Peer {
+    outbox: Outbox,
+    /// Set while its queue was too full for an update: the document's state vector before
+    /// the first update it missed. Once it has room it gets everything since, as one update.
+    lagging: Option<(StateVector, Instant)>,
+}
+
+/// Updates on their way to the store.
+struct Inflight {
+    result: CommitResult,
+    updates: Vec<Bytes>,
+}
+
+/// The state only the actor touches.
+struct YjsDocument {
+    id: Arc<str>,
+    deps: Deps,
+    /// The committed document: every update in it is durable.
+    doc: yrs::Doc,
+    /// Updates committed so far (the document's revision).
+    committed: u64,
+    /// Bytes of the stored state and updates (what YJS_MAX_DOCUMENT_KB bounds).
+    stored_bytes: usize,
+    /// Checked updates waiting for the next commit.
+    queued: Vec<Bytes>,
+    queued_bytes: usize,
+    inflight: Option<Inflight>,
+    peers: HashMap<ConnId, Peer>,
+    awareness: Awareness,
+    otp: Option<String>,
+    epoch: u64,
+    last_snapshot: u64,
+    stopping: bool,
+    moving: bool,
+    /// This actor's own mailbox, for answers of work it hands to other tasks.
+    own: mpsc::WeakSender<DocumentMail>,
+}
+
+/// Serves a loaded Yjs document until it stops; returns why.
+pub(crate) async fn run(
+    id: Arc<str>,
+    deps: Deps,
+    stored: StoredDocument,
+    rx: &mut mpsc::Receiver<DocumentMail>,
+    own: mpsc::WeakSender<DocumentMail>,
+) -> Exit {
+    let doc = yrs::Doc::new();
+    let mut stored_bytes = 0;
+    {
+        let mut txn = doc.transact_mut();
+        for part in &stored.yjs {
+            stored_bytes += part.len();
+            let applied = Update::decode_v1(part)
+                .map_err(|e| e.to_string())
+                .and_then(|update| txn.apply_update(update).map_err(|e| e.to_string()));
+            if let Err(error) = applied {
+                return Exit::Failed(format!("stored update of {id} is corrupt: {error}"));
+            }
+        }
+    }
+    debug!(document = %id, revision = stored.revision, bytes = stored_bytes, "loaded a Yjs document");
+    let mut document = YjsDocument {
+        id,
+        deps,
+        doc,
+        committed: stored.revision,
+        stored_bytes,
+        queued: Vec::new(),
+        queued_bytes: 0,
+        inflight: None,
+        peers: HashMap::new(),
+        awareness: Awareness::default(),
+        otp: stored.otp,
+        epoch: stored.epoch,
+        last_snapshot: stored.revision,
+        stopping: false,
+        moving: false,
+        own,
+    };
+    let exit = document.serve(rx).await;
+    document.finish(&exit).await;
+    exit
+}
+
+impl YjsDocument {
+    async fn serve(&mut self, rx: &mut mpsc::Receiver<DocumentMail>) -> Exit {
+        let mut idle_since: Option<Instant> = None;
+        loop {
+            if self.inflight.is_none() {
+                self.start_commit().await;
+            }
+            if self.stopping && self.inflight.is_none() {
+                return if self.moving {
+                    Exit::Moved
+                } else {
+                    Exit::Shutdown
+                };
+            }
+            let idle = self.peers.is_empty() && self.inflight.is_none();
+            idle_since = match (idle, idle_since) {
+                (false, _) => None,
+                (true, since) => Some(since.unwrap_or_else(Instant::now)),
+            };
+            let unload_at = idle_since.map(|since| since + self.deps.config.idle_unload());
+            let lagging = self.peers.values().any(|p| p.lagging.is_some());
+            // Queued updates at their limit: commands wait in the mailbox, and as it fills
+            // the clients' streams push back.
+            let accepting = self.queued_bytes < self.deps.config.max_pending_bytes();
+            let expiry = self.awareness.next_expiry();
+            tokio::select! {
+                result = wait_inflight(&mut self.inflight) => match result {
+                    Ok(()) => self.committed(),
+                    Err(StoreError::Conflict { .. }) => return Exit::Stale,
+                    Err(error) => return Exit::Failed(error.to_string()),
+                },
+                command = rx.recv(), if accepting => match command {
+                    Some(command) => self.handle(*command),
+                    None => return Exit::Shutdown,
+                },
+                _ = tokio::time::sleep_until(unload_at.unwrap_or_else(Instant::now)),
+                    if unload_at.is_some() => return Exit::Idle,
+                _ = tokio::time::sleep_until(expiry.unwrap_or_else(Instant::now)),
+                    if expiry.is_some() => self.expire_awareness(),
+                _ = tokio::time::sleep(CATCH_UP_EVERY), if lagging => self.catch_up(),
+            }
+        }
+    }
+
+    fn handle(&mut self, command: Command) {
+        match command {
+            Command::Join(join) => self.join(join),
+            Command::Yjs { conn, message } => self.message(conn, &message),
+            Command::Leave { conn } => self.leave(conn),
+            Command::CheckOtp { otp, reply } => {
+                let _ = reply.send(otp_matches(self.otp.as_deref(), otp.as_deref()));
+            }
+            Command::OtpStored { otp, result } => match result {
+                Ok(()) => self.otp = otp,
+                Err(error) => warn!(document = %self.id, %error, "could not store the password"),
+            },
+            Command::Text { reply } => {
+                let txn = self.doc.transact();
+                let text = txn
+                    .get_text(TEXT_ROOT)
+                    .map(|t| t.get_string(&txn))
+                    .unwrap_or_default();
+                let _ = reply.send(Ok(text));
+            }
+            Command::Shutdown => self.stopping = true,
+            Command::Release => {
+                self.stopping = true;
+                self.moving = true;
+            }
+            Command::Restore { reply, .. } => {
+                let _ = reply.send(Err(JoinRefused::Unavailable(
+                    "a Yjs document has no restore".to_owned(),
+                )));
+            }
+            // Only an OT document's joins read marks or backfill.
+            Command::Marks { join, .. } | Command::Backfill { join, .. } => {
+                let _ = join.reply.send(Err(JoinRefused::Retry));
+            }
+            #[cfg(test)]
+            Command::Inspect { .. } => {}
+            // The OT protocol's commands never reach a Yjs document (the gateway speaks only
+            // y-websocket to it).
+            Command::Edit { .. }
+            | Command::SetLanguage { .. }
+            | Command::ClientInfo { .. }
+            | Command::CursorData { .. }
+            | Command::SetOtp { .. } => {}
+        }
+    }
+
+    /// A client joins: it gets the document's state vector (sync step 1), to which it
+    /// answers with what the document lacks, and everyone's awareness.
+    fn join(&mut self, join: Join) {
+        if self.stopping {
+            let _ = join.reply.send(Err(JoinRefused::Retry));
+            return;
+        }
+        let refusal = if !otp_matches(self.otp.as_deref(), join.otp.as_deref()) {
+            Some((
+                close::UNAUTHORIZED,
+                "this document is protected: open it with the right ?otp=".to_owned(),
+            ))
+        } else if self.peers.len() >= self.deps.config.max_connections_per_document {
+            Some((
+                close::TOO_MANY,
+                format!(
+                    "document has {} clients, its limit; try again later",
+                    self.peers.len()
+                ),
+            ))
+        } else {
+            None
+        };
+        if let Some((code, reason)) = refusal {
+            let (outbox, inbox) = Outbox::new(QueueLimits::frames(2));
+            outbox.close(code, reason);
+            let _ = join.reply.send(Ok(inbox));
+            return;
+        }
+        let (outbox, inbox) = Outbox::new(QueueLimits {
+            frames: self.deps.config.client_queue.max(4),
+            bytes: self.deps.config.client_queue_bytes(),
+            gauge: Some(self.deps.metrics.client_queue_bytes.clone()),
+        });
+        let step1 = Message::Sync(SyncMessage::SyncStep1(self.doc.transact().state_vector()));
+        let _ = outbox.send(Kind::Yjs(step1.encode_v1().into()));
+        if let Some(states) = self.awareness.everyone() {
+            let _ = outbox.send(Kind::Yjs(states));
+        }
+        if join.reply.send(Ok(inbox)).is_ok() {
+            self.peers.insert(
+                join.conn,
+                Peer {
+                    outbox,
+                    lagging: None,
+                },
+            );
+        }
+    }
+
+    fn leave(&mut self, conn: ConnId) {
+        if self.peers.remove(&conn).is_some() {
+            if let Some(removed) = self.awareness.remove_connection(conn) {
+                self.broadcast(&removed);
+            }
+        }
+    }
+
+    /// One y-websocket message from a client.
+    fn message(&mut self, conn: ConnId, bytes: &[u8]) {
+        if !self.peers.contains_key(&conn) || self.stopping {
+            return;
+        }
+        let message = match Message::decode_v1(bytes) {
+            Ok(message) => message,
+            Err(error) => {
+                self.refuse(
+                    conn,
+                    MALFORMED,
+                    close::INVALID_MESSAGE,
+                    format!("not a y-websocket message: {error}"),
+                );
+                return;
+            }
+        };
+        match message {
+            Message::Sync(SyncMessage::SyncStep1(state_vector)) => {
+                let diff = self.doc.transact().encode_state_as_update_v1(&state_vector);
+                let step2 = Message::Sync(SyncMessage::SyncStep2(diff));
+                self.send(conn, step2.encode_v1().into());
+            }
+            Message::Sync(SyncMessage::SyncStep2(update) | SyncMessage::Update(update)) => {
+                self.update(conn, update);
+            }
+            Message::Awareness(update) => {
+                let limit = self.deps.config.yjs_max_awareness_kb.saturating_mul(1024);
+                if bytes.len() > limit {
+                    self.deps
+                        .metrics
+                        .yjs_refused
+                        .with_label_values(&[AWARENESS_TOO_LARGE])
+                        .inc();
+                    return;
+                }
+                if let Some(changed) = self.awareness.apply(conn, update, Instant::now()) {
+                    self.broadcast(&changed);
+                }
+            }
+            Message::AwarenessQuery => {
+                if let Some(states) = self.awareness.everyone() {
+                    self.send(conn, states);
+                }
+            }
+            Message::Custom(MSG_SET_PASSWORD, password) => self.set_password(password),
+            // Auth is the server's to send; other tags are no concern of the document.
+            Message::Auth(_) | Message::Custom(..) => {}
+        }
+    }
+
+    /// A client's update: checked and queued for the next commit.
+    fn update(&mut self, conn: ConnId, update: Vec<u8>) {
+        let limit = self.deps.config.yjs_max_update_kb.saturating_mul(1024);
+        if update.len() > limit {
+            let reason = format!("Yjs update larger than {} KiB", limit / 1024);
+            self.refuse(conn, UPDATE_TOO_LARGE, close::TOO_LARGE, reason);
+            return;
+        }
+        let decoded = match Update::decode_v1(&update) {
+            Ok(decoded) => decoded,
+            Err(error) => {
+                self.refuse(
+                    conn,
+                    MALFORMED,
+                    close::INVALID_MESSAGE,
+                    format!("malformed Yjs update: {error}"),
+                );
+                return;
+            }
+        };
+        // A sync step 2 from a client that has nothing new is the common case: nothing to
+        // store.
+        let state = self.doc.transact().state_vector();
+        if decoded.is_empty() || (!decoded.extends(&state) && decoded.delete_set().is_empty()) {
+            return;
+        }
+        let max = self.deps.config.yjs_max_document_kb.saturating_mul(1024);
+        if self.stored_bytes + self.queued_bytes + update.len() > max {
+            let reason = format!("document larger than {} KiB", max / 1024);
+            self.refuse(conn, DOCUMENT_TOO_LARGE, close::TOO_LARGE, reason);
+            return;
+        }
+        self.queued_bytes += update.len();
+        self.queued.push(Bytes::from(update));
+    }
+
+    /// Refuses a client's message: counted, and the client is closed with `code`.
+    fn refuse(&mut self, conn: ConnId, reason: &'static str, code: u16, message: String) {
+        self.deps
+            .metrics
+            .yjs_refused
+            .with_label_values(&[reason])
+            .inc();
+        debug!(document = %self.id, conn, %message, "Yjs message refused");
+        if let Some(peer) = self.peers.remove(&conn) {
+            peer.outbox.close(code, message);
+            if let Some(removed) = self.awareness.remove_connection(conn) {
+                self.broadcast(&removed);
+            }
+        }
+    }
+
+    fn set_password(&mut self, password: Vec<u8>) {
+        let Ok(password) = String::from_utf8(password) else {
+            return;
+        };
+        let otp = (!password.is_empty()).then_some(password);
+        store_password(&self.deps, &self.id, self.epoch, self.own.clone(), otp);
+    }
+
+    /// Hands the queued updates to the group committer, if there are any.
+    async fn start_commit(&mut self) {
+        if self.queued.is_empty() {
+            return;
+        }
+        let updates = std::mem::take(&mut self.queued);
+        self.queued_bytes = 0;
+        let commit = DocumentCommit {
+            document: Arc::clone(&self.id),
+            base_revision: self.committed,
+            epoch: self.epoch,
+            ops: Vec::new(),
+            language: None,
+            updates: updates.clone(),
+        };
+        let result = self.deps.committer.submit(commit, Vec::new()).await;
+        self.inflight = Some(Inflight { result, updates });
+    }
+
+    /// The in-flight updates are durable: apply them and send them to everyone.
+    fn committed(&mut self) {
+        let Some(Inflight { updates, .. }) = self.inflight.take() else {
+            return;
+        };
+        let before = self.doc.transact().state_vector();
+        {
+            let mut txn = self.doc.transact_mut();
+            for update in &updates {
+                // Each was decoded when it arrived; a failure here would be a yrs bug, and
+                // the update stays stored for the next load to try again.
+                let applied = Update::decode_v1(update)
+                    .map_err(|e| e.to_string())
+                    .and_then(|u| txn.apply_update(u).map_err(|e| e.to_string()));
+                if let Err(error) = applied {
+                    warn!(document = %self.id, %error, "a committed Yjs update did not apply");
+                }
+            }
+        }
+        self.committed += updates.len() as u64;
+        self.stored_bytes += updates.iter().map(Bytes::len).sum::<usize>();
+        self.deps
+            .metrics
+            .yjs_updates_committed
+            .inc_by(updates.len() as u64);
+        for update in &updates {
+            let message = update_message(update);
+            self.fan_out(&message, &before);
+        }
+        if self.committed - self.last_snapshot >= self.deps.config.snapshot_every.max(1) {
+            self.snapshot_in_background();
+        }
+    }
+
+    /// Sends a committed update to every client with room; a client without is marked
+    /// lagging as of `before` and caught up later.
+    fn fan_out(&mut self, message: &Bytes, before: &StateVector) {
+        let mut gone = Vec::new();
+        for (&conn, peer) in &mut self.peers {
+            if peer.lagging.is_some() {
+                continue;
+            }
+            match peer.outbox.send(Kind::Yjs(message.clone())) {
+                Ok(()) => {}
+                Err(SendFailure::Full) => {
+                    self.deps.metrics.lagging_clients.inc();
+                    peer.lagging = Some((before.clone(), Instant::now()));
+                }
+                Err(SendFailure::Gone) => gone.push(conn),
+            }
+        }
+        for conn in gone {
+            self.leave(conn);
+        }
+    }
+
+    /// Lagging clients with room get everything since they fell behind, as one update;
+    /// those still without room after SLOW_CLIENT_GRACE_MS are closed with 4508 (their
+    /// client reconnects and syncs).
+    fn catch_up(&mut self) {
+        let grace = self.deps.config.slow_client_grace();
+        let mut closed = Vec::new();
+        let txn = self.doc.transact();
+        for (&conn, peer) in &mut self.peers {
+            let Some((since, at)) = &peer.lagging else {
+                continue;
+            };
+            if peer.outbox.room() > 0 && peer.outbox.queued_bytes() == 0 {
+                let diff = txn.encode_state_as_update_v1(since);
+                let message = update_message(&diff);
+                peer.lagging = None;
+                self.deps.metrics.lagging_clients.dec();
+                self.deps.metrics.slow_client_catchups.inc();
+                if peer.outbox.send(Kind::Yjs(message)).is_err() {
+                    closed.push(conn);
+                }
+            } else if at.elapsed() > grace {
+                closed.push(conn);
+            }
+        }
+        drop(txn);
+        for conn in closed {
+            if let Some(peer) = self.peers.remove(&conn) {
+                if peer.lagging.is_some() {
+                    self.deps.metrics.lagging_clients.dec();
+                }
+                self.deps.metrics.slow_client_closes.inc();
+                peer.outbox
+                    .close(close::TOO_SLOW, "client too slow to keep up; reconnect");
+            }
+            if let Some(removed) = self.awareness.remove_connection(conn) {
+                self.broadcast(&removed);
+            }
+        }
+    }
+
+    fn expire_awareness(&mut self) {
+        if let Some(removed) = self.awareness.expire(Instant::now(), AWARENESS_TIMEOUT) {
+            self.broadcast(&removed);
+        }
+    }
+
+    /// Sends a message that is not part of the document (awareness) to every client; a
+    /// client without room misses it (the next one carries the newest state anyway).
+    fn broadcast(&mut self, message: &Bytes) {
+        for peer in self.peers.values() {
+            let _ = peer.outbox.send(Kind::Yjs(message.clone()));
+        }
+    }
+
+    fn send(&mut self, conn: ConnId, message: Bytes) {
+        if let Some(peer) = self.peers.get(&conn) {
+            let _ = peer.outbox.send(Kind::Yjs(message));
+        }
+    }
+
+    /// The document's compacted state, written by another task (the store deletes the
+    /// updates it holds).
+    fn snapshot_in_background(&mut self) {
+        let state = self
+            .doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        let (store, id, revision) = (
+            Arc::clone(&self.deps.store),
+            Arc::clone(&self.id),
+            self.committed,
+        );
+        self.last_snapshot = revision;
+        self.stored_bytes = state.len();
+        tokio::spawn(async move {
+            if let Err(error) = store.write_yjs_snapshot(&id, revision, state).await {
+                warn!(document = %id, %error, "Yjs snapshot failed");
+            }
+        });
+    }
+
+    /// Last words: close or reroute every client and store the compacted state.
+    async fn finish(&mut self, exit: &Exit) {
+        let (code, message) = farewell(exit);
+        note_exit(&self.deps, &self.id, exit).await;
+        for (_, peer) in self.peers.drain() {
+            if peer.lagging.is_some() {
+                self.deps.metrics.lagging_clients.dec();
+            }
+            if reroutes(exit) {
+                peer.outbox.reroute(code, message.clone());
+            } else {
+                peer.outbox.close(code, message.clone());
+            }
+        }
+        if matches!(exit, Exit::Idle | Exit::Shutdown | Exit::Moved)
+            && self.committed > self.last_snapshot
+        {
+            let state = self
+                .doc
+                .transact()
+                .encode_state_as_update_v1(&StateVector::default());
+            let write = self
+                .deps
+                .store
+                .write_yjs_snapshot(&self.id, self.committed, state);
+            match tokio::time::timeout(Duration::from_secs(5), write).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => warn!(document = %self.id, %error, "final Yjs snapshot failed"),
+                Err(_) => warn!(document = %self.id, "final Yjs snapshot timed out"),
+            }
+        }
+    }
+}
+
+/// Waits for the in-flight commit, or forever when there is none.
+async fn wait_inflight(inflight: &mut Option<Inflight>) -> Result<(), StoreError> {
+    match inflight {
+        Some(inflight) => wait_result(&mut inflight.result).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A sync "update" message carrying `update`.
+fn update_message(update: &[u8]) -> Bytes {
+    let mut encoder = EncoderV1::new();
+    encoder.write_var(yrs::sync::protocol::MSG_SYNC);
+    encoder.write_var(yrs::sync::protocol::MSG_SYNC_UPDATE);
+    encoder.write_buf(update);
+    Bytes::from(encoder.to_vec())
+}
