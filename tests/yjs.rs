@@ -57,7 +57,7 @@ async fn two_providers_converge_and_what_was_acknowledged_survives_a_kill() {
         "converge.mjs",
         &[
             ("GATEWAYS", targets.clone()),
-            ("PROVIDERS", "3".into()),
+            ("PROVIDERS", "2".into()),
             ("ROUNDS", "60".into()),
             ("RESULT_FILE", result.clone()),
         ],

@@ -8,7 +8,8 @@
 // - DURABLE_ROOM: "witnesses", providers that never re-send their state (they do not answer
 //   the SyncStep1 of a later session), so a lost update cannot be repaired by a client:
 //   every update the server acknowledged (echoed, or covered by its SyncStep1) before, during
-//   or after the kill must be in what a fresh provider is sent at the end.
+//   or after the kill must be in what a fresh provider is sent at the end. More witnesses
+//   join after the first move, for the move back.
 //
 // EXPECT_NO_CLOSE=1: no provider's socket may close or fail (they all talk to gateways that
 // stay up). Talks with the harness over stdio, each step bounded in time:
@@ -17,9 +18,10 @@
 //   harness            kills or drains the owner
 //   script -> "@moved"  every provider got a new session (the move happened)
 //   harness            starts the docnode again, then sends "done"
-//   script             edits AFTER more times each, stops, checks
+//   script             waits for every provider's next session (the rooms move back to the
+//                      restarted docnode), edits AFTER more times each, stops, checks
 //
-//   GATEWAYS=… ROOM=… DURABLE_ROOM=… [SURVIVORS=4] [WITNESSES=4] [AFTER=15] [SEED=…] node chaos.mjs
+//   GATEWAYS=… ROOM=… DURABLE_ROOM=… [SURVIVORS=4] [WITNESSES=4] [AFTER=30] [SEED=…] node chaos.mjs
 
 import {
   setup, scenario, intEnv, say, check, fail, pause, until, Peer, Model, allSynced, converged,
@@ -30,7 +32,7 @@ const { rng, room, gateways } = setup('chaos')
 const durableRoom = process.env.DURABLE_ROOM || `${room}-durable`
 const survivorCount = intEnv('SURVIVORS', 4)
 const witnessCount = intEnv('WITNESSES', 4)
-const after = intEnv('AFTER', 15)
+const after = intEnv('AFTER', 30)
 const expectNoClose = process.env.EXPECT_NO_CLOSE === '1'
 const on = (i) => gateways[i % gateways.length]
 const stdin = stdinLines()
@@ -52,19 +54,24 @@ await scenario(async () => {
 
   // Each provider types on its own, every 5-30 ms, until it has made its quota after "done".
   let quotaFrom = null
-  const made = new Map(everyone.map((p) => [p, 0]))
-  const typing = everyone.map(async (peer, i) => {
-    const own = rng.fork(i)
+  const made = new Map()
+  const typing = []
+  const type = (peer) => {
+    const own = rng.fork(typing.length)
     const witness = witnesses.includes(peer)
     const model = witness ? witnessModel : survivorModel
-    for (let n = 0; n < 5000; n++) {
-      if (quotaFrom !== null && made.get(peer) >= quotaFrom.get(peer) + after) return
-      model.edit(peer, own, { insertsOnly: witness })
-      made.set(peer, made.get(peer) + 1)
-      await pause(own.int(5, 30))
-    }
-    fail(`${peer.name} typed 5000 edits without the scenario ending`)
-  })
+    made.set(peer, 0)
+    typing.push((async () => {
+      for (let n = 0; n < 5000; n++) {
+        if (quotaFrom !== null && made.get(peer) >= (quotaFrom.get(peer) ?? 0) + after) return
+        model.edit(peer, own, { insertsOnly: witness })
+        made.set(peer, made.get(peer) + 1)
+        await pause(own.int(5, 30))
+      }
+      fail(`${peer.name} typed 5000 edits without the scenario ending`)
+    })())
+  }
+  everyone.forEach(type)
 
   await until(everyone, () => everyone.every((p) => p.ackedClock() >= 40), 30000,
     'every provider to have edits acknowledged', () => everyone.map((p) => p.describe()).join('\n'))
@@ -75,10 +82,27 @@ await scenario(async () => {
     'every provider to get a new session from the new owner (a fresh SyncStep1)',
     () => everyone.map((p) => p.describe()).join('\n'))
   say('every provider got a new session: the documents moved')
+  // A witness that lost an unacknowledged update in the move cannot have any later update of
+  // its own applied (each depends on the lost one): new witnesses cover the move back.
+  const late = []
+  for (let i = 0; i < witnessCount; i++) {
+    late.push(new Peer({ url: on(i), room: durableRoom, name: `v${i}`, resync: false }))
+  }
+  await allSynced(late)
+  witnesses.push(...late)
+  everyone.push(...late)
+  late.forEach(type)
+  const sessionsMoved = new Map(everyone.map((p) => [p, p.sessions]))
   console.log('@moved')
 
   await until([stdin], () => stdin.seen.includes('done') || stdin.ended, 90000, 'the harness to say "done"')
   check(stdin.seen.includes('done'), 'standard input ended before the harness said "done"')
+  // The restarted docnode owns the rooms again (rendezvous hashing): a second move, still
+  // under load.
+  await until(everyone, () => everyone.every((p) => p.sessions > sessionsMoved.get(p)), 60000,
+    'every provider to get a new session from the restarted docnode (the documents move back)',
+    () => everyone.map((p) => p.describe()).join('\n'))
+  say('every provider got another new session: the documents moved back to the restarted docnode')
   quotaFrom = new Map(made)
   await Promise.all(typing)
   say(`typing stopped: survivors ${survivorModel.summary()}; witnesses ${witnessModel.summary()}`)
@@ -105,8 +129,14 @@ await scenario(async () => {
   await until([durable], () => witnessModel.problems(durable.content(), isAcked).length === 0, 20000,
     'a fresh provider to hold every acknowledged witness update',
     () => witnessModel.problems(durable.content(), isAcked).slice(0, 20).join('\n'))
+  const perWitness = witnesses.map((p) => {
+    const mine = [...witnessModel.textInserted.values(), ...witnessModel.listInserted.values()]
+      .filter((info) => info.client === p.client)
+    return `${p.name} ${mine.filter(isAcked).length}/${mine.length}`
+  })
   say(`witnesses: all ${ackedInserts} acknowledged inserts are durable ` +
-    `(of ${witnessModel.textInserted.size + witnessModel.listInserted.size} made)`)
+    `(of ${witnessModel.textInserted.size + witnessModel.listInserted.size} made; ` +
+    `acknowledged/made: ${perWitness.join(', ')})`)
 
   for (const p of everyone) check(p.errors.length === 0, `${p.name}: ${p.errors.join('; ')}`)
   if (expectNoClose) {

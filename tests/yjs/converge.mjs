@@ -34,6 +34,16 @@ await scenario(async () => {
   say(`awareness: each of the ${count} providers sees all ${count} states`)
 
   const model = new Model()
+  // The simplest case first: one provider's updates sent back to back (the second leaves
+  // before the first is committed) are all acknowledged, and reach the others.
+  for (let i = 0; i < 10; i++) model.insertText(peers[0], rng)
+  await until(peers, () => peers[0].allAcked, 15000,
+    `${peers[0].name}'s 10 updates sent back to back to be acknowledged`,
+    () => `${peers[0].describe()}\n  the server echoed clock ${peers[0].ackedClock()} of ${peers[0].localClock}: ` +
+      'an update that arrived while an earlier one of the same client was not yet committed was dropped?')
+  await converged(peers, 15000, 'every provider to receive the back-to-back updates')
+  say('back-to-back updates of one provider: all acknowledged and received by everyone')
+
   const rngs = peers.map((_, i) => rng.fork(i))
   let edits = 0
   for (let round = 0; round < rounds; round++) {

@@ -16,6 +16,10 @@ import * as encoding from 'lib0/encoding'
 import * as decoding from 'lib0/decoding'
 import { EventEmitter } from 'node:events'
 
+// Every provider adds a listener to the process's 'exit' (to clear its awareness state):
+// twenty providers are not a leak.
+process.setMaxListeners(0)
+
 /** y-protocols message kinds (y-websocket's numbering). */
 export const MESSAGE_SYNC = 0
 export const MESSAGE_AWARENESS = 1
