@@ -69,7 +69,7 @@ cargo test --workspace --release --no-fail-fast
 step "web client unit tests"
 node --test web/tests/
 
-step "browser tests (headless Chromium: two pages typing at once; history and restore; passwords, tokens, the page)"
+step "browser tests (headless Chromium: two pages typing at once, OT and Yjs documents; history and restore; passwords, tokens, the page)"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 port=$(free_port)
 jwt_port=$(free_port)
@@ -90,6 +90,8 @@ for p in "$port" "$jwt_port"; do
 done
 BASE_URL="http://127.0.0.1:$port" ARTIFACT_DIR="$ARTIFACTS" node web/tests/browser.mjs
 BASE_URL="http://127.0.0.1:$port" ARTIFACT_DIR="$ARTIFACTS" node web/tests/history.browser.mjs
+BASE_URL="http://127.0.0.1:$port" JWT_BASE_URL="http://127.0.0.1:$jwt_port" JWT_SECRET=browser-secret \
+  ARTIFACT_DIR="$ARTIFACTS" node web/tests/yjs.browser.mjs
 BASE_URL="http://127.0.0.1:$port" JWT_BASE_URL="http://127.0.0.1:$jwt_port" JWT_SECRET=browser-secret \
   ARTIFACT_DIR="$ARTIFACTS" node web/tests/access.browser.mjs
 kill "$server" "$jwt_server"; wait "$server" "$jwt_server" || true

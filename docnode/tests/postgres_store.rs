@@ -15,7 +15,7 @@ use codraft_docnode::{
 };
 use codraft_testkit::{
     database::TestDatabase,
-    store::{batch, typed_text, typing},
+    store::{batch, typed_text, typing, yjs_commit, yjs_state, yjs_text, yjs_typing},
 };
 
 /// Pool size for tests: small, since many tests (and their databases) run at once.
@@ -544,4 +544,68 @@ async fn checkpoints_outlive_compaction_and_say_which_revisions_are_exact() {
         .await
         .expect("author");
     assert_eq!(store.authors("doc").await.expect("authors"), vec![info]);
+}
+
+#[tokio::test]
+async fn yjs_updates_commit_beside_ot_edits_and_compact_into_snapshots() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let store = store(&db, "node-a").await;
+    let updates = yjs_typing(5);
+    let ot = store.load("doc").await.expect("load ot");
+    let fresh = store.load("y:room").await.expect("load yjs");
+    assert_eq!((fresh.revision, fresh.yjs.len()), (0, 0));
+    // One group commit carries both kinds.
+    store
+        .commit(batch([
+            typing("doc", ot.epoch, 0, 2, "c"),
+            yjs_commit("y:room", fresh.epoch, 0, &updates[..3]),
+        ]))
+        .await
+        .expect("a mixed batch commits");
+    let loaded = store.load("y:room").await.expect("reload");
+    assert_eq!((loaded.revision, loaded.yjs.len()), (3, 3));
+    assert_eq!(yjs_text(&loaded.yjs), "0,1,2,");
+    assert_eq!(store.load("doc").await.expect("ot").text, typed_text(2));
+
+    // A snapshot holds what is below it; the updates it holds are gone.
+    store
+        .write_yjs_snapshot("y:room", 3, yjs_state(&updates[..3]))
+        .await
+        .expect("snapshot");
+    store
+        .commit(batch([yjs_commit(
+            "y:room",
+            loaded.epoch,
+            3,
+            &updates[3..],
+        )]))
+        .await
+        .expect("more updates");
+    // An older snapshot neither replaces the newer one nor deletes anything.
+    store
+        .write_yjs_snapshot("y:room", 1, yjs_state(&updates[..1]))
+        .await
+        .expect("old snapshot is ignored");
+    let compacted = store.load("y:room").await.expect("reload compacted");
+    assert_eq!(compacted.revision, 5);
+    assert_eq!(
+        compacted.yjs.len(),
+        3,
+        "the snapshot and the two updates after it"
+    );
+    assert_eq!(yjs_text(&compacted.yjs), "0,1,2,3,4,");
+
+    // The previous owner's epoch is fenced for Yjs updates too.
+    let stale = store
+        .commit(batch([yjs_commit(
+            "y:room",
+            loaded.epoch,
+            5,
+            &updates[..1],
+        )]))
+        .await;
+    assert!(is_conflict_on(stale, "y:room"));
+    assert_eq!(store.load("y:room").await.expect("after").revision, 5);
 }

@@ -9,7 +9,9 @@ use codraft_docnode::{
     store::{sqlite::SqliteStore, Snapshot, Store},
     timeline,
 };
-use codraft_testkit::store::{batch, typed_text, typing};
+use codraft_testkit::store::{
+    batch, typed_text, typing, yjs_commit, yjs_state, yjs_text, yjs_typing,
+};
 use rusqlite::Connection;
 
 /// A store in a fresh directory, plus a second connection to the same file for adjusting
@@ -222,4 +224,47 @@ async fn sessions_group_each_authors_consecutive_edits_newest_first_and_page() {
         timeline::text_at(&store, "doc", &extent, 8).await,
         Err(timeline::PastError::OutOfRange { newest: 7, .. })
     ));
+}
+
+#[tokio::test]
+async fn yjs_updates_commit_beside_ot_edits_and_compact_into_snapshots() {
+    let (_dir, store, _side) = open();
+    let updates = yjs_typing(5);
+    store
+        .commit(batch([
+            typing("doc", 0, 0, 2, "c"),
+            yjs_commit("y:room", 0, 0, &updates[..3]),
+        ]))
+        .await
+        .expect("a mixed batch commits");
+    let loaded = store.load("y:room").await.expect("load");
+    assert_eq!((loaded.revision, loaded.yjs.len()), (3, 3));
+    assert_eq!(yjs_text(&loaded.yjs), "0,1,2,");
+    assert_eq!(store.load("doc").await.expect("ot").text, typed_text(2));
+    // A commit from a stale revision is refused and changes nothing.
+    let stale = store
+        .commit(batch([yjs_commit("y:room", 0, 1, &updates[3..])]))
+        .await;
+    assert!(stale.is_err(), "a wrong base revision must conflict");
+
+    store
+        .write_yjs_snapshot("y:room", 3, yjs_state(&updates[..3]))
+        .await
+        .expect("snapshot");
+    store
+        .commit(batch([yjs_commit("y:room", 0, 3, &updates[3..])]))
+        .await
+        .expect("more updates");
+    store
+        .write_yjs_snapshot("y:room", 1, yjs_state(&updates[..1]))
+        .await
+        .expect("old snapshot is ignored");
+    let compacted = store.load("y:room").await.expect("reload");
+    assert_eq!(compacted.revision, 5);
+    assert_eq!(
+        compacted.yjs.len(),
+        3,
+        "the snapshot and the two updates after it"
+    );
+    assert_eq!(yjs_text(&compacted.yjs), "0,1,2,3,4,");
 }

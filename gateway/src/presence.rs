@@ -19,7 +19,7 @@ use serde_json::json;
 
 use crate::{
     gate::IfOwnerUnreachable,
-    http::{admit_read, valid_document_id, AppState, ReadQuery},
+    http::{admit_read, valid_any_document_id, AppState, ReadQuery},
 };
 
 /// The cluster's presence store, or `None` without REDIS_URL (or with a bad one, which
@@ -51,7 +51,7 @@ async fn presence_route(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    if !valid_document_id(&id) {
+    if !valid_any_document_id(&id) {
         return (
             StatusCode::BAD_REQUEST,
             "document ids are 1-256 of A-Z a-z 0-9 - _ .",

@@ -49,3 +49,68 @@ pub fn typing(document: &str, epoch: u64, base: u64, n: u64, client: &str) -> Do
 pub fn batch(commits: impl IntoIterator<Item = DocumentCommit>) -> Arc<[DocumentCommit]> {
     commits.into_iter().collect()
 }
+
+/// `n` Yjs updates (v1) typing into the `Y.Text` named `codemirror`: update `i` appends
+/// `"<i>,"`, so their document's text is `"0,1,...,"`.
+pub fn yjs_typing(n: usize) -> Vec<bytes::Bytes> {
+    use yrs::{ReadTxn, Text, Transact};
+    let doc = yrs::Doc::new();
+    let text = doc.get_or_insert_text("codemirror");
+    (0..n)
+        .map(|i| {
+            let before = doc.transact().state_vector();
+            let mut txn = doc.transact_mut();
+            let end = text.len(&txn);
+            text.insert(&mut txn, end, &format!("{i},"));
+            drop(txn);
+            bytes::Bytes::from(doc.transact().encode_state_as_update_v1(&before))
+        })
+        .collect()
+}
+
+/// The text of the `codemirror` root after applying `parts` (a stored Yjs document).
+pub fn yjs_text(parts: &[Vec<u8>]) -> String {
+    use yrs::{updates::decoder::Decode, GetString, Transact};
+    let doc = yrs::Doc::new();
+    let text = doc.get_or_insert_text("codemirror");
+    let mut txn = doc.transact_mut();
+    for part in parts {
+        let update = yrs::Update::decode_v1(part).expect("a stored update decodes");
+        txn.apply_update(update).expect("a stored update applies");
+    }
+    text.get_string(&txn)
+}
+
+/// The compacted state of a Yjs document made of `updates`.
+pub fn yjs_state(updates: &[bytes::Bytes]) -> Vec<u8> {
+    use yrs::{updates::decoder::Decode, ReadTxn, StateVector, Transact};
+    let doc = yrs::Doc::new();
+    {
+        let mut txn = doc.transact_mut();
+        for update in updates {
+            let update = yrs::Update::decode_v1(update).expect("an update decodes");
+            txn.apply_update(update).expect("an update applies");
+        }
+    }
+    let state = doc
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    state
+}
+
+/// A commit of Yjs `updates` to `document`, continuing from `base`.
+pub fn yjs_commit(
+    document: &str,
+    epoch: u64,
+    base: u64,
+    updates: &[bytes::Bytes],
+) -> DocumentCommit {
+    DocumentCommit {
+        document: Arc::from(document),
+        base_revision: base,
+        epoch,
+        ops: Vec::new(),
+        language: None,
+        updates: updates.to_vec(),
+    }
+}

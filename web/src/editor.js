@@ -1,6 +1,8 @@
 // The CodeMirror 6 editor and the adapter the session talks to: local changes leave as
 // code-point operations, remote operations come in and are applied without entering the
-// undo history, and other users' cursors and selections are drawn as decorations.
+// undo history, and other users' cursors and selections are drawn as decorations. A Yjs
+// document brings its own binding instead (`collab`, from yjs.js); theme, language,
+// read-only and the empty-document hint are the same for both kinds.
 
 import { EditorView, basicSetup } from "codemirror";
 import { Annotation, Compartment, EditorState, StateEffect, Transaction } from "@codemirror/state";
@@ -137,6 +139,23 @@ function changesToOperation(doc, changes) {
   return op;
 }
 
+/** The OT document's binding: local edits out as operations, remote carets drawn from `users()`. */
+function otBinding({ onLocalChange, onSelection, users }) {
+  return [
+    remoteCursors(users),
+    EditorView.updateListener.of((update) => {
+      let local = false;
+      for (const tr of update.transactions) {
+        if (!tr.docChanged || tr.annotation(remoteEdit)) continue;
+        local = true;
+        onLocalChange(changesToOperation(tr.startState.doc, tr.changes));
+      }
+      const userMoved = update.transactions.some((tr) => !tr.annotation(remoteEdit) && tr.selection);
+      if (local || userMoved) onSelection();
+    }),
+  ];
+}
+
 /**
  * Creates the editor in `parent`.
  * @param {object} o
@@ -146,8 +165,11 @@ function changesToOperation(doc, changes) {
  * @param {boolean} [o.dark]  start in dark mode
  * @param {boolean} [o.wrap]  wrap long lines (narrow screens)
  * @param {string} [o.placeholder]  the hint an empty document shows
+ * @param {import("@codemirror/state").Extension} [o.collab]  instead of the three above, the
+ *   extensions that keep the text in step with others (a Yjs binding, yjs.js); the OT
+ *   methods of the adapter (applyRemote, replaceText, cursorData) then go unused
  */
-export function createEditor(parent, { onLocalChange, onSelection, users, dark = false, wrap = false, placeholder = "" }) {
+export function createEditor(parent, { onLocalChange, onSelection, users, collab, dark = false, wrap = false, placeholder = "" }) {
   const language = new Compartment();
   const readOnly = new Compartment();
   const theme = new Compartment();
@@ -165,18 +187,8 @@ export function createEditor(parent, { onLocalChange, onSelection, users, dark =
         wrap ? EditorView.lineWrapping : [],
         placeholder ? emptyHint(placeholder) : [],
         readOnly.of(EditorState.readOnly.of(true)),
-        remoteCursors(users),
         EditorView.contentAttributes.of({ "aria-label": "Document text" }),
-        EditorView.updateListener.of((update) => {
-          let local = false;
-          for (const tr of update.transactions) {
-            if (!tr.docChanged || tr.annotation(remoteEdit)) continue;
-            local = true;
-            onLocalChange(changesToOperation(tr.startState.doc, tr.changes));
-          }
-          const userMoved = update.transactions.some((tr) => !tr.annotation(remoteEdit) && tr.selection);
-          if (local || userMoved) onSelection();
-        }),
+        collab ?? otBinding({ onLocalChange, onSelection, users }),
       ],
     }),
   });

@@ -6,6 +6,8 @@
 // URL: `#<document>` and optionally `&otp=<password>` and `&token=<jwt>` after it (or
 // `?otp=` in the query). A token is kept in localStorage (`codraft:token`) for later
 // visits; a password in sessionStorage for this tab. Both are taken off the address bar.
+// `#y:<room>` opens the Yjs document of that room instead (yjs.js, loaded only then); the
+// page around the editor is the same, less what Yjs documents do not have (the history).
 
 import "./app.css";
 import { createEditor } from "./editor.js";
@@ -16,6 +18,8 @@ import { userColor } from "./colors.js";
 import { createHistoryPanel } from "./history.js";
 
 const DOC_ID = /^[A-Za-z0-9._-]{1,256}$/;
+/** The hash prefix of a Yjs document: `#y:notes` is room `notes`, `#notes` the OT document. */
+const YJS_PREFIX = "y:";
 const CLIENT_ID = /^[A-Za-z0-9_-]{1,64}$/;
 const ADJECTIVES = ["Amber", "Brisk", "Calm", "Clever", "Daring", "Eager", "Gentle", "Happy", "Jolly", "Keen", "Lucky", "Merry", "Nimble", "Quiet", "Swift", "Witty"];
 const ANIMALS = ["Badger", "Crane", "Dolphin", "Falcon", "Fox", "Heron", "Koala", "Lynx", "Otter", "Owl", "Panda", "Puffin", "Raven", "Seal", "Tiger", "Wombat"];
@@ -34,9 +38,11 @@ function randomInt(n) {
 }
 
 /**
- * What the URL says: the document id from `#id` (a bare URL gets a fresh random document),
- * and a password and token handed over with `&otp=` / `&token=` after it (or `?otp=`).
- * The address bar is left with `#id` only, so credentials are not shared by accident.
+ * What the URL says: the document id from `#id` (a bare URL gets a fresh random document)
+ * and its kind (`#y:id`: a Yjs document), and a password and token handed over with
+ * `&otp=` / `&token=` after it (or `?otp=`). The address bar is left with `#id` (or
+ * `#y:id`) only, so credentials are not shared by accident. `key` is that hash: the
+ * document's name on this page (storage keys, share link), distinct for the two kinds.
  */
 function readLocation() {
   const [head, ...rest] = location.hash.slice(1).split("&");
@@ -46,19 +52,22 @@ function readLocation() {
   } catch {
     id = "";
   }
+  const yjs = id.startsWith(YJS_PREFIX);
+  if (yjs) id = id.slice(YJS_PREFIX.length);
   const params = new URLSearchParams(rest.join("&"));
   const query = new URLSearchParams(location.search);
   const password = params.get("otp") ?? query.get("otp");
   const token = params.get("token") ?? query.get("token");
   const fresh = !DOC_ID.test(id);
   if (fresh) id = randomId(10);
+  const key = `${yjs ? YJS_PREFIX : ""}${id}`;
   if (fresh || rest.length || query.has("otp") || query.has("token")) {
     query.delete("otp");
     query.delete("token");
     const search = query.toString();
-    history.replaceState(null, "", `${location.pathname}${search ? `?${search}` : ""}#${id}`);
+    history.replaceState(null, "", `${location.pathname}${search ? `?${search}` : ""}#${key}`);
   }
-  return { id, password, token };
+  return { id, key, kind: yjs ? "yjs" : "ot", password, token };
 }
 
 /** The page's theme: "light" or "dark" as chosen, else the system's. */
@@ -165,12 +174,14 @@ function createBanner() {
 async function main() {
   const place = readLocation();
   const docId = place.id;
-  const clientId = await claimClientId();
+  const yjs = place.kind === "yjs";
+  // The client id numbers OT edits (exactly-once); a Yjs document has no use for one.
+  const clientId = yjs ? null : await claimClientId();
   let me = loadIdentity();
   const banner = createBanner();
   const local = storage("localStorage");
   const tab = storage("sessionStorage");
-  const passwordKey = `codraft:otp:${docId}`;
+  const passwordKey = `codraft:otp:${place.key}`;
   if (place.token) local?.setItem("codraft:token", place.token);
   if (place.password) tab?.setItem(passwordKey, place.password);
   const token = place.token ?? local?.getItem("codraft:token") ?? null;
@@ -178,9 +189,11 @@ async function main() {
   /** Name the token gives; replaces the one chosen here. */
   let tokenName = null;
 
-  document.title = `${docId} · codraft`;
+  document.title = `${place.key} · codraft`;
   $("doc-id").textContent = docId;
-  const shareBase = `${location.origin}${location.pathname}#${docId}`;
+  $("kind-badge").hidden = !yjs;
+  document.body.dataset.kind = place.kind;
+  const shareBase = `${location.origin}${location.pathname}#${place.key}`;
   const shareUrl = () => (password ? `${shareBase}&otp=${encodeURIComponent(password)}` : shareBase);
   $("share").value = shareUrl();
 
@@ -207,98 +220,122 @@ async function main() {
   $("sidebar-toggle").addEventListener("click", () => showSidebar(document.body.dataset.sidebar !== "open"));
 
   // ---- editor and session ----
-  /** @type {Session} */
+  /** @type {Session | import("./yjs.js").YjsSession} */
   let session = null;
-  const editor = createEditor($("editor"), {
+  let editor = null;
+  const editorOptions = {
     dark,
     wrap: narrow.matches,
     placeholder: "This document is empty. Start typing — everyone with the link sees your changes as you make them.",
-    onLocalChange: (op) => session.localEdit(op),
-    onSelection: () => session.cursorMoved(),
-    users: () => {
-      const out = [];
-      for (const [id, data] of session?.cursors ?? []) {
-        const info = session.users.get(id);
-        if (info) out.push({ name: info.name, hue: info.hue, ...data });
+  };
+  const on = {
+    status: renderStatus,
+    users: renderUsers,
+    cursors: () => editor.refreshCursors(),
+    language: applyLanguage,
+    synced: () => {
+      editor.setReadOnly(session.readOnly);
+      $("gate").hidden = true;
+      // The password that opened the document is the one to remember and share.
+      rememberPassword(session.password);
+      if (!banner.sticky) banner.hide();
+    },
+    access: ({ readOnly, name }) => {
+      $("readonly-badge").hidden = !readOnly;
+      document.body.dataset.access = readOnly ? "read" : "write";
+      if (readOnly) editor.setReadOnly(true);
+      $("password-field").hidden = readOnly;
+      // A Yjs document's language is this page's own choice, so a reader may pick one.
+      select.disabled = readOnly && !yjs;
+      if (name) {
+        tokenName = name;
+        nameInput.value = name;
+        nameInput.disabled = true;
+        nameInput.title = "The name your sign-in gives you";
+        renderUsers(session.users);
       }
-      return out;
     },
-  });
+    password: (now) => {
+      rememberPassword(now);
+      banner.show(
+        now
+          ? `This document is now protected. Its password is “${now}”: share it with the people who should open it.`
+          : "The password was removed: anyone with the link can open this document.",
+        { kind: "info", keep: true },
+      );
+    },
+    refused: showRefusal,
+    error: ({ code, message, closing }) => {
+      // Error messages with 4400 or 4403 leave the connection open; the rest close it.
+      const closes = closing || (code !== 4400 && code !== 4403);
+      banner.show(describeError(code, message), { kind: closes && code !== 4503 ? "error" : "warning", timeoutMs: closes ? 0 : 8000 });
+    },
+    tooLarge: ({ message, text }) => {
+      banner.show(`${describeError(4413, message)} Reload the page to go on from the document as saved.`, {
+        kind: "error",
+        keep: true,
+        actionLabel: "Copy my version",
+        onAction: () => copyText(text).then(() => banner.show("Your version was copied to the clipboard.", { kind: "info", timeoutMs: 4000 })),
+      });
+    },
+    lost: ({ count, text, code }) => {
+      const why =
+        code === 4413
+          ? "the document reached its size limit."
+          : "the server no longer had the history to place them.";
+      banner.show(
+        `Reconnected, but ${plural(count, "unsaved edit")} could not be saved: ${why} ` +
+          "The editor now shows the document as saved on the server.",
+        {
+          kind: "error",
+          keep: true,
+          actionLabel: "Copy my version",
+          onAction: () => copyText(text).then(() => banner.show("Your version was copied to the clipboard.", { kind: "info", timeoutMs: 4000 })),
+        },
+      );
+    },
+  };
 
-  const socketUrl = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/socket/${encodeURIComponent(docId)}`;
-  session = new Session({
-    socketUrl,
-    clientId,
-    editor,
-    password,
-    token,
-    on: {
-      status: renderStatus,
-      users: renderUsers,
-      cursors: () => editor.refreshCursors(),
-      language: applyLanguage,
-      synced: () => {
-        editor.setReadOnly(session.readOnly);
-        $("gate").hidden = true;
-        // The password that opened the document is the one to remember and share.
-        rememberPassword(session.password);
-        if (!banner.sticky) banner.hide();
-      },
-      access: ({ readOnly, name }) => {
-        $("readonly-badge").hidden = !readOnly;
-        document.body.dataset.access = readOnly ? "read" : "write";
-        if (readOnly) editor.setReadOnly(true);
-        $("password-field").hidden = readOnly;
-        select.disabled = readOnly;
-        if (name) {
-          tokenName = name;
-          nameInput.value = name;
-          nameInput.disabled = true;
-          nameInput.title = "The name your sign-in gives you";
-          renderUsers(session.users);
+  const wsBase = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}`;
+  if (yjs) {
+    // Loaded only for Yjs documents (inlined in app.js: the gateway serves no other chunk).
+    const { YjsSession } = await import("./yjs.js");
+    session = new YjsSession({ serverUrl: `${wsBase}/yjs`, room: docId, password, token, on });
+    editor = createEditor($("editor"), { ...editorOptions, collab: session.collab() });
+  } else {
+    editor = createEditor($("editor"), {
+      ...editorOptions,
+      onLocalChange: (op) => session.localEdit(op),
+      onSelection: () => session.cursorMoved(),
+      users: () => {
+        const out = [];
+        for (const [id, data] of session?.cursors ?? []) {
+          const info = session.users.get(id);
+          if (info) out.push({ name: info.name, hue: info.hue, ...data });
         }
+        return out;
       },
-      password: (now) => {
-        rememberPassword(now);
-        banner.show(
-          now
-            ? `This document is now protected. Its password is “${now}”: share it with the people who should open it.`
-            : "The password was removed: anyone with the link can open this document.",
-          { kind: "info", keep: true },
-        );
-      },
-      refused: showRefusal,
-      error: ({ code, message, closing }) => {
-        // Error messages with 4400 or 4403 leave the connection open; the rest close it.
-        const closes = closing || (code !== 4400 && code !== 4403);
-        banner.show(describeError(code, message), { kind: closes && code !== 4503 ? "error" : "warning", timeoutMs: closes ? 0 : 8000 });
-      },
-      lost: ({ count, text, code }) => {
-        const why =
-          code === 4413
-            ? "the document reached its size limit."
-            : "the server no longer had the history to place them.";
-        banner.show(
-          `Reconnected, but ${plural(count, "unsaved edit")} could not be saved: ${why} ` +
-            "The editor now shows the document as saved on the server.",
-          {
-            kind: "error",
-            keep: true,
-            actionLabel: "Copy my version",
-            onAction: () => copyText(text).then(() => banner.show("Your version was copied to the clipboard.", { kind: "info", timeoutMs: 4000 })),
-          },
-        );
-      },
-    },
-  });
+    });
+    session = new Session({
+      socketUrl: `${wsBase}/api/socket/${encodeURIComponent(docId)}`,
+      clientId,
+      editor,
+      password,
+      token,
+      on,
+    });
+  }
   session.setInfo(me);
 
-  // ---- version history ----
-  createHistoryPanel({
-    docId,
-    credentials: () => ({ password, token }),
-    notify: (message, kind) => banner.show(message, { kind, timeoutMs: kind === "error" ? 0 : 6000 }),
-  });
+  // ---- version history (OT documents: the server keeps no history of a Yjs document) ----
+  if (yjs) $("history-toggle").hidden = true;
+  else {
+    createHistoryPanel({
+      docId,
+      credentials: () => ({ password, token }),
+      notify: (message, kind) => banner.show(message, { kind, timeoutMs: kind === "error" ? 0 : 6000 }),
+    });
+  }
 
   // ---- password: the gate in front of a protected document, and the sidebar controls ----
   function rememberPassword(now) {
@@ -362,10 +399,15 @@ async function main() {
       $("password").focus();
       return;
     }
-    session.setPassword(typed);
-    $("password").value = "";
+    if (changePassword(typed)) $("password").value = "";
   });
-  $("remove-password").addEventListener("click", () => session.setPassword(null));
+  $("remove-password").addEventListener("click", () => changePassword(null));
+  /** Sets or removes the password; false (and a notice) when a Yjs document is not connected. */
+  function changePassword(now) {
+    if (session.setPassword(now) !== false) return true;
+    banner.show("Not connected: the password was not changed. Try again once the page says Connected.", { kind: "warning", timeoutMs: 6000 });
+    return false;
+  }
 
   // ---- download ----
   $("download").addEventListener("click", () => {
@@ -383,10 +425,10 @@ async function main() {
   let shown = { status: "connecting", attempt: 0, until: 0 };
   let ticker = null;
   function renderStatus(status, detail) {
-    shown = { status, attempt: detail.attempt ?? 0, until: Date.now() + (detail.retryInMs ?? 0) };
+    shown = { status, attempt: detail.attempt ?? 0, until: Date.now() + (detail.retryInMs ?? 0), stopped: !!detail.stopped };
     $("status").dataset.status = status;
     document.body.dataset.status = status;
-    $("retry").hidden = status !== "disconnected";
+    $("retry").hidden = status !== "disconnected" || shown.stopped;
     clearInterval(ticker);
     // While not connected, keep the countdown and the unsaved-change count current.
     if (status !== "connected") ticker = setInterval(paintStatus, 500);
@@ -400,7 +442,7 @@ async function main() {
     if (shown.status === "connecting") text = `${shown.attempt ? "Reconnecting" : "Connecting"}…${unsaved}`;
     if (shown.status === "disconnected") {
       const s = Math.max(0, Math.ceil((shown.until - Date.now()) / 1000));
-      text = `Disconnected${unsaved} · retrying in ${s}s`;
+      text = shown.stopped ? "Disconnected" : `Disconnected${unsaved} · retrying in ${s}s`;
     }
     $("status-text").textContent = text;
   }
@@ -417,9 +459,13 @@ async function main() {
     select.value = id;
     editor.setLanguage(id);
   }
+  // A Yjs document carries no language: the choice stays on this browser, per document.
+  const languageKey = `codraft:language:${place.key}`;
+  if (yjs) applyLanguage(local?.getItem(languageKey) ?? "plaintext");
   select.addEventListener("change", () => {
     editor.setLanguage(select.value);
-    session.setLanguage(select.value);
+    if (yjs) local?.setItem(languageKey, select.value);
+    else session.setLanguage(select.value);
   });
 
   // ---- share link ----
@@ -459,11 +505,12 @@ async function main() {
   hueInput.addEventListener("input", identityChanged);
 
   // ---- users ----
-  function userItem({ name, hue }, self) {
+  function userItem({ name, hue, color }, self) {
     const li = document.createElement("li");
     const dot = document.createElement("span");
     dot.className = "user-dot";
-    dot.style.setProperty("--color", userColor(hue));
+    // `color`: a Yjs user from another client, who gave a colour but no hue.
+    dot.style.setProperty("--color", color ?? userColor(hue));
     const label = document.createElement("span");
     label.className = "user-name";
     label.textContent = name;
@@ -482,19 +529,26 @@ async function main() {
     const self = { name: tokenName ?? me.name, hue: me.hue };
     $("users").replaceChildren(userItem(self, true), ...others.map((u) => userItem(u, false)));
     $("user-count").textContent = String(others.length + 1);
-    editor.refreshCursors();
+    // A Yjs document's carets are y-codemirror.next's, which redraws them itself.
+    if (!yjs) editor.refreshCursors();
   }
   renderUsers(session.users);
 
   // ---- page lifecycle ----
   window.addEventListener("hashchange", () => location.reload());
+  if (yjs) {
+    // Leaving: tell the others now (y-websocket's provider does not on a page's unload);
+    // a page restored from the back/forward cache comes back.
+    window.addEventListener("pagehide", () => session.leave());
+    window.addEventListener("pageshow", (event) => event.persisted && session.setInfo(me));
+  }
   window.addEventListener("beforeunload", (event) => {
     if (session.pendingChanges > 0) event.preventDefault();
   });
 
   // Test and debugging hooks.
   window.codraftText = () => editor.getText();
-  window.codraft = { session, editor, docId, clientId };
+  window.codraft = { session, editor, docId, clientId, kind: place.kind };
 
   session.start();
   editor.view.focus();

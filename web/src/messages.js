@@ -10,7 +10,7 @@ export function describeError(code, message) {
         ? "The server is restarting — your changes are safe and will be sent when it is back."
         : "The connection to the document was interrupted — your changes are safe and will be sent when it is back.";
     case 4413:
-      return /message larger/.test(said)
+      return /(message|update) larger/.test(said)
         ? "That change is too large to send in one go. Try pasting it in smaller pieces."
         : "This document has reached its size limit, so your last change could not be saved.";
     case 4429:

@@ -267,26 +267,9 @@ export class Session {
     this.scheduleReconnect(code === 4429 ? 3000 : 0);
   }
 
-  /**
-   * The refusal a close means, or null: {code, kind, message, loginUrl}. Kinds are those of
-   * docs/protocol.md (Refusals); a 4401 without one (the password changed while joining) is
-   * a password refusal.
-   */
+  /** The refusal a close means, or null (see `refusalOf`). */
   refusalOf(code, reason) {
-    const sent = this.refusal;
-    let kind = sent?.error ?? /^([a-z_]+):/.exec(reason ?? "")?.[1] ?? null;
-    if (code === 4429 && kind !== "too_many_guesses") return null;
-    if (!REFUSED.has(code) && code !== 4429) return null;
-    if (!kind || (code === 4401 && !TOKEN_KINDS.has(kind) && kind !== "password_required" && kind !== "wrong_password")) {
-      kind = this.password ? "wrong_password" : "password_required";
-    }
-    return {
-      code,
-      kind,
-      about: TOKEN_KINDS.has(kind) ? "token" : "password",
-      message: sent?.message ?? String(reason ?? "").replace(/^[a-z_]+:\s*/, ""),
-      loginUrl: sent?.login_url ?? null,
-    };
+    return refusalOf(code, reason, this.refusal, !!this.password);
   }
 
   scheduleReconnect(minimumMs) {
@@ -482,6 +465,28 @@ export class Session {
     if (lost > 0) this.on.lost?.({ count: lost, text: previousText, code: this.discardPending ? this.discardCode : null });
     this.discardCode = null;
   }
+}
+
+/**
+ * The refusal a close means, or null: {code, kind, about, message, loginUrl}. `sent` is the
+ * connection's `Refused` message, if one came before the close. Kinds are those of
+ * docs/protocol.md (Refusals); a 4401 without one (the password changed while joining) is
+ * a password refusal. Shared with the Yjs socket (yjs.js), which the server refuses alike.
+ */
+export function refusalOf(code, reason, sent, hasPassword) {
+  let kind = sent?.error ?? /^([a-z_]+):/.exec(reason ?? "")?.[1] ?? null;
+  if (code === 4429 && kind !== "too_many_guesses") return null;
+  if (!REFUSED.has(code) && code !== 4429) return null;
+  if (!kind || (code === 4401 && !TOKEN_KINDS.has(kind) && kind !== "password_required" && kind !== "wrong_password")) {
+    kind = hasPassword ? "wrong_password" : "password_required";
+  }
+  return {
+    code,
+    kind,
+    about: TOKEN_KINDS.has(kind) ? "token" : "password",
+    message: sent?.message ?? String(reason ?? "").replace(/^[a-z_]+:\s*/, ""),
+    loginUrl: sent?.login_url ?? null,
+  };
 }
 
 /** Entries are missing between what we hold and a History message: reconnect and resume. */

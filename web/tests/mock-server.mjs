@@ -2,6 +2,9 @@
 // cargo: serves web/dist/ and speaks docs/protocol.md (Identity, Joined, History with `seq`,
 // resume, Language, UserInfo, UserCursor, Error + close codes) with documents in memory.
 // It is not the server: it exists to exercise the client's reconnect and exactly-once paths.
+// Yjs documents too: `/yjs/{room}` speaks y-websocket (sync + awareness) with codraft's
+// password message (varuint 100, varString) and 4401 refusals, rooms in memory; a `token=`
+// whose claims (not checked) grant `read` but not `write` has its updates dropped.
 //
 //   PORT=3032 node web/tests/mock-server.mjs
 //   CHAOS=0.2      drop the author's socket right after committing an edit, before its
@@ -13,6 +16,11 @@ import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { WebSocketServer } from "ws";
+import * as Y from "yjs";
+import * as syncProtocol from "y-protocols/sync";
+import * as awarenessProtocol from "y-protocols/awareness";
+import * as encoding from "lib0/encoding";
+import * as decoding from "lib0/decoding";
 import { TextOperation, transform, transformIndex, cpLength } from "../src/ot.js";
 
 const DIST = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "dist");
@@ -40,7 +48,8 @@ const server = http.createServer((req, res) => {
   if (url.pathname.startsWith("/api/text/")) {
     const id = decodeURIComponent(url.pathname.slice(10));
     res.writeHead(200, { "content-type": "text/plain; charset=utf-8" });
-    res.end(documents.get(id)?.text ?? "");
+    if (id.startsWith("y:")) res.end(yjsRooms.get(id.slice(2))?.doc.getText("codemirror").toString() ?? "");
+    else res.end(documents.get(id)?.text ?? "");
     return;
   }
   if (url.pathname === "/api/stats") {
@@ -60,6 +69,15 @@ const server = http.createServer((req, res) => {
 const wss = new WebSocketServer({ noServer: true });
 server.on("upgrade", (req, socket, head) => {
   const url = new URL(req.url, "http://x");
+  if (url.pathname.startsWith("/yjs/")) {
+    const name = decodeURIComponent(url.pathname.slice(5));
+    if (!DOC_ID.test(name)) {
+      socket.end("HTTP/1.1 400 Bad Request\r\n\r\n");
+      return;
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => joinYjs(ws, yjsRoom(name), url.searchParams));
+    return;
+  }
   const id = decodeURIComponent(url.pathname.replace(/^\/api\/socket\//, ""));
   if (!url.pathname.startsWith("/api/socket/") || !DOC_ID.test(id)) {
     socket.end("HTTP/1.1 400 Bad Request\r\n\r\n");
@@ -183,6 +201,102 @@ function edit(d, conn, { revision, operation, seq }) {
     send(c, { History: { start: c.sent, operations: [entryFor(c, entry)] } });
     c.sent++;
   }
+}
+
+// ---- Yjs rooms (y-websocket) -----------------------------------------------------------
+
+/** name → {name, doc, awareness, conns: Map<ws, Set<awareness client id>>, password} */
+const yjsRooms = new Map();
+
+function yjsRoom(name) {
+  if (yjsRooms.has(name)) return yjsRooms.get(name);
+  const doc = new Y.Doc();
+  const awareness = new awarenessProtocol.Awareness(doc);
+  awareness.setLocalState(null);
+  const r = { name, doc, awareness, conns: new Map(), password: null };
+  doc.on("update", (update) => {
+    const encoder = encoding.createEncoder();
+    encoding.writeVarUint(encoder, 0);
+    syncProtocol.writeUpdate(encoder, update);
+    yjsBroadcast(r, encoding.toUint8Array(encoder));
+  });
+  awareness.on("update", ({ added, updated, removed }, origin) => {
+    const ids = r.conns.get(origin);
+    if (ids) {
+      for (const id of added) ids.add(id);
+      for (const id of removed) ids.delete(id);
+    }
+    const encoder = encoding.createEncoder();
+    encoding.writeVarUint(encoder, 1);
+    encoding.writeVarUint8Array(encoder, awarenessProtocol.encodeAwarenessUpdate(awareness, added.concat(updated, removed)));
+    yjsBroadcast(r, encoding.toUint8Array(encoder));
+  });
+  yjsRooms.set(name, r);
+  return r;
+}
+
+/** Whether a JWT's claims (unverified: a stand-in) grant document `id` (`y:<room>`) reading but not writing. */
+function tokenReadOnly(token, id) {
+  if (!token) return false;
+  try {
+    const claims = JSON.parse(Buffer.from(token.split(".")[1], "base64url").toString());
+    const covers = (list) => (list ?? []).some((p) => (p.endsWith("*") ? id.startsWith(p.slice(0, -1)) : p === id));
+    return !covers(claims.write) && covers(claims.read);
+  } catch {
+    return false;
+  }
+}
+
+function yjsBroadcast(r, bytes, except = null) {
+  for (const ws of r.conns.keys()) if (ws !== except && ws.readyState === 1) ws.send(bytes);
+}
+
+function joinYjs(ws, r, params) {
+  const otp = params.get("otp");
+  if (r.password && otp !== r.password) {
+    // Accepted, then closed, as the server refuses (docs/protocol.md, Refusals).
+    ws.close(4401, otp ? "wrong_password: that is not this document's password" : "password_required: this document is protected by a password");
+    return;
+  }
+  const readOnly = tokenReadOnly(params.get("token"), `y:${r.name}`);
+  r.conns.set(ws, new Set());
+  const step1 = encoding.createEncoder();
+  encoding.writeVarUint(step1, 0);
+  syncProtocol.writeSyncStep1(step1, r.doc);
+  ws.send(encoding.toUint8Array(step1));
+  const states = [...r.awareness.getStates().keys()];
+  if (states.length) {
+    const encoder = encoding.createEncoder();
+    encoding.writeVarUint(encoder, 1);
+    encoding.writeVarUint8Array(encoder, awarenessProtocol.encodeAwarenessUpdate(r.awareness, states));
+    ws.send(encoding.toUint8Array(encoder));
+  }
+  ws.on("message", (data) => {
+    try {
+      const decoder = decoding.createDecoder(new Uint8Array(data));
+      const type = decoding.readVarUint(decoder);
+      if (type === 0) {
+        // A reader's sync step 2 and updates are dropped; its step 1 is answered.
+        if (readOnly && decoding.peekVarUint(decoder) !== 0) return;
+        const encoder = encoding.createEncoder();
+        encoding.writeVarUint(encoder, 0);
+        syncProtocol.readSyncMessage(decoder, encoder, r.doc, ws);
+        if (encoding.length(encoder) > 1) ws.send(encoding.toUint8Array(encoder));
+      } else if (type === 1) {
+        awarenessProtocol.applyAwarenessUpdate(r.awareness, decoding.readVarUint8Array(decoder), ws);
+      } else if (type === 100 && !readOnly) {
+        r.password = decoding.readVarString(decoder) || null;
+      }
+    } catch (err) {
+      console.warn(`yjs: bad frame: ${err.message}`);
+      ws.close(4400, "bad frame");
+    }
+  });
+  ws.on("close", () => {
+    const ids = r.conns.get(ws);
+    r.conns.delete(ws);
+    if (ids?.size) awarenessProtocol.removeAwarenessStates(r.awareness, [...ids], null);
+  });
 }
 
 server.listen(PORT, "127.0.0.1", () => console.log(`mock codraft server on http://127.0.0.1:${PORT}`));

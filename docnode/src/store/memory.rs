@@ -132,6 +132,16 @@ impl MemoryStore {
             .try_fold(String::new(), |text, op| op.operation.apply_str(&text).ok())
     }
 
+    /// Every Yjs update committed to a document, in order (a load's view, without taking
+    /// the document's lease).
+    pub fn yjs_updates(&self, document: &str) -> Vec<Vec<u8>> {
+        self.lock()
+            .documents
+            .get(document)
+            .map(|d| d.yjs.clone())
+            .unwrap_or_default()
+    }
+
     /// The whole op log of a document.
     pub fn log(&self, document: &str) -> Vec<LoggedOp> {
         self.lock()

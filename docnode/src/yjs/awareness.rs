@@ -1,6 +1,7 @@
 //! The awareness states of a Yjs document's clients (y-protocols' awareness, kept by the
 //! server): each Yjs client id's newest state and clock, which connection sent it, and when
-//! it was last renewed.
+//! it was last renewed. Every change comes back as a [`Change`]: the message to relay, and
+//! which clients appeared, changed or left (for presence in Redis).
 
 use std::collections::HashMap;
 
@@ -31,10 +32,18 @@ pub struct Awareness {
     states: HashMap<ClientID, State>,
 }
 
+/// What one awareness change did.
+pub struct Change {
+    /// The awareness message that tells every client.
+    pub message: Bytes,
+    /// Each client that changed: its id and new state, `None` when it left.
+    pub clients: Vec<(u64, Option<std::sync::Arc<str>>)>,
+}
+
 impl Awareness {
     /// Takes a client's awareness update (newer clocks win, as in y-protocols); returns the
     /// message to relay to everyone, if anything changed.
-    pub fn apply(&mut self, conn: ConnId, update: AwarenessUpdate, now: Instant) -> Option<Bytes> {
+    pub fn apply(&mut self, conn: ConnId, update: AwarenessUpdate, now: Instant) -> Option<Change> {
         let mut changed = HashMap::new();
         for (client, entry) in update.clients {
             let newer = match self.states.get(&client) {
@@ -62,7 +71,7 @@ impl Awareness {
             }
             changed.insert(client, entry);
         }
-        (!changed.is_empty()).then(|| encode(changed))
+        (!changed.is_empty()).then(|| change(changed))
     }
 
     /// Every known state as one message, for a joiner (`None` when there is none).
@@ -84,12 +93,12 @@ impl Awareness {
     }
 
     /// Removes the states a connection sent; returns the message telling everyone.
-    pub fn remove_connection(&mut self, conn: ConnId) -> Option<Bytes> {
+    pub fn remove_connection(&mut self, conn: ConnId) -> Option<Change> {
         self.remove_where(|state| state.conn == conn)
     }
 
     /// Removes the states not renewed for `timeout`; returns the message telling everyone.
-    pub fn expire(&mut self, now: Instant, timeout: Duration) -> Option<Bytes> {
+    pub fn expire(&mut self, now: Instant, timeout: Duration) -> Option<Change> {
         self.remove_where(|state| now.duration_since(state.renewed) >= timeout)
     }
 
@@ -101,7 +110,14 @@ impl Awareness {
             .min()
     }
 
-    fn remove_where(&mut self, gone: impl Fn(&State) -> bool) -> Option<Bytes> {
+    /// Every client's id and state.
+    pub fn states(&self) -> impl Iterator<Item = (u64, &std::sync::Arc<str>)> {
+        self.states
+            .iter()
+            .map(|(client, state)| (client.get(), &state.json))
+    }
+
+    fn remove_where(&mut self, gone: impl Fn(&State) -> bool) -> Option<Change> {
         let mut removed = HashMap::new();
         self.states.retain(|&client, state| {
             if gone(state) {
@@ -117,7 +133,21 @@ impl Awareness {
                 true
             }
         });
-        (!removed.is_empty()).then(|| encode(removed))
+        (!removed.is_empty()).then(|| change(removed))
+    }
+}
+
+fn change(clients: HashMap<ClientID, AwarenessUpdateEntry>) -> Change {
+    let changed = clients
+        .iter()
+        .map(|(client, entry)| {
+            let state = (&*entry.json != GONE).then(|| entry.json.clone());
+            (client.get(), state)
+        })
+        .collect();
+    Change {
+        message: encode(clients),
+        clients: changed,
     }
 }
 
@@ -160,7 +190,9 @@ mod tests {
         assert!(awareness.apply(2, update(8, 5, "{\"b\":1}"), now).is_some());
         let all = decoded(&awareness.everyone().expect("two states"));
         assert_eq!(all.clients.len(), 2);
-        let removed = decoded(&awareness.remove_connection(1).expect("one removed"));
+        let change = awareness.remove_connection(1).expect("one removed");
+        assert_eq!(change.clients, vec![(7, None)]);
+        let removed = decoded(&change.message);
         let entry = &removed.clients[&ClientID::new(7)];
         assert_eq!((entry.clock, &*entry.json), (2, GONE));
         assert_eq!(
@@ -184,7 +216,7 @@ mod tests {
         let removed = awareness
             .expire(start + Duration::from_secs(31), Duration::from_secs(30))
             .expect("the first expired");
-        assert_eq!(decoded(&removed).clients.len(), 1);
+        assert_eq!(decoded(&removed.message).clients.len(), 1);
         assert!(awareness.everyone().is_some());
     }
 }

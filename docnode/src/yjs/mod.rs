@@ -23,10 +23,13 @@
 //! yrs garbage-collects deleted content as it goes.
 
 mod awareness;
+#[cfg(test)]
+mod model_tests;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use bytes::Bytes;
+use codraft_common::presence::{now_ms, PresenceEntry, PresenceWrite};
 use codraft_proto as pb;
 use pb::server_frame::Kind;
 use tokio::{sync::mpsc, time::Instant};
@@ -160,6 +163,8 @@ pub(crate) async fn run(
 impl YjsDocument {
     async fn serve(&mut self, rx: &mut mpsc::Receiver<DocumentMail>) -> Exit {
         let mut idle_since: Option<Instant> = None;
+        let heartbeat = self.deps.presence.ttl() / 3;
+        let mut heartbeat_at = Instant::now() + heartbeat;
         loop {
             if self.inflight.is_none() {
                 self.start_commit().await;
@@ -197,6 +202,10 @@ impl YjsDocument {
                 _ = tokio::time::sleep_until(expiry.unwrap_or_else(Instant::now)),
                     if expiry.is_some() => self.expire_awareness(),
                 _ = tokio::time::sleep(CATCH_UP_EVERY), if lagging => self.catch_up(),
+                _ = tokio::time::sleep_until(heartbeat_at), if self.deps.presence.is_shared() => {
+                    heartbeat_at = Instant::now() + heartbeat;
+                    self.refresh_presence();
+                }
             }
         }
     }
@@ -300,7 +309,7 @@ impl YjsDocument {
     fn leave(&mut self, conn: ConnId) {
         if self.peers.remove(&conn).is_some() {
             if let Some(removed) = self.awareness.remove_connection(conn) {
-                self.broadcast(&removed);
+                self.awareness_changed(removed);
             }
         }
     }
@@ -324,9 +333,7 @@ impl YjsDocument {
         };
         match message {
             Message::Sync(SyncMessage::SyncStep1(state_vector)) => {
-                let diff = self.doc.transact().encode_state_as_update_v1(&state_vector);
-                let step2 = Message::Sync(SyncMessage::SyncStep2(diff));
-                self.send(conn, step2.encode_v1().into());
+                self.answer_step1(conn, state_vector)
             }
             Message::Sync(SyncMessage::SyncStep2(update) | SyncMessage::Update(update)) => {
                 self.update(conn, update);
@@ -342,7 +349,7 @@ impl YjsDocument {
                     return;
                 }
                 if let Some(changed) = self.awareness.apply(conn, update, Instant::now()) {
-                    self.broadcast(&changed);
+                    self.awareness_changed(changed);
                 }
             }
             Message::AwarenessQuery => {
@@ -353,6 +360,29 @@ impl YjsDocument {
             Message::Custom(MSG_SET_PASSWORD, password) => self.set_password(password),
             // Auth is the server's to send; other tags are no concern of the document.
             Message::Auth(_) | Message::Custom(..) => {}
+        }
+    }
+
+    /// Answers a client's sync step 1 with what it lacks (step 2). A client whose queue has
+    /// no room for it is caught up with the same content once it has (see `catch_up`): the
+    /// answer is never dropped, or the client would never learn the document.
+    fn answer_step1(&mut self, conn: ConnId, state_vector: StateVector) {
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
+        if let Some((since, _)) = &mut peer.lagging {
+            *since = lower(since, &state_vector);
+            return;
+        }
+        let diff = self.doc.transact().encode_state_as_update_v1(&state_vector);
+        let step2 = Message::Sync(SyncMessage::SyncStep2(diff)).encode_v1();
+        match peer.outbox.send(Kind::Yjs(step2.into())) {
+            Ok(()) => {}
+            Err(SendFailure::Full) => {
+                self.deps.metrics.lagging_clients.inc();
+                peer.lagging = Some((state_vector, Instant::now()));
+            }
+            Err(SendFailure::Gone) => self.leave(conn),
         }
     }
 
@@ -377,9 +407,11 @@ impl YjsDocument {
             }
         };
         // A sync step 2 from a client that has nothing new is the common case: nothing to
-        // store.
-        let state = self.doc.transact().state_vector();
-        if decoded.is_empty() || (!decoded.extends(&state) && decoded.delete_set().is_empty()) {
+        // store. Anything else is stored, even if it may repeat what the document has: an
+        // update whose first item is beyond the document's clock for its client (the
+        // client's earlier update is still on its way to the store) is new, and yrs'
+        // `Update::extends` says "continues the document directly", not "adds something".
+        if decoded.is_empty() {
             return;
         }
         let max = self.deps.config.yjs_max_document_kb.saturating_mul(1024);
@@ -403,7 +435,7 @@ impl YjsDocument {
         if let Some(peer) = self.peers.remove(&conn) {
             peer.outbox.close(code, message);
             if let Some(removed) = self.awareness.remove_connection(conn) {
-                self.broadcast(&removed);
+                self.awareness_changed(removed);
             }
         }
     }
@@ -526,14 +558,76 @@ impl YjsDocument {
                     .close(close::TOO_SLOW, "client too slow to keep up; reconnect");
             }
             if let Some(removed) = self.awareness.remove_connection(conn) {
-                self.broadcast(&removed);
+                self.awareness_changed(removed);
             }
         }
     }
 
     fn expire_awareness(&mut self) {
         if let Some(removed) = self.awareness.expire(Instant::now(), AWARENESS_TIMEOUT) {
-            self.broadcast(&removed);
+            self.awareness_changed(removed);
+        }
+    }
+
+    /// Relays an awareness change to every client, and to Redis (presence), where any
+    /// gateway's presence API reads it.
+    fn awareness_changed(&mut self, change: awareness::Change) {
+        self.broadcast(&change.message);
+        if !self.deps.presence.is_shared() {
+            return;
+        }
+        for (client, state) in change.clients {
+            let write = match state {
+                Some(json) => PresenceWrite::Put {
+                    document: self.id.to_string(),
+                    entry: self.presence_entry(client, &json),
+                },
+                None => PresenceWrite::Remove {
+                    document: self.id.to_string(),
+                    key: presence_key(client),
+                    user_id: client,
+                },
+            };
+            self.deps.presence.send(write);
+        }
+    }
+
+    /// The heartbeat: every awareness state in Redis again, with a fresh expiry (so a crashed
+    /// docnode's users vanish after PRESENCE_TTL_SECS).
+    fn refresh_presence(&mut self) {
+        let entries: Vec<PresenceEntry> = self
+            .awareness
+            .states()
+            .map(|(client, json)| self.presence_entry(client, json))
+            .collect();
+        if !entries.is_empty() {
+            self.deps.presence.send(PresenceWrite::Refresh {
+                document: self.id.to_string(),
+                entries,
+            });
+        }
+    }
+
+    /// A Yjs client's presence entry: its name and hue from its awareness state's `user`
+    /// (`{"user":{"name":…,"hue":…}}`, as the web editor sets it), no cursor (Yjs cursors are
+    /// relative positions, meaningless outside the document).
+    fn presence_entry(&self, client: u64, json: &str) -> PresenceEntry {
+        let ttl_ms = u64::try_from(self.deps.presence.ttl().as_millis()).unwrap_or(u64::MAX);
+        let state: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+        let user = &state["user"];
+        let info = user["name"].as_str().map(|name| {
+            let hue = user["hue"]
+                .as_u64()
+                .and_then(|h| u32::try_from(h % 360).ok());
+            (name.to_owned(), hue.unwrap_or(0))
+        });
+        PresenceEntry {
+            key: presence_key(client),
+            user_id: client,
+            info,
+            cursor: None,
+            node: self.deps.presence.node().to_owned(),
+            expires_ms: now_ms().saturating_add(ttl_ms),
         }
     }
 
@@ -612,6 +706,19 @@ async fn wait_inflight(inflight: &mut Option<Inflight>) -> Result<(), StoreError
         Some(inflight) => wait_result(&mut inflight.result).await,
         None => std::future::pending().await,
     }
+}
+
+/// The presence hash field of a Yjs client.
+fn presence_key(client: u64) -> String {
+    format!("y:{client}")
+}
+
+/// The clocks both state vectors have reached: a client that has at least one of them has
+/// at least this.
+fn lower(a: &StateVector, b: &StateVector) -> StateVector {
+    a.iter()
+        .map(|(client, &clock)| (*client, clock.min(b.get(client))))
+        .collect()
 }
 
 /// A sync "update" message carrying `update`.
