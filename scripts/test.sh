@@ -35,6 +35,8 @@ git diff --quiet -- web/dist || {
   echo "web/dist is out of date with web/src: run web/build.sh and commit dist/" >&2
   exit 1
 }
+# Node packages of the Yjs tests (tests/yjs.rs drives the real npm y-websocket client).
+tests/yjs/install.sh
 
 # ---------------------------------------------------------------- services
 step "checking PostgreSQL and Redis"

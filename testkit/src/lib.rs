@@ -20,6 +20,8 @@
 //! - [`editing`]: workloads on top of the client — random edits, typists that survive
 //!   restarts, convergence and token checks;
 //! - [`proxy`]: a TCP proxy a test can cut, to make PostgreSQL or Redis unreachable;
+//! - [`node`]: Node.js scripts as clients (the Yjs tests drive the real npm y-websocket
+//!   provider this way), their output printed when a test fails;
 //! - `store` (feature `store`): commits that type a known text, for the docnode's store tests.
 //!
 //! Services are the machine's own (PostgreSQL at 127.0.0.1:5432, Redis at 127.0.0.1:6379);
@@ -34,6 +36,7 @@ pub mod database;
 pub mod editing;
 pub mod http;
 pub mod jwt;
+pub mod node;
 pub mod ports;
 pub mod process;
 pub mod proxy;
