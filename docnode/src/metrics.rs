@@ -103,7 +103,7 @@ impl DocnodeMetrics {
                 Opts::new(
                     "codraft_yjs_refused_total",
                     "Yjs messages refused, by reason: malformed, update_too_large, \
-                     document_too_large, awareness_too_large.",
+                     document_too_large, awareness_too_large, out_of_order.",
                 ),
                 &["reason"],
             )?,

@@ -77,6 +77,10 @@ const MALFORMED: &str = "malformed";
 const UPDATE_TOO_LARGE: &str = "update_too_large";
 const DOCUMENT_TOO_LARGE: &str = "document_too_large";
 const AWARENESS_TOO_LARGE: &str = "awareness_too_large";
+const OUT_OF_ORDER: &str = "out_of_order";
+
+/// Least time between two requests to one client to sync again.
+const ASK_AGAIN_AFTER: Duration = Duration::from_secs(1);
 
 /// A client of the document.
 struct Peer {
@@ -84,6 +88,8 @@ struct Peer {
     /// Set while its queue was too full for an update: the document's state vector before
     /// the first update it missed. Once it has room it gets everything since, as one update.
     lagging: Option<(StateVector, Instant)>,
+    /// When the client was last asked to sync again after an update with a gap.
+    asked: Option<Instant>,
 }
 
 /// Updates on their way to the store.
@@ -102,6 +108,9 @@ struct YjsDocument {
     committed: u64,
     /// Bytes of the stored state and updates (what YJS_MAX_DOCUMENT_KB bounds).
     stored_bytes: usize,
+    /// How far the committed and queued updates reach, per Yjs client: an update must
+    /// continue from here (see [`continues`]).
+    head: StateVector,
     /// Checked updates waiting for the next commit.
     queued: Vec<Bytes>,
     queued_bytes: usize,
@@ -148,6 +157,7 @@ pub(crate) async fn run(
         doc,
         committed: stored.revision,
         stored_bytes,
+        head: StateVector::default(),
         queued: Vec::new(),
         queued_bytes: 0,
         inflight: None,
@@ -161,6 +171,7 @@ pub(crate) async fn run(
         commits_while_stopping: 0,
         own,
     };
+    document.head = document.doc.transact().state_vector();
     let exit = document.serve(rx).await;
     document.finish(&exit).await;
     exit
@@ -171,6 +182,9 @@ impl YjsDocument {
         let mut idle_since: Option<Instant> = None;
         let heartbeat = self.deps.presence.ttl() / 3;
         let mut heartbeat_at = Instant::now() + heartbeat;
+        // A deadline, not a sleep made anew on every pass: a busy document wakes the loop far
+        // more often than CATCH_UP_EVERY.
+        let mut catch_up_at: Option<Instant> = None;
         loop {
             if self.inflight.is_none() {
                 // Once stopping, a few more commits take what keeps arriving; after them the
@@ -197,6 +211,10 @@ impl YjsDocument {
             };
             let unload_at = idle_since.map(|since| since + self.deps.config.idle_unload());
             let lagging = self.peers.values().any(|p| p.lagging.is_some());
+            catch_up_at = match (lagging, catch_up_at) {
+                (false, _) => None,
+                (true, at) => Some(at.unwrap_or_else(|| Instant::now() + CATCH_UP_EVERY)),
+            };
             // Queued updates at their limit: commands wait in the mailbox, and as it fills
             // the clients' streams push back.
             let accepting = self.queued_bytes < self.deps.config.max_pending_bytes();
@@ -215,7 +233,12 @@ impl YjsDocument {
                     if unload_at.is_some() => return Exit::Idle,
                 _ = tokio::time::sleep_until(expiry.unwrap_or_else(Instant::now)),
                     if expiry.is_some() => self.expire_awareness(),
-                _ = tokio::time::sleep(CATCH_UP_EVERY), if lagging => self.catch_up(),
+                _ = tokio::time::sleep_until(catch_up_at.unwrap_or_else(Instant::now)),
+                    if catch_up_at.is_some() =>
+                {
+                    catch_up_at = None;
+                    self.catch_up();
+                }
                 _ = tokio::time::sleep_until(heartbeat_at), if self.deps.presence.is_shared() => {
                     heartbeat_at = Instant::now() + heartbeat;
                     self.refresh_presence();
@@ -315,6 +338,7 @@ impl YjsDocument {
                 Peer {
                     outbox,
                     lagging: None,
+                    asked: None,
                 },
             );
         }
@@ -403,6 +427,24 @@ impl YjsDocument {
         }
     }
 
+    /// Sends a client the document's state vector (a sync step 1), so it answers with
+    /// everything the document lacks; at most once a second per client.
+    fn ask_to_sync(&mut self, conn: ConnId) {
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
+        let now = Instant::now();
+        if peer
+            .asked
+            .is_some_and(|at| now.duration_since(at) < ASK_AGAIN_AFTER)
+        {
+            return;
+        }
+        peer.asked = Some(now);
+        let step1 = Message::Sync(SyncMessage::SyncStep1(self.head.clone()));
+        let _ = peer.outbox.send(Kind::Yjs(step1.encode_v1().into()));
+    }
+
     /// A client's update: checked and queued for the next commit.
     fn update(&mut self, conn: ConnId, update: Vec<u8>) {
         let limit = self.deps.config.yjs_max_update_kb.saturating_mul(1024);
@@ -424,11 +466,23 @@ impl YjsDocument {
             }
         };
         // A sync step 2 from a client that has nothing new is the common case: nothing to
-        // store. Anything else is stored, even if it may repeat what the document has: an
-        // update whose first item is beyond the document's clock for its client (the
-        // client's earlier update is still on its way to the store) is new, and yrs'
-        // `Update::extends` says "continues the document directly", not "adds something".
+        // store. Anything else is stored, even if it may repeat what the document has (yrs'
+        // `Update::extends` says "continues the document directly", not "adds something").
         if decoded.is_empty() {
+            return;
+        }
+        // An update with a gap (its client's earlier update never reached this owner: it went
+        // to one that stopped) is not stored: applied, yrs would hold it as pending, and an
+        // update later filling the gap over it integrates it twice (a duplicated run of
+        // items, seen in the model test). The client is asked to sync instead: its step 2
+        // answering our step 1 carries everything from where the document is.
+        if !continues(&mut self.head, &decoded) {
+            self.deps
+                .metrics
+                .yjs_refused
+                .with_label_values(&[OUT_OF_ORDER])
+                .inc();
+            self.ask_to_sync(conn);
             return;
         }
         let max = self.deps.config.yjs_max_document_kb.saturating_mul(1024);
@@ -728,6 +782,34 @@ async fn wait_inflight(inflight: &mut Option<Inflight>) -> Result<(), StoreError
 /// The presence hash field of a Yjs client.
 fn presence_key(client: u64) -> String {
     format!("y:{client}")
+}
+
+/// Whether `update` continues the document at `head` without a gap: every client's inserted
+/// ranges start at or below what `head` (and the ranges before them) reach, and every
+/// deletion names items that exist by then. If so, `head` advances over the update.
+fn continues(head: &mut StateVector, update: &Update) -> bool {
+    let mut next = head.clone();
+    let inserted = update.insertions(true);
+    for (client, ranges) in inserted.iter() {
+        let mut ranges: Vec<_> = ranges.iter().cloned().collect();
+        ranges.sort_by_key(|r| r.start);
+        let mut end = next.get(client);
+        for range in ranges {
+            if range.start > end {
+                return false;
+            }
+            end = end.max(range.end);
+        }
+        next.set_max(*client, end);
+    }
+    for (client, ranges) in update.delete_set().iter() {
+        let end = next.get(client);
+        if ranges.iter().any(|r| r.end > end) {
+            return false;
+        }
+    }
+    *head = next;
+    true
 }
 
 /// The clocks both state vectors have reached: a client that has at least one of them has

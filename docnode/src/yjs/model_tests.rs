@@ -123,6 +123,13 @@ fn tokens(doc: &yrs::Doc) -> Vec<String> {
     log.iter(&txn).map(|v| v.to_string(&txn)).collect()
 }
 
+/// The text of a document's `codemirror` root.
+fn text_of(doc: &yrs::Doc) -> String {
+    let root = doc.get_or_insert_text("codemirror");
+    let txn = doc.transact();
+    root.get_string(&txn)
+}
+
 /// The stored document: every committed update applied in order.
 fn stored(store: &MemoryStore) -> Result<yrs::Doc, String> {
     let doc = yrs::Doc::new();
@@ -298,15 +305,21 @@ impl World {
                             replies.push(encode_sync(SyncMessage::SyncStep2(diff)));
                         }
                         Message::Sync(SyncMessage::SyncStep2(u) | SyncMessage::Update(u)) => {
-                            if std::env::var("YDEBUG").is_ok() {
-                                eprintln!("DBG client {c} gets update of {} bytes", u.len());
-                            }
                             for doc in [&client.doc, &client.seen] {
                                 let update = Update::decode_v1(&u)
                                     .map_err(|e| format!("client {c}: bad update: {e}"))?;
                                 doc.transact_mut()
                                     .apply_update(update)
                                     .map_err(|e| format!("client {c}: update fails: {e}"))?;
+                            }
+                            // Tokens are unique: one seen twice is a run of items integrated
+                            // twice.
+                            let all = tokens(&client.doc);
+                            let unique: BTreeSet<&String> = all.iter().collect();
+                            if unique.len() != all.len() {
+                                return Err(format!(
+                                    "client {c} holds a token twice after a server message: {all:?}"
+                                ));
                             }
                         }
                         _ => {}
@@ -434,17 +447,21 @@ impl World {
                 return self.check_seen_is_stored();
             }
         }
-        let stored_tokens = tokens(&stored(&self.store)?);
+        let stored_doc = stored(&self.store)?;
+        let stored_tokens = tokens(&stored_doc);
         let mut report = format!(
-            "clients did not converge after 200 rounds; stored {} tokens: {stored_tokens:?}",
-            stored_tokens.len()
+            "clients did not converge after 200 rounds; stored {} tokens, text {:?}: {stored_tokens:?}",
+            stored_tokens.len(),
+            text_of(&stored_doc)
         );
         for (c, client) in self.clients.iter().enumerate() {
             let _ = write!(
                 report,
-                "\nclient {c} (live: {:?}, current owner {}): made {:?}, has {:?}",
+                "\nclient {c} (live: {:?}, current owner {}): has {} tokens, text {:?}; made {:?}, has {:?}",
                 client.live.as_ref().map(|l| (l.owner, l.conn, l.stalled)),
                 self.current,
+                tokens(&client.doc).len(),
+                text_of(&client.doc),
                 client.tokens,
                 tokens(&client.doc)
             );
@@ -461,15 +478,10 @@ impl World {
         if made != have {
             return Ok(false);
         }
-        let text = |doc: &yrs::Doc| {
-            let root = doc.get_or_insert_text("codemirror");
-            let txn = doc.transact();
-            root.get_string(&txn)
-        };
         Ok(self
             .clients
             .iter()
-            .all(|c| tokens(&c.doc) == stored_tokens && text(&c.doc) == text(&stored_doc)))
+            .all(|c| tokens(&c.doc) == stored_tokens && text_of(&c.doc) == text_of(&stored_doc)))
     }
 }
 
@@ -689,5 +701,54 @@ fn a_lost_commit_answer_is_recognised_and_the_update_still_echoed() {
         let loaded = node.registry().loaded_handle(DOC).map(|h| h.generation());
         assert_eq!(loaded, Some(generation), "the document was not reloaded");
         assert_eq!(store.yjs_updates(DOC).len(), 1, "stored once");
+    });
+}
+
+#[test]
+fn an_update_with_a_gap_is_not_stored_and_its_client_is_asked_to_sync() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let store = MemoryStore::new();
+        let node = Docnode::with_store(config(), Arc::clone(&store) as Arc<dyn Store>);
+        let (handle, mut inbox) = join(&node, 1).await;
+        let client = yrs::Doc::new();
+        // The first update never reaches this owner (it went to one that stopped).
+        let _lost = typed(&client, "a");
+        let second = typed(&client, "b");
+        let _ = handle
+            .send(Command::Yjs {
+                conn: 1,
+                message: second,
+            })
+            .await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(
+            store.yjs_updates(DOC).is_empty(),
+            "a gapped update is not stored"
+        );
+        // The client is asked to sync: a step 1 after the greeting's.
+        let mut asked = None;
+        while let Ok(frame) = inbox.try_next() {
+            if let Some(Kind::Yjs(bytes)) = frame.kind {
+                if let Ok(Message::Sync(SyncMessage::SyncStep1(sv))) = Message::decode_v1(&bytes) {
+                    asked = Some(sv);
+                }
+            }
+        }
+        let sv = asked.expect("a sync step 1");
+        let step2 = client.transact().encode_state_as_update_v1(&sv);
+        let message = encode_sync(SyncMessage::SyncStep2(step2));
+        let _ = handle.send(Command::Yjs { conn: 1, message }).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let stored = stored(&store).expect("stored");
+        assert_eq!(
+            text_of(&stored),
+            text_of(&client),
+            "the answer fills the gap"
+        );
     });
 }
