@@ -547,6 +547,16 @@ fn yjs_model_schedules_lose_nothing_and_converge() {
     assert!(ran > 0, "no schedule ran");
 }
 
+/// Runs `body` on a paused clock, as the schedules do.
+fn paused(body: impl std::future::Future<Output = ()>) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("a runtime")
+        .block_on(body);
+}
+
 /// Joins connection `conn` to the model document on `node`.
 async fn join(node: &Docnode, conn: u64) -> (DocumentHandle, Inbox) {
     let open = pb::Open {
@@ -586,12 +596,7 @@ fn typed(doc: &yrs::Doc, text: &str) -> Bytes {
 
 #[test]
 fn bad_messages_and_updates_past_the_limits_close_the_client_and_store_nothing() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .expect("a runtime");
-    runtime.block_on(async {
+    paused(async {
         let store = MemoryStore::new();
         let node = Docnode::with_store(
             config_with(&["--yjs-max-update-kb=1", "--yjs-max-document-kb=3"]),
@@ -664,12 +669,7 @@ fn bad_messages_and_updates_past_the_limits_close_the_client_and_store_nothing()
 
 #[test]
 fn a_lost_commit_answer_is_recognised_and_the_update_still_echoed() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .expect("a runtime");
-    runtime.block_on(async {
+    paused(async {
         let store = MemoryStore::new();
         let node = Docnode::with_store(config(), Arc::clone(&store) as Arc<dyn Store>);
         let (handle, mut inbox) = join(&node, 1).await;
@@ -706,12 +706,7 @@ fn a_lost_commit_answer_is_recognised_and_the_update_still_echoed() {
 
 #[test]
 fn an_update_with_a_gap_is_not_stored_and_its_client_is_asked_to_sync() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .expect("a runtime");
-    runtime.block_on(async {
+    paused(async {
         let store = MemoryStore::new();
         let node = Docnode::with_store(config(), Arc::clone(&store) as Arc<dyn Store>);
         let (handle, mut inbox) = join(&node, 1).await;

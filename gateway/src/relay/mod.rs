@@ -334,21 +334,7 @@ impl<G: Send + 'static> Connection<G> {
             &self.session.state.handoff,
             Opening::Move(point),
         ));
-        // What the client sends meanwhile waits (the socket is not read); what it was sent
-        // before the move keeps going out.
-        let opened = loop {
-            tokio::select! {
-                opened = &mut opening => break opened,
-                written = self.writer.drain(), if self.writer.is_busy() => {
-                    if written.is_err() {
-                        return Err(Stop::Gone);
-                    }
-                }
-                _ = self.stopping.changed() => {
-                    return Err(Stop::close(UNAVAILABLE, "gateway restarting; reconnect"));
-                }
-            }
-        };
+        let opened = while_opening(opening.as_mut(), &mut self.writer, &mut self.stopping).await?;
         drop(opening);
         match opened {
             Ok(opened) => {
@@ -364,6 +350,28 @@ impl<G: Send + 'static> Connection<G> {
                 self.metrics.moves.with_label_values(&[MOVE_FAILED]).inc();
                 let (code, reason) = close_for(&status);
                 Err(Stop::Close(code, reason))
+            }
+        }
+    }
+}
+
+/// Waits for a move's new session to open. What the client sends meanwhile waits (the
+/// socket is not read); what it was sent before the move keeps going out.
+async fn while_opening<T>(
+    mut opening: std::pin::Pin<&mut impl std::future::Future<Output = T>>,
+    writer: &mut Writer,
+    stopping: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<T, Stop> {
+    loop {
+        tokio::select! {
+            opened = &mut opening => return Ok(opened),
+            written = writer.drain(), if writer.is_busy() => {
+                if written.is_err() {
+                    return Err(Stop::Gone);
+                }
+            }
+            _ = stopping.changed() => {
+                return Err(Stop::close(UNAVAILABLE, "gateway restarting; reconnect"));
             }
         }
     }

@@ -54,6 +54,12 @@ pub(super) fn per_second(per_second: u32) -> Quota {
     Quota::per_second(NonZeroU32::new(per_second.max(1)).unwrap_or(NonZeroU32::MIN))
 }
 
+/// Whether a socket error is tungstenite refusing a message over MAX_MESSAGE_SIZE_KB.
+pub(super) fn too_large(error: &axum::Error) -> bool {
+    let text = error.to_string();
+    text.contains("too long") || text.contains("too big")
+}
+
 impl Reader {
     /// A reader for a connection with `grant`, under `config`'s limits.
     pub fn new(grant: Grant, config: &GatewayConfig) -> Self {
@@ -82,13 +88,10 @@ impl Reader {
             }
             Some(Ok(Message::Close(_))) | None => return Read::End(Ending::Closed),
             Some(Ok(_)) => return Read::Nothing,
-            Some(Err(error)) => {
-                let text = error.to_string();
-                if text.contains("too long") || text.contains("too big") {
-                    return Read::End(Ending::TooLarge(self.max_message));
-                }
-                return Read::End(Ending::Closed);
+            Some(Err(error)) if too_large(&error) => {
+                return Read::End(Ending::TooLarge(self.max_message))
             }
+            Some(Err(_)) => return Read::End(Ending::Closed),
         };
         if self.messages.check().is_err() {
             metrics

@@ -31,8 +31,9 @@ use crate::{
 };
 
 use super::{
-    close_for, may_move, ping_client, reader::per_second, session, writer::Writer, Relay,
-    SocketRequest, Stop, BAD_REQUEST, RATE_LIMITED, TOO_LARGE, UNAVAILABLE,
+    close_for, may_move, ping_client, reader::per_second, reader::too_large, session,
+    while_opening, writer::Writer, Relay, SocketRequest, Stop, BAD_REQUEST, RATE_LIMITED,
+    TOO_LARGE, UNAVAILABLE,
 };
 
 /// y-protocols' message tags the relay looks at.
@@ -223,19 +224,8 @@ impl<G: Send + 'static> YjsConnection<G> {
             &self.relay.request,
             "gateway.move",
         ));
-        let opened = loop {
-            tokio::select! {
-                opened = &mut opening => break opened,
-                written = self.writer.drain(), if self.writer.is_busy() => {
-                    if written.is_err() {
-                        return Err(Stop::Gone);
-                    }
-                }
-                _ = self.relay.stopping.changed() => {
-                    return Err(Stop::close(UNAVAILABLE, "gateway restarting; reconnect"));
-                }
-            }
-        };
+        let opened =
+            while_opening(opening.as_mut(), &mut self.writer, &mut self.relay.stopping).await?;
         drop(opening);
         let session = match opened {
             Ok(session) => session,
@@ -283,14 +273,11 @@ impl Client {
             }
             Some(Ok(Message::Close(_))) | None => return FromClient::End(Stop::Gone),
             Some(Ok(_)) => return FromClient::Nothing,
-            Some(Err(error)) => {
-                let text = error.to_string();
-                if text.contains("too long") || text.contains("too big") {
-                    let reason = format!("message larger than {} KiB", max_message / 1024);
-                    return FromClient::End(Stop::Close(TOO_LARGE, reason));
-                }
-                return FromClient::End(Stop::Gone);
+            Some(Err(error)) if too_large(&error) => {
+                let reason = format!("message larger than {} KiB", max_message / 1024);
+                return FromClient::End(Stop::Close(TOO_LARGE, reason));
             }
+            Some(Err(_)) => return FromClient::End(Stop::Gone),
         };
         if self.messages.check().is_err() {
             metrics
