@@ -471,11 +471,18 @@ impl YjsDocument {
         if decoded.is_empty() {
             return;
         }
+        let max = self.deps.config.yjs_max_document_kb.saturating_mul(1024);
+        if self.stored_bytes + self.queued_bytes + update.len() > max {
+            let reason = format!("document larger than {} KiB", max / 1024);
+            self.refuse(conn, DOCUMENT_TOO_LARGE, close::TOO_LARGE, reason);
+            return;
+        }
         // An update with a gap (its client's earlier update never reached this owner: it went
         // to one that stopped) is not stored: applied, yrs would hold it as pending, and an
         // update later filling the gap over it integrates it twice (a duplicated run of
         // items, seen in the model test). The client is asked to sync instead: its step 2
         // answering our step 1 carries everything from where the document is.
+        // Checked last: only an update that is queued may advance `head`.
         if !continues(&mut self.head, &decoded) {
             self.deps
                 .metrics
@@ -483,12 +490,6 @@ impl YjsDocument {
                 .with_label_values(&[OUT_OF_ORDER])
                 .inc();
             self.ask_to_sync(conn);
-            return;
-        }
-        let max = self.deps.config.yjs_max_document_kb.saturating_mul(1024);
-        if self.stored_bytes + self.queued_bytes + update.len() > max {
-            let reason = format!("document larger than {} KiB", max / 1024);
-            self.refuse(conn, DOCUMENT_TOO_LARGE, close::TOO_LARGE, reason);
             return;
         }
         self.queued_bytes += update.len();
