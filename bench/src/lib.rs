@@ -8,7 +8,10 @@
 //! The load generator (`codraft-bench`, src/main.rs) is a thin command line over the library:
 //!
 //! - [`scenario`]: one file per workload (`typing`, `idle`, `join-storm`, `late-join`,
-//!   `failover`), each an async function from a settings struct to an outcome struct;
+//!   `failover`, `soak`, and for Yjs documents `yjs-typing` and `yjs-documents`), each an
+//!   async function from a settings struct to an outcome struct;
+//! - [`provider`]: the Yjs scenarios' client, a y-websocket provider that decodes only what
+//!   it must;
 //! - [`compare`]: one scenario against two servers (codraft and, say, Rustpad's server),
 //!   one after the other, and the ratios of their headline figures;
 //! - [`report`]: the outcome as a readable table or as JSON, and the run's environment
@@ -25,5 +28,6 @@ pub mod latency;
 pub mod plot;
 pub mod process;
 pub mod progress;
+pub mod provider;
 pub mod report;
 pub mod scenario;

@@ -11,14 +11,18 @@ use codraft_bench::{
     compare::{self, Comparison, Contender},
     plot, process,
     report::{self, Environment, Outcome},
-    scenario::{failover, idle, join_storm, late_join, soak, typing, RunOptions, ScenarioError},
+    scenario::{
+        failover, idle, join_storm, late_join, soak, typing, yjs_documents, yjs_typing, RunOptions,
+        ScenarioError,
+    },
 };
 
 /// Load generator for codraft (and any Rustpad-protocol server).
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
-    /// WebSocket base URL of the server under test.
+    /// WebSocket base URL of the server under test; for the yjs-* scenarios the rooms'
+    /// prefix (codraft: ws://HOST:PORT/yjs; y-websocket's server: ws://HOST:PORT).
     #[arg(long, global = true, default_value = "ws://127.0.0.1:3030")]
     url: String,
     /// Use codraft's exactly-once extension (client ids and sequence numbers); by default
@@ -69,6 +73,12 @@ enum Scenario {
     Failover(failover::FailoverConfig),
     /// Many documents opened, edited and left; do they unload, is every text intact?
     Soak(soak::SoakConfig),
+    /// Yjs documents × y-websocket providers inserting characters; updates/s, round trip.
+    YjsTyping(yjs_typing::YjsTypingConfig),
+    /// Many idle y-websocket providers (synced); server memory per connection.
+    YjsIdle(idle::IdleConfig),
+    /// Many Yjs documents loaded with a small text; server memory per document.
+    YjsDocuments(yjs_documents::YjsDocumentsConfig),
 }
 
 impl Scenario {
@@ -81,12 +91,22 @@ impl Scenario {
             Scenario::LateJoin(_) => "late-join",
             Scenario::Failover(_) => "failover",
             Scenario::Soak(_) => "soak",
+            Scenario::YjsTyping(_) => "yjs-typing",
+            Scenario::YjsIdle(_) => "yjs-idle",
+            Scenario::YjsDocuments(_) => "yjs-documents",
         }
     }
 
     /// Whether `compare` can run it: it has headline figures and runs against a given URL.
     fn comparable(&self) -> bool {
-        matches!(self, Scenario::Typing(_) | Scenario::Idle(_))
+        matches!(
+            self,
+            Scenario::Typing(_)
+                | Scenario::Idle(_)
+                | Scenario::YjsTyping(_)
+                | Scenario::YjsIdle(_)
+                | Scenario::YjsDocuments(_)
+        )
     }
 }
 
@@ -94,7 +114,8 @@ impl Scenario {
 #[derive(Args)]
 struct CompareArgs {
     /// WebSocket base URL of the server to compare with, e.g. Rustpad's server at
-    /// ws://127.0.0.1:3031; spoken to as Rustpad's own (see --rustpad).
+    /// ws://127.0.0.1:3031, spoken to as Rustpad's own (see --rustpad); for the yjs-*
+    /// scenarios the rooms' prefix, e.g. y-websocket's server at ws://127.0.0.1:1234.
     #[arg(long)]
     against: String,
     /// That server's process id, to report its CPU and memory from /proc.
@@ -106,7 +127,8 @@ struct CompareArgs {
     /// Name of the server at --against in the tables (the ratios' denominator).
     #[arg(long, default_value = "rustpad")]
     label_b: String,
-    /// The workload to run against both (typing or idle), with its settings.
+    /// The workload to run against both (typing, idle or a yjs-* scenario), with its
+    /// settings.
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -116,7 +138,7 @@ fn main() -> ExitCode {
     if let Command::Compare(args) = &cli.command {
         if !args.scenario.comparable() {
             eprintln!(
-                "codraft-bench: {} cannot be compared; compare runs typing or idle",
+                "codraft-bench: {} cannot be compared; compare runs typing, idle and yjs-*",
                 args.scenario.name()
             );
             return ExitCode::from(2);
@@ -167,6 +189,15 @@ async fn run_scenario(cli: &Cli, run: &RunOptions, scenario: &Scenario) -> Resul
             finish(cli, &mut environment, late_join::run(run, config).await)
         }
         Scenario::Soak(config) => finish(cli, &mut environment, soak::run(run, config).await),
+        Scenario::YjsTyping(config) => {
+            finish(cli, &mut environment, yjs_typing::run(run, config).await)
+        }
+        Scenario::YjsIdle(config) => {
+            finish(cli, &mut environment, idle::run_yjs(run, config).await)
+        }
+        Scenario::YjsDocuments(config) => {
+            finish(cli, &mut environment, yjs_documents::run(run, config).await)
+        }
         Scenario::Failover(config) => match failover::run(config).await {
             Ok(outcome) => {
                 if cli.json {
@@ -198,8 +229,22 @@ async fn run_comparison(cli: &Cli, run: &RunOptions, args: &CompareArgs) -> Resu
             let compared = compare::run(&a, &b, async |run| idle::run(run, config).await).await;
             show_comparison(cli, compared.map_err(|e| e.to_string())?)
         }
+        Scenario::YjsTyping(config) => {
+            let compared =
+                compare::run(&a, &b, async |run| yjs_typing::run(run, config).await).await;
+            show_comparison(cli, compared.map_err(|e| e.to_string())?)
+        }
+        Scenario::YjsIdle(config) => {
+            let compared = compare::run(&a, &b, async |run| idle::run_yjs(run, config).await).await;
+            show_comparison(cli, compared.map_err(|e| e.to_string())?)
+        }
+        Scenario::YjsDocuments(config) => {
+            let compared =
+                compare::run(&a, &b, async |run| yjs_documents::run(run, config).await).await;
+            show_comparison(cli, compared.map_err(|e| e.to_string())?)
+        }
         other => Err(format!(
-            "{} cannot be compared; compare runs typing or idle",
+            "{} cannot be compared; compare runs typing, idle and yjs-*",
             other.name()
         )),
     }
@@ -358,10 +403,13 @@ mod tests {
     }
 
     #[test]
-    fn only_typing_and_idle_can_be_compared() {
+    fn only_typing_idle_and_yjs_can_be_compared() {
         for (scenario, comparable) in [
             ("typing", true),
             ("idle", true),
+            ("yjs-typing", true),
+            ("yjs-idle", true),
+            ("yjs-documents", true),
             ("join-storm", false),
             ("late-join", false),
             ("soak", false),

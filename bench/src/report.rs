@@ -24,6 +24,11 @@ pub trait Outcome: Serialize {
     fn figures(&self) -> Vec<Figure> {
         Vec::new()
     }
+    /// What the clients speak, for the table's heading, when it is not the Rustpad protocol
+    /// (with or without codraft's exactly-once extension).
+    fn clients(&self) -> Option<&'static str> {
+        None
+    }
     /// Latency distributions worth plotting, with their labels.
     fn latencies(&self) -> Vec<(&'static str, &Latency)>;
     /// Whether the run's correctness checks passed (convergence, everyone admitted…).
@@ -117,10 +122,10 @@ pub fn table(outcome: &impl Outcome, environment: &Environment) -> String {
         "{} against {} ({}{verdict})\n\n{table}\n",
         outcome.headline(),
         environment.url,
-        if environment.exactly_once {
-            "exactly-once clients; "
-        } else {
-            "Rustpad-protocol clients; "
+        match outcome.clients() {
+            Some(clients) => format!("{clients}; "),
+            None if environment.exactly_once => "exactly-once clients; ".to_owned(),
+            None => "Rustpad-protocol clients; ".to_owned(),
         },
     )
 }

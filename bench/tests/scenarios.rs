@@ -18,6 +18,8 @@ use codraft_bench::{
         join_storm::{self, JoinStormConfig},
         late_join::{self, LateJoinConfig},
         typing::{self, TypingConfig},
+        yjs_documents::{self, YjsDocumentsConfig},
+        yjs_typing::{self, YjsTypingConfig},
         RunOptions,
     },
 };
@@ -213,4 +215,91 @@ async fn compare_runs_both_servers_and_divides_their_figures() {
         table.contains("| figure") && table.contains("first / second"),
         "{table}"
     );
+}
+
+/// The Yjs scenarios' options: the rooms' prefix is codraft's `/yjs`.
+fn yjs_options(server: &Standalone) -> RunOptions {
+    RunOptions {
+        pid: server.process.pid(),
+        ..RunOptions::new(format!("{}/yjs", server.ws()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn yjs_typing_sees_its_updates_come_back_and_every_character_stored() {
+    let server = start_server().await;
+    for rate in [0.0, 50.0] {
+        let config = YjsTypingConfig {
+            docs: 2,
+            providers: 3,
+            rate,
+            seconds: 1.5,
+            max_updates: 10_000,
+            connect_concurrency: 4,
+        };
+        let outcome = bounded(yjs_typing::run(&yjs_options(&server), &config))
+            .await
+            .expect("yjs-typing ran");
+        assert!(outcome.updates_echoed > 0, "{outcome:#?}");
+        assert!(outcome.round_trip.count > 0, "{outcome:#?}");
+        // Every update goes to all three providers of its document (the last ones may
+        // reach the other two after the typing time, when nothing is counted).
+        assert!(
+            outcome.messages > outcome.updates_echoed * 2,
+            "{outcome:#?}"
+        );
+        assert_eq!(outcome.converged_docs, 2, "{outcome:#?}");
+        assert!(outcome.passed(), "{outcome:#?}");
+        assert!(outcome.server.is_some(), "server CPU read from /proc");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn yjs_typing_stops_at_max_updates() {
+    let server = start_server().await;
+    let config = YjsTypingConfig {
+        docs: 1,
+        providers: 2,
+        rate: 0.0,
+        seconds: 5.0,
+        max_updates: 20,
+        connect_concurrency: 2,
+    };
+    let outcome = bounded(yjs_typing::run(&yjs_options(&server), &config))
+        .await
+        .expect("yjs-typing ran");
+    assert_eq!(outcome.updates_sent, 40, "{outcome:#?}");
+    assert!(outcome.passed(), "{outcome:#?}");
+    assert!((outcome.mean_doc_chars - 40.0).abs() < 0.5, "{outcome:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn yjs_idle_providers_and_loaded_documents_are_weighed() {
+    let server = start_server().await;
+    let idle = IdleConfig {
+        connections: 60,
+        docs: 6,
+        concurrency: 8,
+        hold_seconds: 0.2,
+        max_seconds: 30.0,
+    };
+    let outcome = bounded(idle::run_yjs(&yjs_options(&server), &idle))
+        .await
+        .expect("yjs-idle ran");
+    assert_eq!(outcome.connected, 60, "{outcome:#?}");
+    assert!(outcome.server.is_some(), "{outcome:#?}");
+    assert_eq!(outcome.scenario(), "yjs-idle");
+
+    let documents = YjsDocumentsConfig {
+        docs: 20,
+        updates: 3,
+        concurrency: 8,
+        hold_seconds: 0.2,
+    };
+    let outcome = bounded(yjs_documents::run(&yjs_options(&server), &documents))
+        .await
+        .expect("yjs-documents ran");
+    assert_eq!((outcome.loaded, outcome.warm_up), (20, 2), "{outcome:#?}");
+    assert!(outcome.passed(), "{outcome:#?}");
+    assert!(outcome.server.is_some(), "{outcome:#?}");
 }

@@ -7,23 +7,34 @@
 //! K are held and a short settling time has passed. The difference divided by the added
 //! connections is the cost of one idle connection.
 //!
+//! The same measurement serves Yjs documents (`yjs-idle`, [`run_yjs`]): [`hold`] takes the
+//! way to open one connection, and an idle y-websocket provider is one that synced (step 1,
+//! step 2 both ways) and sends nothing. The URL is then the rooms' prefix (`ws://host/yjs`
+//! for codraft, `ws://host:port` for y-websocket's server).
+//!
 //! Each connection is an open file on both sides: raise `ulimit -n` for the server (the load
 //! generator raises its own soft limit to the hard limit). Idle clients read nothing while
 //! held, which is fine for holds well under the server's ping period (54 s by default).
 
-use std::time::{Duration, Instant};
+use std::{
+    future::Future,
+    time::{Duration, Instant},
+};
 
 use clap::Args;
-use codraft_testkit::client::Client;
+use codraft_testkit::client::ClientError;
 use serde::Serialize;
 
-use super::{connect_many, document_name, group_errors, run_id, RunOptions, ScenarioError};
+use super::{
+    connect, connect_many_with, document_name, group_errors, run_id, RunOptions, ScenarioError,
+};
 
 use crate::{
     compare::{Figure, Unit},
     latency::{Latency, LatencySummary},
     process::{self, Process},
     progress::Progress,
+    provider::{ClientIds, Provider},
     report::{bytes, rate, thousands, Outcome},
 };
 
@@ -69,6 +80,9 @@ pub struct IdleServer {
 /// What an `idle` run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct IdleOutcome {
+    /// The scenario's name: `idle` (OT clients) or `yjs-idle` (y-websocket providers).
+    #[serde(skip)]
+    pub scenario: &'static str,
     /// Connections asked for.
     pub requested: usize,
     /// Connections that joined (Identity and History received) and were held.
@@ -96,12 +110,13 @@ pub struct IdleOutcome {
 
 impl Outcome for IdleOutcome {
     fn scenario(&self) -> &'static str {
-        "idle"
+        self.scenario
     }
 
     fn headline(&self) -> String {
         format!(
-            "idle: {} connections over {} documents",
+            "{}: {} connections over {} documents",
+            self.scenario,
             thousands(self.requested as u64),
             self.docs
         )
@@ -180,6 +195,10 @@ impl Outcome for IdleOutcome {
         ]
     }
 
+    fn clients(&self) -> Option<&'static str> {
+        (self.scenario == "yjs-idle").then_some("y-websocket providers")
+    }
+
     fn latencies(&self) -> Vec<(&'static str, &Latency)> {
         vec![("join (idle connections)", &self.connect_histogram)]
     }
@@ -191,6 +210,33 @@ impl Outcome for IdleOutcome {
 
 /// Runs the `idle` scenario.
 pub async fn run(run: &RunOptions, config: &IdleConfig) -> Result<IdleOutcome, ScenarioError> {
+    hold(run, config, "idle", |_, document| async move {
+        connect(run, &document).await
+    })
+    .await
+}
+
+/// Runs the `yjs-idle` scenario: idle y-websocket providers at `{url}/{room}`.
+pub async fn run_yjs(run: &RunOptions, config: &IdleConfig) -> Result<IdleOutcome, ScenarioError> {
+    // Idle providers never type, so a random client id each is enough.
+    hold(run, config, "yjs-idle", |_, room| {
+        let url = &run.url;
+        async move { Provider::connect(url, &room, ClientIds::random().get(0), false).await }
+    })
+    .await
+}
+
+/// Opens and holds the idle connections of scenario `scenario`, each made by
+/// `connect(index, document)`, and measures them.
+pub async fn hold<C, F>(
+    run: &RunOptions,
+    config: &IdleConfig,
+    scenario: &'static str,
+    connect: impl Fn(usize, String) -> F,
+) -> Result<IdleOutcome, ScenarioError>
+where
+    F: Future<Output = Result<C, ClientError>>,
+{
     if config.connections == 0 || config.connections > MAX_CONNECTIONS {
         return Err(ScenarioError::Setup(format!(
             "--connections must be between 1 and {MAX_CONNECTIONS}"
@@ -215,16 +261,20 @@ pub async fn run(run: &RunOptions, config: &IdleConfig) -> Result<IdleOutcome, S
         .collect();
     let server = run.pid.map(Process::Pid);
     let bar = Progress::new(run.progress, "connecting", config.connections as u64);
-    let mut held: Vec<Client> = Vec::with_capacity(config.connections);
+    let mut held: Vec<C> = Vec::with_capacity(config.connections);
     let mut errors: Vec<String> = Vec::new();
     let mut latency = Latency::new();
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(config.max_seconds);
 
     // One connection per document first, so that loading the documents is not counted.
-    let first = connect_many(run, &documents, config.concurrency, JOIN_TIMEOUT, |_| {
-        bar.inc(1)
-    })
+    let first = connect_many_with(
+        &documents,
+        config.concurrency,
+        JOIN_TIMEOUT,
+        &connect,
+        |_| bar.inc(1),
+    )
     .await;
     for connected in first {
         latency.record(connected.took);
@@ -244,8 +294,10 @@ pub async fn run(run: &RunOptions, config: &IdleConfig) -> Result<IdleOutcome, S
             break;
         }
         attempted += chunk.len();
-        let batch =
-            connect_many(run, chunk, config.concurrency, JOIN_TIMEOUT, |_| bar.inc(1)).await;
+        let batch = connect_many_with(chunk, config.concurrency, JOIN_TIMEOUT, &connect, |_| {
+            bar.inc(1)
+        })
+        .await;
         for connected in batch {
             latency.record(connected.took);
             match connected.client {
@@ -273,6 +325,7 @@ pub async fn run(run: &RunOptions, config: &IdleConfig) -> Result<IdleOutcome, S
     drop(held);
 
     Ok(IdleOutcome {
+        scenario,
         requested: config.connections,
         connected,
         failed: config.connections - connected,

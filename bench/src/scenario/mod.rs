@@ -9,7 +9,14 @@
 //! - [`late_join`]: a document with a long history, and how fast a newcomer gets its text;
 //! - [`failover`]: starts a cluster, kills document owners, times the failover;
 //! - [`soak`]: many documents opened, edited and left over a long run; memory and loaded
-//!   documents must come back down after IDLE_UNLOAD_SECS, and every text be intact.
+//!   documents must come back down after IDLE_UNLOAD_SECS, and every text be intact;
+//! - [`yjs_typing`]: Yjs documents × y-websocket providers typing, open or closed loop;
+//!   updates per second, update round trip, and a check of every document's text;
+//! - [`yjs_documents`]: many Yjs documents loaded with a small text; server memory per
+//!   document. (Idle y-websocket connections are [`idle::run_yjs`].)
+//!
+//! The Yjs scenarios take `--url` as the rooms' prefix: `ws://host:port/yjs` for codraft,
+//! `ws://host:port` for y-websocket's own server.
 //!
 //! What they share lives here: where the server is ([`RunOptions`]), the error type,
 //! document naming and connecting many clients at once.
@@ -20,8 +27,13 @@ pub mod join_storm;
 pub mod late_join;
 pub mod soak;
 pub mod typing;
+pub mod yjs_documents;
+pub mod yjs_typing;
 
-use std::time::{Duration, Instant};
+use std::{
+    future::Future,
+    time::{Duration, Instant},
+};
 
 use futures::{stream, StreamExt};
 
@@ -112,13 +124,14 @@ pub async fn connect(run: &RunOptions, document: &str) -> Result<Client, ClientE
     Ok(client)
 }
 
-/// One attempt to connect a client.
-pub struct Connected {
+/// One attempt to connect a client (an OT client by default, or a Yjs provider).
+pub struct Connected<C = Client> {
     /// Which of the requested connections this is (its index in the request list).
     pub index: usize,
     /// The client, or why it could not join.
-    pub client: Result<Client, ClientError>,
-    /// From the start of the attempt to the end of the join (Identity and History).
+    pub client: Result<C, ClientError>,
+    /// From the start of the attempt to the end of the join (Identity and History; for a
+    /// Yjs provider, the server's sync step 2).
     pub took: Duration,
 }
 
@@ -132,10 +145,32 @@ pub async fn connect_many(
     timeout: Duration,
     on_done: impl Fn(&Connected),
 ) -> Vec<Connected> {
+    connect_many_with(
+        documents,
+        concurrency,
+        timeout,
+        |_, document| async move { connect(run, &document).await },
+        on_done,
+    )
+    .await
+}
+
+/// [`connect_many`] with any client: `connect(index, document)` makes one.
+pub async fn connect_many_with<C, F>(
+    documents: &[String],
+    concurrency: usize,
+    timeout: Duration,
+    connect: impl Fn(usize, String) -> F,
+    on_done: impl Fn(&Connected<C>),
+) -> Vec<Connected<C>>
+where
+    F: Future<Output = Result<C, ClientError>>,
+{
+    let connect = &connect;
     stream::iter(documents.iter().enumerate())
         .map(|(index, document)| async move {
             let started = Instant::now();
-            let joined = tokio::time::timeout(timeout, connect(run, document))
+            let joined = tokio::time::timeout(timeout, connect(index, document.clone()))
                 .await
                 .unwrap_or(Err(ClientError::Timeout));
             Connected {
