@@ -37,7 +37,7 @@ trap cleanup EXIT
 
 # codraft with Rustpad's lack of per-connection rate limits.
 unlimited=(EDITS_PER_SECOND=1000000 EDIT_BURST=1000000 MESSAGES_PER_SECOND=1000000
-    MAX_CLIENTS_PER_DOCUMENT=100000 RUST_LOG=warn)
+    MAX_CONNECTIONS_PER_DOCUMENT=100000 RUST_LOG=warn)
 
 wait_port() {
     for _ in $(seq 100); do

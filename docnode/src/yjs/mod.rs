@@ -95,7 +95,14 @@ struct Peer {
 /// Updates on their way to the store.
 struct Inflight {
     result: CommitResult,
-    updates: Vec<Bytes>,
+    updates: Vec<Queued>,
+}
+
+/// A checked update: its bytes (stored, and sent to every client) and its decoded form
+/// (applied once committed), so it is decoded once.
+struct Queued {
+    bytes: Bytes,
+    update: Update,
 }
 
 /// The state only the actor touches.
@@ -112,7 +119,7 @@ struct YjsDocument {
     /// continue from here (see [`continues`]).
     head: StateVector,
     /// Checked updates waiting for the next commit.
-    queued: Vec<Bytes>,
+    queued: Vec<Queued>,
     queued_bytes: usize,
     inflight: Option<Inflight>,
     peers: HashMap<ConnId, Peer>,
@@ -493,7 +500,10 @@ impl YjsDocument {
             return;
         }
         self.queued_bytes += update.len();
-        self.queued.push(Bytes::from(update));
+        self.queued.push(Queued {
+            bytes: Bytes::from(update),
+            update: decoded,
+        });
     }
 
     /// Refuses a client's message: counted, and the client is closed with `code`.
@@ -533,7 +543,7 @@ impl YjsDocument {
             epoch: self.epoch,
             ops: Vec::new(),
             language: None,
-            updates: updates.clone(),
+            updates: updates.iter().map(|q| q.bytes.clone()).collect(),
         };
         let result = self.deps.committer.submit(commit, Vec::new()).await;
         self.inflight = Some(Inflight { result, updates });
@@ -545,26 +555,23 @@ impl YjsDocument {
             return;
         };
         let before = self.doc.transact().state_vector();
+        let count = updates.len() as u64;
+        let mut sent = Vec::with_capacity(updates.len());
         {
             let mut txn = self.doc.transact_mut();
-            for update in &updates {
-                // Each was decoded when it arrived; a failure here would be a yrs bug, and
-                // the update stays stored for the next load to try again.
-                let applied = Update::decode_v1(update)
-                    .map_err(|e| e.to_string())
-                    .and_then(|u| txn.apply_update(u).map_err(|e| e.to_string()));
-                if let Err(error) = applied {
+            for Queued { bytes, update } in updates {
+                // Checked when it arrived; a failure here would be a yrs bug, and the update
+                // stays stored for the next load to try again.
+                if let Err(error) = txn.apply_update(update) {
                     warn!(document = %self.id, %error, "a committed Yjs update did not apply");
                 }
+                sent.push(bytes);
             }
         }
-        self.committed += updates.len() as u64;
-        self.stored_bytes += updates.iter().map(Bytes::len).sum::<usize>();
-        self.deps
-            .metrics
-            .yjs_updates_committed
-            .inc_by(updates.len() as u64);
-        for update in &updates {
+        self.committed += count;
+        self.stored_bytes += sent.iter().map(Bytes::len).sum::<usize>();
+        self.deps.metrics.yjs_updates_committed.inc_by(count);
+        for update in &sent {
             let message = update_message(update);
             self.fan_out(&message, &before);
         }
