@@ -66,6 +66,8 @@ fn check_client_message(text: &str) {
         // Listed, not matched by `_`, so that a new client message fails to compile here
         // until someone decides what its fuzz invariants are.
         In::Open(open) => panic!("a client message parsed as the stream's Open frame: {open:?}"),
+        // Yjs frames come only from the binary y-websocket relay, never from this parser.
+        In::Yjs(bytes) => panic!("a JSON client message parsed as a Yjs frame: {bytes:?}"),
     }
 }
 
