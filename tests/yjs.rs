@@ -68,10 +68,51 @@ async fn two_providers_converge_and_what_was_acknowledged_survives_a_kill() {
     server.restart().await;
     run(
         "check.mjs",
-        &[("GATEWAYS", targets), ("EXPECT_FILE", result)],
+        &[("GATEWAYS", targets), ("EXPECT_FILE", result.clone())],
     )
     .await;
+    check_history(&server, &result).await;
     server.assert_no_panic();
+}
+
+/// The history API on the document converge.mjs wrote `result` of: the newest revision's
+/// text is the providers' text, revision 0 is empty, the sessions name the providers (from
+/// their awareness states), and a diff (OT documents only) is refused clearly.
+async fn check_history(server: &Standalone, result: &str) {
+    let result: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(result).expect("result file"))
+            .expect("result JSON");
+    let id = format!("y:{}", result["room"].as_str().expect("room"));
+    let get_json = async |path: String| {
+        let (status, body) = server.get(&path).await;
+        let json: serde_json::Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("GET {path}: {status} {body}: {e}"));
+        (status, json)
+    };
+    let (status, history) = get_json(format!("/api/documents/{id}/history?limit=200")).await;
+    assert_eq!(status, 200, "history: {history}");
+    let newest = history["revision"].as_u64().expect("revision");
+    assert!(newest > 0, "updates were committed: {history}");
+    let names: std::collections::BTreeSet<&str> = history["sessions"]
+        .as_array()
+        .expect("sessions")
+        .iter()
+        .filter_map(|s| s["author"]["name"].as_str())
+        .collect();
+    assert!(
+        names.contains("p0") && names.contains("p1"),
+        "the sessions name both providers: {history}"
+    );
+    let (status, now) = get_json(format!(
+        "/api/documents/{id}/text?revision={newest}&root=text"
+    ))
+    .await;
+    assert_eq!(status, 200, "text: {now}");
+    assert_eq!(now["text"], result["text"], "the newest revision's text");
+    let (_, empty) = get_json(format!("/api/documents/{id}/text?revision=0&root=text")).await;
+    assert_eq!(empty["text"], "", "revision 0 is the empty document");
+    let (status, diff) = get_json(format!("/api/documents/{id}/diff?from=0")).await;
+    assert_eq!(status, 400, "a Yjs document has no diff: {diff}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -143,8 +143,10 @@ pub struct DocnodeConfig {
 
     /// Optional (mutual) TLS for the gRPC port: with a certificate the port speaks TLS only
     /// and the advertised URL is `https://`; with a CA as well, gateways must present a
-    /// certificate it signed.
-    #[command(flatten)]
+    /// certificate it signed. Not parsed here: the `docnode` binary parses the GRPC_TLS_*
+    /// settings itself and sets this, since the standalone binary (no gRPC port) parses a
+    /// gateway's settings beside these and the gateway has the same ones.
+    #[arg(skip)]
     pub grpc_tls: codraft_common::tls::GrpcTlsConfig,
 
     /// Seconds a user's presence (name, colour, cursor) lives in Redis without a heartbeat;

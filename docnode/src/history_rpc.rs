@@ -7,7 +7,7 @@
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
-use codraft_common::ids::{valid_client_id, valid_document_id};
+use codraft_common::ids::{is_yjs, valid_any_document_id, valid_client_id, valid_document_id};
 use codraft_proto as pb;
 use tokio::sync::oneshot;
 use tonic::Status;
@@ -16,7 +16,7 @@ use crate::{
     document::{Command, DocumentHandle, JoinRefused, Restored, RESTORE_AUTHOR},
     store::{HistoryExtent, Store},
     timeline::{self, PastError},
-    wire,
+    wire, yjs,
 };
 
 /// Longest idempotency key a restore takes (the edit's client id adds `restore-`).
@@ -47,7 +47,24 @@ fn history_error(error: PastError) -> Result<pb::HistoryError, Status> {
     })
 }
 
+/// Checks the id of a history read, which OT and Yjs documents both have.
 fn check_document(id: &str) -> Result<(), Status> {
+    if valid_any_document_id(id) {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument("invalid document id"))
+    }
+}
+
+/// Checks the id of a call only OT documents have (a diff's authorship spans and a restore
+/// are made of OT operations).
+fn check_ot_document(id: &str, call: &str) -> Result<(), Status> {
+    if is_yjs(id) {
+        return Err(Status::invalid_argument(format!(
+            "{call} is for OT documents only; a Yjs document has its history and its text at \
+             any revision"
+        )));
+    }
     if valid_document_id(id) {
         Ok(())
     } else {
@@ -148,7 +165,15 @@ pub async fn get_text_at(
                 ))
             }
         };
-        let text = timeline::text_at(store, id, &extent, revision).await?;
+        let text = if is_yjs(id) {
+            let root = match request.yjs_root.as_str() {
+                "" => yjs::history::DEFAULT_ROOT,
+                root => root,
+            };
+            yjs::history::text_at(store, id, &extent, revision, root).await?
+        } else {
+            timeline::text_at(store, id, &extent, revision).await?
+        };
         Ok(pb::GetTextAtResponse {
             error: None,
             revision,
@@ -170,7 +195,7 @@ pub async fn get_diff(
     store: &dyn Store,
     request: pb::GetDiffRequest,
 ) -> Result<pb::GetDiffResponse, Status> {
-    check_document(&request.document_id)?;
+    check_ot_document(&request.document_id, "a diff")?;
     let id = &request.document_id;
     let answer = async {
         let extent = timeline::extent(store, id).await?;
@@ -203,7 +228,7 @@ pub async fn restore(
     request: pb::RestoreRequest,
     handle: impl Fn() -> Result<DocumentHandle, Status>,
 ) -> Result<pb::RestoreResponse, Status> {
-    check_document(&request.document_id)?;
+    check_ot_document(&request.document_id, "a restore")?;
     let key = &request.idempotency_key;
     if key.len() > MAX_IDEMPOTENCY_KEY || !valid_client_id(key) {
         return Err(Status::invalid_argument(

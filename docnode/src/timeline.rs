@@ -83,7 +83,7 @@ pub async fn extent(store: &dyn Store, document: &str) -> Result<HistoryExtent, 
 }
 
 /// Whether `revision` can be rebuilt exactly, or why not.
-fn check_revision(extent: &HistoryExtent, revision: u64) -> Result<(), PastError> {
+pub(crate) fn check_revision(extent: &HistoryExtent, revision: u64) -> Result<(), PastError> {
     if revision > extent.revision {
         return Err(PastError::OutOfRange {
             revision,
@@ -103,6 +103,7 @@ fn check_revision(extent: &HistoryExtent, revision: u64) -> Result<(), PastError
 }
 
 /// The text at `revision`: the nearest checkpoint at or before it plus the ops after it.
+/// (A Yjs document's text is [`crate::yjs::history::text_at`].)
 pub async fn text_at(
     store: &dyn Store,
     document: &str,
@@ -186,6 +187,48 @@ pub fn churn(operation: &Operation) -> (u64, u64) {
         })
 }
 
+/// One committed edit as the session list sees it, whatever the document's kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PastEdit {
+    /// The edit takes the document from this revision to the next.
+    pub revision: u64,
+    /// Who made it; `None` if the edit does not say (a Yjs update that only deletes), in
+    /// which case it joins the session around it.
+    pub author: Option<u64>,
+    /// When it was committed, Unix milliseconds.
+    pub committed_at_ms: i64,
+    /// What it inserted and deleted (code points for OT edits, Yjs items for Yjs updates).
+    pub inserted: u64,
+    /// See `inserted`.
+    pub deleted: u64,
+}
+
+/// The committed edits with `start <= revision < end`, in order.
+async fn read_edits(
+    store: &dyn Store,
+    document: &str,
+    start: u64,
+    end: u64,
+) -> Result<Vec<PastEdit>, PastError> {
+    if codraft_common::ids::is_yjs(document) {
+        return crate::yjs::history::edits(store, document, start, end).await;
+    }
+    let ops = store.read_past(document, start, end).await?;
+    Ok(ops
+        .iter()
+        .map(|past| {
+            let (inserted, deleted) = churn(&past.op.operation);
+            PastEdit {
+                revision: past.op.revision,
+                author: Some(past.op.author),
+                committed_at_ms: past.committed_at_ms,
+                inserted,
+                deleted,
+            }
+        })
+        .collect())
+}
+
 /// Up to `limit` sessions whose edits produced revisions up to `before` (default: the
 /// newest), newest first, and the `before` of the next page if there is one.
 pub async fn sessions(
@@ -205,27 +248,27 @@ pub async fn sessions(
         });
     }
     let mut out: Vec<Session> = Vec::new();
-    // Ops are read backwards from `before` (exclusive) in chunks; the session being built is
-    // the last of `out` until an op of another author or an older gap closes it.
+    // Edits are read backwards from `before` (exclusive) in chunks; the session being built
+    // is the last of `out` until an edit of another author or an older gap closes it.
     let mut end = before;
-    let mut read = 0;
+    let mut read_so_far = 0;
     let floor = extent.exact_from;
-    while end > floor && read < MAX_OPS_PER_PAGE {
+    while end > floor && read_so_far < MAX_OPS_PER_PAGE {
         let start = end.saturating_sub(READ_CHUNK).max(floor);
-        let ops = store.read_past(document, start, end).await?;
-        read += end - start;
-        for past in ops.iter().rev() {
-            let (inserted, deleted) = churn(&past.op.operation);
-            let produced = past.op.revision + 1;
+        let edits = read_edits(store, document, start, end).await?;
+        read_so_far += end - start;
+        for edit in edits.iter().rev() {
+            let produced = edit.revision + 1;
             let joins = out.last().is_some_and(|s| {
-                s.author == past.op.author && s.started_ms - past.committed_at_ms <= SESSION_GAP_MS
+                edit.author.is_none_or(|a| a == s.author)
+                    && s.started_ms - edit.committed_at_ms <= SESSION_GAP_MS
             });
             if joins {
                 if let Some(s) = out.last_mut() {
                     s.first_revision = produced;
-                    s.started_ms = past.committed_at_ms;
-                    s.inserted += inserted;
-                    s.deleted += deleted;
+                    s.started_ms = edit.committed_at_ms;
+                    s.inserted += edit.inserted;
+                    s.deleted += edit.deleted;
                     s.edits += 1;
                 }
                 continue;
@@ -237,17 +280,17 @@ pub async fn sessions(
             out.push(Session {
                 first_revision: produced,
                 last_revision: produced,
-                author: past.op.author,
-                started_ms: past.committed_at_ms,
-                ended_ms: past.committed_at_ms,
-                inserted,
-                deleted,
+                author: edit.author.unwrap_or(0),
+                started_ms: edit.committed_at_ms,
+                ended_ms: edit.committed_at_ms,
+                inserted: edit.inserted,
+                deleted: edit.deleted,
                 edits: 1,
             });
         }
         end = start;
     }
-    // Stopped by the page's op budget: the oldest session may go on below.
+    // Stopped by the page's edit budget: the oldest session may go on below.
     let next = (end > floor).then(|| out.last().map_or(end, |s| s.first_revision - 1));
     Ok((out, next))
 }

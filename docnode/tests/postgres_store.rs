@@ -15,7 +15,9 @@ use codraft_docnode::{
 };
 use codraft_testkit::{
     database::TestDatabase,
-    store::{batch, typed_text, typing, yjs_commit, yjs_state, yjs_text, yjs_typing},
+    store::{
+        batch, check_yjs_history, typed_text, typing, yjs_commit, yjs_state, yjs_text, yjs_typing,
+    },
 };
 
 /// Pool size for tests: small, since many tests (and their databases) run at once.
@@ -569,7 +571,8 @@ async fn yjs_updates_commit_beside_ot_edits_and_compact_into_snapshots() {
     assert_eq!(yjs_text(&loaded.yjs), "0,1,2,");
     assert_eq!(store.load("doc").await.expect("ot").text, typed_text(2));
 
-    // A snapshot holds what is below it; the updates it holds are gone.
+    // A snapshot holds what is below it: a load starts from it (the updates below stay for
+    // the history until compaction).
     store
         .write_yjs_snapshot("y:room", 3, yjs_state(&updates[..3]))
         .await
@@ -608,4 +611,23 @@ async fn yjs_updates_commit_beside_ot_edits_and_compact_into_snapshots() {
         .await;
     assert!(is_conflict_on(stale, "y:room"));
     assert_eq!(store.load("y:room").await.expect("after").revision, 5);
+}
+
+#[tokio::test]
+async fn yjs_history_keeps_checkpoints_and_compacts_by_retention() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let store = store(&db, "node-a").await;
+    check_yjs_history(&store, "y:notes", async || {
+        db.client()
+            .await
+            .execute(
+                "UPDATE yjs_updates SET committed_at = now() - interval '2 days'",
+                &[],
+            )
+            .await
+            .expect("age updates");
+    })
+    .await;
 }

@@ -10,7 +10,7 @@ use codraft_docnode::{
     timeline,
 };
 use codraft_testkit::store::{
-    batch, typed_text, typing, yjs_commit, yjs_state, yjs_text, yjs_typing,
+    batch, check_yjs_history, typed_text, typing, yjs_commit, yjs_state, yjs_text, yjs_typing,
 };
 use rusqlite::Connection;
 
@@ -267,4 +267,17 @@ async fn yjs_updates_commit_beside_ot_edits_and_compact_into_snapshots() {
         "the snapshot and the two updates after it"
     );
     assert_eq!(yjs_text(&compacted.yjs), "0,1,2,3,4,");
+}
+
+#[tokio::test]
+async fn yjs_history_keeps_checkpoints_and_compacts_by_retention() {
+    let (_dir, store, side) = open();
+    check_yjs_history(&store, "y:notes", async || {
+        side.execute(
+            "UPDATE yjs_updates SET committed_at = committed_at - 2 * 86400",
+            [],
+        )
+        .expect("age updates");
+    })
+    .await;
 }

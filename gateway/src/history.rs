@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 use crate::{
     auth::Access,
     gate::{Credentials, IfOwnerUnreachable},
-    http::{admit_read, valid_document_id, AppState, ReadQuery},
+    http::{admit_read, valid_any_document_id, valid_document_id, AppState, ReadQuery},
 };
 
 /// Longest idempotency key a restore takes.
@@ -135,6 +135,7 @@ struct HistoryQuery {
     at: Option<String>,
     from: Option<String>,
     to: Option<String>,
+    root: Option<String>,
 }
 
 impl HistoryQuery {
@@ -146,18 +147,41 @@ impl HistoryQuery {
     }
 }
 
+/// Which documents an endpoint serves: the history and the text at a revision exist for
+/// both kinds, a diff and a restore (made of OT operations) for OT documents only.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kinds {
+    OtAndYjs,
+    OtOnly,
+}
+
+/// Why a document id is refused (400): a bad id, or a Yjs id where only OT documents are
+/// served.
+fn id_refusal(id: &str, kinds: Kinds) -> Option<&'static str> {
+    if kinds == Kinds::OtOnly && codraft_common::ids::is_yjs(id) {
+        return Some(
+            "a Yjs document has a history and its text at any revision, but no diff or restore",
+        );
+    }
+    let valid = match kinds {
+        Kinds::OtAndYjs => valid_any_document_id(id),
+        Kinds::OtOnly => valid_document_id(id),
+    };
+    (!valid)
+        .then_some("invalid document id: use 1-256 of A-Z a-z 0-9 - _ . (a Yjs document: y:<room>)")
+}
+
 /// The checks every read endpoint starts with: the id, the query, the gate.
 async fn admit(
     state: &AppState,
     id: &str,
+    kinds: Kinds,
     query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
     headers: &HeaderMap,
     peer: SocketAddr,
 ) -> Result<HistoryQuery, Response> {
-    if !valid_document_id(id) {
-        return Err(bad_request(
-            "invalid document id: use 1-256 of A-Z a-z 0-9 - _ .",
-        ));
+    if let Some(message) = id_refusal(id, kinds) {
+        return Err(bad_request(message));
     }
     let Ok(Query(query)) = query else {
         return Err(bad_request("invalid query string"));
@@ -181,7 +205,7 @@ async fn history_route(
     headers: HeaderMap,
     State(state): State<AppState>,
 ) -> Response {
-    let query = match admit(&state, &id, query, &headers, peer).await {
+    let query = match admit(&state, &id, Kinds::OtAndYjs, query, &headers, peer).await {
         Ok(query) => query,
         Err(response) => return response,
     };
@@ -255,7 +279,7 @@ async fn text_route(
     headers: HeaderMap,
     State(state): State<AppState>,
 ) -> Response {
-    let query = match admit(&state, &id, query, &headers, peer).await {
+    let query = match admit(&state, &id, Kinds::OtAndYjs, query, &headers, peer).await {
         Ok(query) => query,
         Err(response) => return response,
     };
@@ -275,6 +299,7 @@ async fn text_route(
         document_id: id.clone(),
         revision,
         at_ms,
+        yjs_root: query.root.unwrap_or_default(),
     };
     let answer = state
         .routes
@@ -307,7 +332,7 @@ async fn diff_route(
     headers: HeaderMap,
     State(state): State<AppState>,
 ) -> Response {
-    let query = match admit(&state, &id, query, &headers, peer).await {
+    let query = match admit(&state, &id, Kinds::OtOnly, query, &headers, peer).await {
         Ok(query) => query,
         Err(response) => return response,
     };
@@ -369,8 +394,8 @@ async fn restore_route(
     State(state): State<AppState>,
     body: Result<Json<RestoreBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    if !valid_document_id(&id) {
-        return bad_request("invalid document id: use 1-256 of A-Z a-z 0-9 - _ .");
+    if let Some(message) = id_refusal(&id, Kinds::OtOnly) {
+        return bad_request(message);
     }
     let Ok(Query(query)) = query else {
         return bad_request("invalid query string");

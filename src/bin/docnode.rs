@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::Parser;
 use codraft_common::{
     membership::{self, MembershipConfig},
+    tls::GrpcTlsConfig,
     TelemetryConfig,
 };
 use codraft_docnode::{Docnode, DocnodeConfig};
@@ -15,6 +16,8 @@ struct Cli {
     #[command(flatten)]
     docnode: DocnodeConfig,
     #[command(flatten)]
+    grpc_tls: GrpcTlsConfig,
+    #[command(flatten)]
     membership: MembershipConfig,
     #[command(flatten)]
     telemetry: TelemetryConfig,
@@ -22,7 +25,8 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    cli.docnode.grpc_tls = cli.grpc_tls.clone();
     // Kept to the end: dropping it exports the spans still queued.
     let telemetry = codraft_common::telemetry::init(&cli.telemetry, "codraft-docnode")?;
     codraft::limits::raise_open_files_limit();

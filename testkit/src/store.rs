@@ -114,3 +114,95 @@ pub fn yjs_commit(
         updates: updates.to_vec(),
     }
 }
+
+/// The version history of a Yjs document, checked against `store` (each store's test runs
+/// it): six updates of [`yjs_typing`] committed around a snapshot at revision 4, then aged by
+/// `age` (which must make every committed update of `document` older than a day) and
+/// compacted with a one-day retention. The text of every kept revision is checked against
+/// what the updates type, before and after the compaction, and the ones compaction removed
+/// must say so.
+pub async fn check_yjs_history(
+    store: &dyn codraft_docnode::store::Store,
+    document: &str,
+    age: impl AsyncFnOnce(),
+) {
+    use codraft_docnode::{
+        timeline::{self, PastError},
+        yjs::history::text_at,
+    };
+    let typed = |r: usize| -> String { (0..r).map(|i| format!("{i},")).collect() };
+    let epoch = store.load(document).await.expect("load").epoch;
+    let updates = yjs_typing(6);
+    store
+        .commit(Arc::from([yjs_commit(document, epoch, 0, &updates[..4])]))
+        .await
+        .expect("first commit");
+    store
+        .write_yjs_snapshot(document, 4, yjs_state(&updates[..4]))
+        .await
+        .expect("snapshot");
+    store
+        .commit(Arc::from([yjs_commit(document, epoch, 4, &updates[4..])]))
+        .await
+        .expect("second commit");
+
+    let extent = timeline::extent(store, document).await.expect("extent");
+    assert_eq!(
+        (
+            extent.revision,
+            extent.exact_from,
+            extent.checkpoints.clone()
+        ),
+        (6, 0, vec![4]),
+        "a snapshot is a checkpoint and deletes no update"
+    );
+    for r in 0..=6 {
+        let text = text_at(store, document, &extent, r as u64, "codemirror")
+            .await
+            .expect("text at a kept revision");
+        assert_eq!(text, typed(r), "text at revision {r}");
+    }
+    let other = text_at(store, document, &extent, 6, "another-root").await;
+    assert_eq!(other.expect("another root"), "", "a root nothing wrote");
+    assert!(matches!(
+        text_at(store, document, &extent, 7, "codemirror").await,
+        Err(PastError::OutOfRange { newest: 6, .. })
+    ));
+    let (sessions, next) = timeline::sessions(store, document, &extent, None, 50)
+        .await
+        .expect("sessions");
+    assert_eq!(next, None);
+    assert_eq!(sessions.len(), 1, "one Yjs client typed: {sessions:?}");
+    let session = &sessions[0];
+    assert_eq!(
+        (session.first_revision, session.last_revision, session.edits),
+        (1, 6, 6)
+    );
+    assert_eq!(session.inserted, typed(6).len() as u64);
+    assert_ne!(session.author, 0, "the author is the Yjs client id");
+
+    age().await;
+    let deleted = store
+        .compact(std::time::Duration::from_secs(86_400))
+        .await
+        .expect("compact");
+    assert_eq!(deleted, 4, "the updates below the checkpoint go");
+    let extent = timeline::extent(store, document).await.expect("extent");
+    assert_eq!(
+        (extent.exact_from, extent.checkpoints.clone()),
+        (4, vec![4])
+    );
+    for r in [0, 4, 5, 6] {
+        let text = text_at(store, document, &extent, r as u64, "codemirror")
+            .await
+            .expect("a kept revision after compaction");
+        assert_eq!(text, typed(r), "text at revision {r} after compaction");
+    }
+    assert!(matches!(
+        text_at(store, document, &extent, 2, "codemirror").await,
+        Err(PastError::Compacted { revision: 2, .. })
+    ));
+    let loaded = store.load(document).await.expect("reload");
+    assert_eq!(loaded.revision, 6);
+    assert_eq!(yjs_text(&loaded.yjs), typed(6));
+}

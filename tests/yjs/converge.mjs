@@ -6,7 +6,8 @@
 //
 //   GATEWAYS=ws://127.0.0.1:P/yjs[,…] PROVIDERS=20 ROUNDS=30 [SEED=…] [RESULT_FILE=…] node converge.mjs
 //
-// RESULT_FILE: where to write the final content, for check.mjs after a restart.
+// RESULT_FILE: where to write the final content, for check.mjs after a restart (and the
+// text of the root `text`, for the history API).
 
 import { writeFileSync } from 'node:fs'
 import {
@@ -88,7 +89,8 @@ await scenario(async () => {
   say(`awareness: ${leaver.name} left and dropped out of the other ${peers.length} providers' states`)
 
   if (process.env.RESULT_FILE) {
-    writeFileSync(process.env.RESULT_FILE, JSON.stringify({ room, fingerprint: peers[0].fingerprint() }))
+    writeFileSync(process.env.RESULT_FILE,
+      JSON.stringify({ room, fingerprint: peers[0].fingerprint(), text: peers[0].text.toString() }))
     say(`wrote the final content to ${process.env.RESULT_FILE}`)
   }
   for (const p of peers) p.destroy()

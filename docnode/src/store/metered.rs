@@ -15,8 +15,8 @@ use async_trait::async_trait;
 use tracing::{field::Empty, Instrument, Span};
 
 use super::{
-    AuthorInfo, DocumentCommit, HistoryExtent, LoggedOp, PastOp, PoolStatus, Snapshot, Store,
-    StoreCounters, StoreError, StoredDocument,
+    AuthorInfo, DocumentCommit, HistoryExtent, LoggedOp, PastOp, PastUpdate, PoolStatus, Snapshot,
+    Store, StoreCounters, StoreError, StoredDocument,
 };
 use crate::metrics::DocnodeMetrics;
 
@@ -259,6 +259,48 @@ impl Store for MeteredStore {
             .instrument(span.clone())
             .await;
         self.observe(&span, "checkpoint_at_or_before", result)
+    }
+
+    async fn yjs_checkpoint_at_or_before(
+        &self,
+        document: &str,
+        revision: u64,
+    ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        let span = store_span!(
+            self,
+            "store.yjs_checkpoint_at_or_before",
+            "yjs_checkpoint_at_or_before",
+            document,
+            revision
+        );
+        let result = self
+            .inner
+            .yjs_checkpoint_at_or_before(document, revision)
+            .instrument(span.clone())
+            .await;
+        self.observe(&span, "yjs_checkpoint_at_or_before", result)
+    }
+
+    async fn read_yjs_past(
+        &self,
+        document: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<PastUpdate>, StoreError> {
+        let span = store_span!(
+            self,
+            "store.read_yjs_past",
+            "read_yjs_past",
+            document,
+            from,
+            to
+        );
+        let result = self
+            .inner
+            .read_yjs_past(document, from, to)
+            .instrument(span.clone())
+            .await;
+        self.observe(&span, "read_yjs_past", result)
     }
 
     async fn read_past(

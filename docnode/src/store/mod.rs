@@ -20,8 +20,10 @@
 //! Yjs documents (ids `y:<room>`, see `crate::yjs`) use the same documents row (revision,
 //! password, lease, access time) and the same group commit, but their log holds the binary
 //! updates clients sent (`yjs_updates`), and their snapshot is a compacted state
-//! (`encode_state_as_update`, `yjs_snapshots`) below which the updates are deleted: a Yjs
-//! document's revision counts the updates committed so far.
+//! (`encode_state_as_update`, `yjs_snapshots`): a Yjs document's revision counts the updates
+//! committed so far. Their history works the same way as an OT document's: every snapshot is
+//! also kept as a checkpoint (`yjs_checkpoints`) and compaction deletes updates by the same
+//! rule ([`HistoryTables`] names each kind's two tables).
 
 #[cfg(test)]
 pub mod memory;
@@ -133,6 +135,18 @@ pub struct PastOp {
     pub committed_at_ms: i64,
 }
 
+/// A committed Yjs update with the time it was committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PastUpdate {
+    /// The update takes the document from this revision to the next.
+    pub revision: u64,
+    /// The update as the client sent it (v1 encoding).
+    pub update: Vec<u8>,
+    /// When its transaction committed, in Unix milliseconds (whole seconds in the embedded
+    /// store).
+    pub committed_at_ms: i64,
+}
+
 /// An author's name and colour as the document last saw them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthorInfo {
@@ -142,6 +156,53 @@ pub struct AuthorInfo {
     pub name: String,
     /// The colour's hue, 0-359.
     pub hue: u32,
+}
+
+/// The two tables a document's history lives in: its log (one row per revision, with
+/// `committed_at`) and its checkpoints. OT and Yjs documents keep the same shape in
+/// different tables, so compaction and the history reads are written once for both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HistoryTables {
+    /// One row per committed revision.
+    pub log: &'static str,
+    /// The kept checkpoints.
+    pub checkpoints: &'static str,
+    /// The checkpoints' content column (an OT document's text, a Yjs document's state).
+    pub content: &'static str,
+}
+
+/// The OT documents' tables, then the Yjs documents'.
+pub(crate) const HISTORY_TABLES: [HistoryTables; 2] = [
+    HistoryTables {
+        log: "oplog",
+        checkpoints: "checkpoints",
+        content: "text",
+    },
+    HistoryTables {
+        log: "yjs_updates",
+        checkpoints: "yjs_checkpoints",
+        content: "state",
+    },
+];
+
+impl HistoryTables {
+    /// The tables of `document`'s kind.
+    pub(crate) fn of(document: &str) -> Self {
+        HISTORY_TABLES[usize::from(codraft_common::ids::is_yjs(document))]
+    }
+}
+
+/// An OT checkpoint read as bytes, as text.
+pub(crate) fn text_checkpoint(
+    found: Option<(u64, Vec<u8>)>,
+) -> Result<Option<(u64, String)>, StoreError> {
+    found
+        .map(|(revision, text)| {
+            let text = String::from_utf8(text)
+                .map_err(|e| StoreError::Corrupt(format!("checkpoint is not UTF-8: {e}")))?;
+            Ok((revision, text))
+        })
+        .transpose()
 }
 
 /// The error stores without history answer with.
@@ -284,6 +345,27 @@ pub trait Store: Send + Sync + 'static {
         _document: &str,
         _revision: u64,
     ) -> Result<Option<(u64, String)>, StoreError> {
+        Err(no_history())
+    }
+
+    /// The newest checkpoint of a Yjs document at or before `revision`: its revision and
+    /// compacted state (`encode_state_as_update`).
+    async fn yjs_checkpoint_at_or_before(
+        &self,
+        _document: &str,
+        _revision: u64,
+    ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        Err(no_history())
+    }
+
+    /// A Yjs document's committed updates with `from <= revision < to` and their commit
+    /// times, in order.
+    async fn read_yjs_past(
+        &self,
+        _document: &str,
+        _from: u64,
+        _to: u64,
+    ) -> Result<Vec<PastUpdate>, StoreError> {
         Err(no_history())
     }
 

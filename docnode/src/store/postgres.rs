@@ -36,8 +36,8 @@ use codraft_common::ids::is_yjs;
 
 use super::pg_tls::{self, PgSecurity};
 use super::{
-    AuthorInfo, DocumentCommit, HistoryExtent, LoggedOp, PastOp, Snapshot, Store, StoreCounters,
-    StoreError, StoredDocument,
+    text_checkpoint, AuthorInfo, DocumentCommit, HistoryExtent, HistoryTables, LoggedOp, PastOp,
+    PastUpdate, Snapshot, Store, StoreCounters, StoreError, StoredDocument, HISTORY_TABLES,
 };
 
 /// A statement parameter.
@@ -69,6 +69,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 3,
         name: "yjs documents",
         sql: include_str!("../../migrations/0003_yjs.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "yjs history checkpoints",
+        sql: include_str!("../../migrations/0004_yjs_history.sql"),
     },
 ];
 
@@ -476,6 +481,108 @@ impl PgStore {
 
     /// A Yjs document's compacted state and updates from [`READ_YJS_TAIL`]'s rows, checked to
     /// end at `revision`.
+    /// The newest checkpoint of `document` at or before `revision`, its content as bytes.
+    async fn checkpoint_bytes(
+        &self,
+        document: &str,
+        revision: u64,
+    ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        let HistoryTables {
+            checkpoints,
+            content,
+            ..
+        } = HistoryTables::of(document);
+        self.bounded(async {
+            let client = self.client().await?;
+            let statement = client
+                .prepare_cached(&format!(
+                    "SELECT revision, {content} FROM {checkpoints} WHERE document = $1 \
+                     AND revision <= $2 ORDER BY revision DESC LIMIT 1"
+                ))
+                .await
+                .map_err(|e| self.failed(e))?;
+            let row = client
+                .query_opt(&statement, &[&document, &to_sql(revision)])
+                .await
+                .map_err(|e| self.failed(e))?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let bytes: Vec<u8> = row.try_get(1).map_err(corrupt)?;
+            Ok(Some((from_sql(row.try_get(0).map_err(corrupt)?)?, bytes)))
+        })
+        .await
+    }
+
+    /// [`Store::compact`] of one kind of document (OT or Yjs: its log and checkpoints).
+    async fn compact_log(
+        &self,
+        tables: HistoryTables,
+        retention: Duration,
+    ) -> Result<u64, StoreError> {
+        let HistoryTables {
+            log, checkpoints, ..
+        } = tables;
+        let retention = interval_secs(retention);
+        // Per document, the newest checkpoint whose preceding op is old (or gone already):
+        // commit times grow with revisions, so every op below it is old too. Only documents
+        // with something below it are listed.
+        let floors: Vec<(String, i64)> = self
+            .bounded(async {
+                let client = self.client().await?;
+                let rows = client
+                    .query(
+                        &format!(
+                            "SELECT c.document, max(c.revision) FROM {checkpoints} c \
+                              WHERE NOT EXISTS (SELECT 1 FROM {log} o \
+                                     WHERE o.document = c.document AND o.revision = c.revision - 1 \
+                                       AND o.committed_at >= now() - make_interval(secs => $1)) \
+                              GROUP BY c.document \
+                             HAVING EXISTS (SELECT 1 FROM {log} o WHERE o.document = c.document \
+                                     AND o.revision < max(c.revision))"
+                        ),
+                        &[&retention],
+                    )
+                    .await
+                    .map_err(|e| self.failed(e))?;
+                rows.iter()
+                    .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+                    .collect::<Result<_, tokio_postgres::Error>>()
+                    .map_err(corrupt)
+            })
+            .await?;
+        let mut deleted = 0;
+        for (document, floor) in floors {
+            // Chunks, each its own short statement: a first compaction of a large log must
+            // not hold one huge transaction open.
+            loop {
+                let chunk = self
+                    .bounded(async {
+                        let client = self.client().await?;
+                        let statement = client
+                            .prepare_cached(&format!(
+                                "DELETE FROM {log} o USING ( \
+                                     SELECT revision FROM {log} \
+                                      WHERE document = $1 AND revision < $2 LIMIT $3) v \
+                                  WHERE o.document = $1 AND o.revision = v.revision"
+                            ))
+                            .await
+                            .map_err(|e| self.failed(e))?;
+                        client
+                            .execute(&statement, &[&document, &floor, &COMPACT_CHUNK])
+                            .await
+                            .map_err(|e| self.failed(e))
+                    })
+                    .await?;
+                deleted += chunk;
+                if chunk < COMPACT_CHUNK as u64 {
+                    break;
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
     fn yjs_tail(
         &self,
         document: &str,
@@ -884,18 +991,18 @@ impl Store for PgStore {
     ) -> Result<(), StoreError> {
         self.bounded(async {
             let client = self.client().await?;
-            // The updates below the snapshot go only if it was written (an older one never
-            // replaces a newer one, nor deletes what the newer one does not hold).
+            // An older snapshot never replaces a newer one; every snapshot is a checkpoint of
+            // the history as well, and the updates below it stay until compaction finds them
+            // older than the retention.
             let statement = client
                 .prepare_cached(
                     "WITH written AS ( \
                          INSERT INTO yjs_snapshots (document, revision, state) VALUES ($1, $2, $3) \
                          ON CONFLICT (document) DO UPDATE \
                          SET revision = excluded.revision, state = excluded.state \
-                         WHERE excluded.revision > yjs_snapshots.revision \
-                         RETURNING revision) \
-                     DELETE FROM yjs_updates \
-                      WHERE document = $1 AND revision < (SELECT revision FROM written)",
+                         WHERE excluded.revision > yjs_snapshots.revision) \
+                     INSERT INTO yjs_checkpoints (document, revision, state) VALUES ($1, $2, $3) \
+                     ON CONFLICT (document, revision) DO NOTHING",
                 )
                 .await
                 .map_err(|e| self.failed(e))?;
@@ -1003,75 +1110,27 @@ impl Store for PgStore {
     }
 
     async fn compact(&self, retention: Duration) -> Result<u64, StoreError> {
-        let retention = interval_secs(retention);
-        // Per document, the newest checkpoint whose preceding op is old (or gone already):
-        // commit times grow with revisions, so every op below it is old too. Only documents
-        // with something below it are listed.
-        let floors: Vec<(String, i64)> = self
-            .bounded(async {
-                let client = self.client().await?;
-                let rows = client
-                    .query(
-                        "SELECT c.document, max(c.revision) FROM checkpoints c \
-                          WHERE NOT EXISTS (SELECT 1 FROM oplog o \
-                                 WHERE o.document = c.document AND o.revision = c.revision - 1 \
-                                   AND o.committed_at >= now() - make_interval(secs => $1)) \
-                          GROUP BY c.document \
-                         HAVING EXISTS (SELECT 1 FROM oplog o WHERE o.document = c.document \
-                                 AND o.revision < max(c.revision))",
-                        &[&retention],
-                    )
-                    .await
-                    .map_err(|e| self.failed(e))?;
-                rows.iter()
-                    .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-                    .collect::<Result<_, tokio_postgres::Error>>()
-                    .map_err(corrupt)
-            })
-            .await?;
         let mut deleted = 0;
-        for (document, floor) in floors {
-            // Chunks, each its own short statement: a first compaction of a large log must
-            // not hold one huge transaction open.
-            loop {
-                let chunk = self
-                    .bounded(async {
-                        let client = self.client().await?;
-                        let statement = client
-                            .prepare_cached(
-                                "DELETE FROM oplog o USING ( \
-                                     SELECT revision FROM oplog \
-                                      WHERE document = $1 AND revision < $2 LIMIT $3) v \
-                                  WHERE o.document = $1 AND o.revision = v.revision",
-                            )
-                            .await
-                            .map_err(|e| self.failed(e))?;
-                        client
-                            .execute(&statement, &[&document, &floor, &COMPACT_CHUNK])
-                            .await
-                            .map_err(|e| self.failed(e))
-                    })
-                    .await?;
-                deleted += chunk;
-                if chunk < COMPACT_CHUNK as u64 {
-                    break;
-                }
-            }
+        for tables in HISTORY_TABLES {
+            deleted += self.compact_log(tables, retention).await?;
         }
         Ok(deleted)
     }
 
     async fn history_extent(&self, document: &str) -> Result<Option<HistoryExtent>, StoreError> {
+        let HistoryTables {
+            log, checkpoints, ..
+        } = HistoryTables::of(document);
         self.bounded(async {
             let client = self.client().await?;
             let statement = client
-                .prepare_cached(
+                .prepare_cached(&format!(
                     "SELECT d.revision, \
-                            (SELECT min(o.revision) FROM oplog o WHERE o.document = d.id), \
-                            ARRAY(SELECT c.revision FROM checkpoints c \
+                            (SELECT min(o.revision) FROM {log} o WHERE o.document = d.id), \
+                            ARRAY(SELECT c.revision FROM {checkpoints} c \
                                    WHERE c.document = d.id ORDER BY c.revision) \
-                       FROM documents d WHERE d.id = $1",
-                )
+                       FROM documents d WHERE d.id = $1"
+                ))
                 .await
                 .map_err(|e| self.failed(e))?;
             let Some(row) = client
@@ -1101,26 +1160,48 @@ impl Store for PgStore {
         document: &str,
         revision: u64,
     ) -> Result<Option<(u64, String)>, StoreError> {
+        text_checkpoint(self.checkpoint_bytes(document, revision).await?)
+    }
+
+    async fn yjs_checkpoint_at_or_before(
+        &self,
+        document: &str,
+        revision: u64,
+    ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        self.checkpoint_bytes(document, revision).await
+    }
+
+    async fn read_yjs_past(
+        &self,
+        document: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<PastUpdate>, StoreError> {
         self.bounded(async {
             let client = self.client().await?;
             let statement = client
                 .prepare_cached(
-                    "SELECT revision, text FROM checkpoints WHERE document = $1 \
-                     AND revision <= $2 ORDER BY revision DESC LIMIT 1",
+                    "SELECT revision, update_v1, \
+                            (extract(epoch FROM committed_at) * 1000)::int8 FROM yjs_updates \
+                     WHERE document = $1 AND revision >= $2 AND revision < $3 \
+                     ORDER BY revision",
                 )
                 .await
                 .map_err(|e| self.failed(e))?;
-            let row = client
-                .query_opt(&statement, &[&document, &to_sql(revision)])
+            let rows = client
+                .query(&statement, &[&document, &to_sql(from), &to_sql(to)])
                 .await
                 .map_err(|e| self.failed(e))?;
-            let Some(row) = row else {
-                return Ok(None);
-            };
-            let bytes: Vec<u8> = row.try_get(1).map_err(corrupt)?;
-            let text = String::from_utf8(bytes)
-                .map_err(|e| StoreError::Corrupt(format!("checkpoint is not UTF-8: {e}")))?;
-            Ok(Some((from_sql(row.try_get(0).map_err(corrupt)?)?, text)))
+            StoreCounters::add(&self.counters.log_rows_read, rows.len() as u64);
+            rows.iter()
+                .map(|row| {
+                    Ok(PastUpdate {
+                        revision: from_sql(row.try_get(0).map_err(corrupt)?)?,
+                        update: row.try_get(1).map_err(corrupt)?,
+                        committed_at_ms: row.try_get(2).map_err(corrupt)?,
+                    })
+                })
+                .collect()
         })
         .await
     }
@@ -1172,13 +1253,14 @@ impl Store for PgStore {
         document: &str,
         at_ms: i64,
     ) -> Result<Option<u64>, StoreError> {
+        let log = HistoryTables::of(document).log;
         self.bounded(async {
             let client = self.client().await?;
             let statement = client
-                .prepare_cached(
-                    "SELECT max(revision) FROM oplog WHERE document = $1 \
-                     AND committed_at <= to_timestamp($2::float8 / 1000)",
-                )
+                .prepare_cached(&format!(
+                    "SELECT max(revision) FROM {log} WHERE document = $1 \
+                     AND committed_at <= to_timestamp($2::float8 / 1000)"
+                ))
                 .await
                 .map_err(|e| self.failed(e))?;
             let row = client
@@ -1322,6 +1404,10 @@ impl Store for PgStore {
                         ),
                         tx.execute(
                             "DELETE FROM yjs_snapshots WHERE document = ANY($1)",
+                            &expired_param
+                        ),
+                        tx.execute(
+                            "DELETE FROM yjs_checkpoints WHERE document = ANY($1)",
                             &expired_param
                         ),
                         tx.execute(

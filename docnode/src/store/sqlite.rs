@@ -17,8 +17,8 @@ use codraft_ot::Operation;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::{
-    AuthorInfo, DocumentCommit, HistoryExtent, LoggedOp, PastOp, Snapshot, Store, StoreCounters,
-    StoreError, StoredDocument,
+    text_checkpoint, AuthorInfo, DocumentCommit, HistoryExtent, HistoryTables, LoggedOp, PastOp,
+    PastUpdate, Snapshot, Store, StoreCounters, StoreError, StoredDocument, HISTORY_TABLES,
 };
 
 /// Schema changes in order; each runs once, recorded in `schema_migrations`.
@@ -84,6 +84,16 @@ const MIGRATIONS: &[&str] = &[
         state    BLOB NOT NULL
     );
 "#,
+    r#"
+    CREATE TABLE yjs_checkpoints (
+        document TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        state    BLOB NOT NULL,
+        PRIMARY KEY (document, revision)
+    ) WITHOUT ROWID;
+    INSERT INTO yjs_checkpoints (document, revision, state)
+        SELECT document, revision, state FROM yjs_snapshots;
+"#,
 ];
 
 /// Documents in one SQLite file.
@@ -133,6 +143,39 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+    }
+}
+
+impl SqliteStore {
+    /// The newest checkpoint of `document` at or before `revision`, its content as bytes.
+    async fn checkpoint_bytes(
+        &self,
+        document: &str,
+        revision: u64,
+    ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        let HistoryTables {
+            checkpoints,
+            content,
+            ..
+        } = HistoryTables::of(document);
+        let document = document.to_owned();
+        self.with_conn(move |conn, _| {
+            let row: Option<(i64, Vec<u8>)> = conn
+                .prepare_cached(&format!(
+                    "SELECT revision, CAST({content} AS BLOB) FROM {checkpoints} \
+                     WHERE document = ?1 AND revision <= ?2 ORDER BY revision DESC LIMIT 1"
+                ))
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![document, to_sql(revision)], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .optional()
+                })
+                .map_err(unavailable)?;
+            row.map(|(rev, bytes)| Ok((from_sql(rev)?, bytes)))
+                .transpose()
+        })
+        .await
     }
 }
 
@@ -502,21 +545,21 @@ impl Store for SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(unavailable)?;
-            let written = tx
-                .execute(
-                    "INSERT INTO yjs_snapshots (document, revision, state) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT (document) DO UPDATE SET revision = excluded.revision, \
-                     state = excluded.state WHERE excluded.revision > yjs_snapshots.revision",
-                    params![document, to_sql(revision), state],
-                )
-                .map_err(unavailable)?;
-            if written == 1 {
-                tx.execute(
-                    "DELETE FROM yjs_updates WHERE document = ?1 AND revision < ?2",
-                    params![document, to_sql(revision)],
-                )
-                .map_err(unavailable)?;
-            }
+            tx.execute(
+                "INSERT INTO yjs_snapshots (document, revision, state) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (document) DO UPDATE SET revision = excluded.revision, \
+                 state = excluded.state WHERE excluded.revision > yjs_snapshots.revision",
+                params![document, to_sql(revision), state],
+            )
+            .map_err(unavailable)?;
+            // Every snapshot is a checkpoint of the history as well; the updates below it
+            // stay until compaction finds them older than the retention.
+            tx.execute(
+                "INSERT INTO yjs_checkpoints (document, revision, state) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (document, revision) DO NOTHING",
+                params![document, to_sql(revision), state],
+            )
+            .map_err(unavailable)?;
             tx.commit().map_err(unavailable)
         })
         .await
@@ -648,29 +691,36 @@ impl Store for SqliteStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(unavailable)?;
             // Per document, the newest checkpoint whose preceding op is old (or gone already):
-            // commit times grow with revisions, so every op below it is old too.
-            let floors: Vec<(String, i64)> = {
-                let mut stmt = tx
-                    .prepare(
-                        "SELECT c.document, MAX(c.revision) FROM checkpoints c \
-                          WHERE NOT EXISTS (SELECT 1 FROM oplog o WHERE o.document = c.document \
-                                 AND o.revision = c.revision - 1 AND o.committed_at >= ?1) \
-                          GROUP BY c.document",
-                    )
-                    .map_err(unavailable)?;
-                let rows = stmt
-                    .query_map(params![cutoff], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .map_err(unavailable)?;
-                rows.collect::<Result<_, _>>().map_err(unavailable)?
-            };
+            // commit times grow with revisions, so every op below it is old too. The same
+            // for Yjs documents' updates and checkpoints.
             let mut deleted = 0;
-            for (document, floor) in floors {
-                deleted += tx
-                    .execute(
-                        "DELETE FROM oplog WHERE document = ?1 AND revision < ?2",
-                        params![document, floor],
-                    )
-                    .map_err(unavailable)? as u64;
+            for tables in HISTORY_TABLES {
+                let HistoryTables {
+                    log, checkpoints, ..
+                } = tables;
+                let floors: Vec<(String, i64)> = {
+                    let mut stmt = tx
+                        .prepare(&format!(
+                            "SELECT c.document, MAX(c.revision) FROM {checkpoints} c \
+                              WHERE NOT EXISTS (SELECT 1 FROM {log} o \
+                                     WHERE o.document = c.document \
+                                     AND o.revision = c.revision - 1 AND o.committed_at >= ?1) \
+                              GROUP BY c.document"
+                        ))
+                        .map_err(unavailable)?;
+                    let rows = stmt
+                        .query_map(params![cutoff], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .map_err(unavailable)?;
+                    rows.collect::<Result<_, _>>().map_err(unavailable)?
+                };
+                for (document, floor) in floors {
+                    deleted += tx
+                        .execute(
+                            &format!("DELETE FROM {log} WHERE document = ?1 AND revision < ?2"),
+                            params![document, floor],
+                        )
+                        .map_err(unavailable)? as u64;
+                }
             }
             tx.commit().map_err(unavailable)?;
             Ok(deleted)
@@ -679,6 +729,9 @@ impl Store for SqliteStore {
     }
 
     async fn history_extent(&self, document: &str) -> Result<Option<HistoryExtent>, StoreError> {
+        let HistoryTables {
+            log, checkpoints, ..
+        } = HistoryTables::of(document);
         let document = document.to_owned();
         self.with_conn(move |conn, _| {
             let tx = conn.transaction().map_err(unavailable)?;
@@ -696,16 +749,16 @@ impl Store for SqliteStore {
             let revision = from_sql(revision)?;
             let oldest: Option<i64> = tx
                 .query_row(
-                    "SELECT MIN(revision) FROM oplog WHERE document = ?1",
+                    &format!("SELECT MIN(revision) FROM {log} WHERE document = ?1"),
                     params![document],
                     |r| r.get(0),
                 )
                 .map_err(unavailable)?;
             let checkpoints = {
                 let mut stmt = tx
-                    .prepare_cached(
-                        "SELECT revision FROM checkpoints WHERE document = ?1 ORDER BY revision",
-                    )
+                    .prepare_cached(&format!(
+                        "SELECT revision FROM {checkpoints} WHERE document = ?1 ORDER BY revision"
+                    ))
                     .map_err(unavailable)?;
                 let rows = stmt
                     .query_map(params![document], |r| r.get::<_, i64>(0))
@@ -730,19 +783,47 @@ impl Store for SqliteStore {
         document: &str,
         revision: u64,
     ) -> Result<Option<(u64, String)>, StoreError> {
+        text_checkpoint(self.checkpoint_bytes(document, revision).await?)
+    }
+
+    async fn yjs_checkpoint_at_or_before(
+        &self,
+        document: &str,
+        revision: u64,
+    ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        self.checkpoint_bytes(document, revision).await
+    }
+
+    async fn read_yjs_past(
+        &self,
+        document: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<PastUpdate>, StoreError> {
         let document = document.to_owned();
-        self.with_conn(move |conn, _| {
-            let row: Option<(i64, String)> = conn
-                .query_row(
-                    "SELECT revision, text FROM checkpoints WHERE document = ?1 \
-                     AND revision <= ?2 ORDER BY revision DESC LIMIT 1",
-                    params![document, to_sql(revision)],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+        self.with_conn(move |conn, counters| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT revision, update_v1, committed_at FROM yjs_updates \
+                     WHERE document = ?1 AND revision >= ?2 AND revision < ?3 ORDER BY revision",
                 )
-                .optional()
                 .map_err(unavailable)?;
-            row.map(|(rev, text)| Ok((from_sql(rev)?, text)))
-                .transpose()
+            let rows = stmt
+                .query_map(params![document, to_sql(from), to_sql(to)], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get::<_, i64>(2)?))
+                })
+                .map_err(unavailable)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (revision, update, at) = row.map_err(unavailable)?;
+                out.push(PastUpdate {
+                    revision: from_sql(revision)?,
+                    update,
+                    committed_at_ms: at.saturating_mul(1000),
+                });
+            }
+            StoreCounters::add(&counters.log_rows_read, out.len() as u64);
+            Ok(out)
         })
         .await
     }
@@ -791,11 +872,14 @@ impl Store for SqliteStore {
         document: &str,
         at_ms: i64,
     ) -> Result<Option<u64>, StoreError> {
+        let log = HistoryTables::of(document).log;
         let document = document.to_owned();
         self.with_conn(move |conn, _| {
             let revision: Option<i64> = conn
                 .query_row(
-                    "SELECT MAX(revision) FROM oplog WHERE document = ?1 AND committed_at <= ?2",
+                    &format!(
+                        "SELECT MAX(revision) FROM {log} WHERE document = ?1 AND committed_at <= ?2"
+                    ),
                     params![document, at_ms.div_euclid(1000)],
                     |r| r.get(0),
                 )
@@ -867,6 +951,7 @@ impl Store for SqliteStore {
                 "authors",
                 "yjs_updates",
                 "yjs_snapshots",
+                "yjs_checkpoints",
             ] {
                 tx.execute(
                     &format!("DELETE FROM {table} WHERE document IN ({expired})"),

@@ -18,11 +18,14 @@
 //! of the document, remembers each client's newest state for joiners, and removes the states
 //! of a connection that leaves or that nothing renewed for [`AWARENESS_TIMEOUT`].
 //!
-//! The log stays bounded: every SNAPSHOT_EVERY updates the actor stores the document's
-//! compacted state (`encode_state_as_update`), and the store deletes the updates it holds;
-//! yrs garbage-collects deleted content as it goes.
+//! Loads stay short and the log bounded: every SNAPSHOT_EVERY updates (and at unload) the
+//! actor stores the document's compacted state (`encode_state_as_update`), which a load
+//! starts from; each is also a checkpoint of the history ([`history`]), and compaction
+//! deletes the updates below a checkpoint once they are older than HISTORY_RETENTION_DAYS,
+//! as for OT documents. yrs garbage-collects deleted content as it goes.
 
 mod awareness;
+pub mod history;
 #[cfg(test)]
 mod model_tests;
 
@@ -133,6 +136,9 @@ struct YjsDocument {
     commits_while_stopping: u32,
     /// This actor's own mailbox, for answers of work it hands to other tasks.
     own: mpsc::WeakSender<DocumentMail>,
+    /// The name and hue stored for the history per Yjs client with an awareness state, so
+    /// a cursor move (a new awareness state) does not write them again.
+    authors: HashMap<u64, (String, u32)>,
 }
 
 /// Serves a loaded Yjs document until it stops; returns why.
@@ -177,6 +183,7 @@ pub(crate) async fn run(
         moving: false,
         commits_while_stopping: 0,
         own,
+        authors: HashMap::new(),
     };
     document.head = document.doc.transact().state_vector();
     let exit = document.serve(rx).await;
@@ -652,6 +659,14 @@ impl YjsDocument {
     /// gateway's presence API reads it.
     fn awareness_changed(&mut self, change: awareness::Change) {
         self.broadcast(&change.message);
+        for (client, state) in &change.clients {
+            match state.as_deref().and_then(user_of) {
+                Some(user) => self.remember_author(*client, user),
+                None => {
+                    self.authors.remove(client);
+                }
+            }
+        }
         if !self.deps.presence.is_shared() {
             return;
         }
@@ -687,23 +702,35 @@ impl YjsDocument {
         }
     }
 
-    /// A Yjs client's presence entry: its name and hue from its awareness state's `user`
-    /// (`{"user":{"name":…,"hue":…}}`, as the web editor sets it), no cursor (Yjs cursors are
-    /// relative positions, meaningless outside the document).
+    /// Stores a Yjs client's name and hue for the history (its updates' author is its client
+    /// id), once per change, without waiting: a lost write only leaves its edits unnamed.
+    fn remember_author(&mut self, client: u64, user: (String, u32)) {
+        if self.authors.get(&client) == Some(&user) {
+            return;
+        }
+        let author = crate::store::AuthorInfo {
+            author: client,
+            name: user.0.clone(),
+            hue: user.1,
+        };
+        self.authors.insert(client, user);
+        let store = Arc::clone(&self.deps.store);
+        let document = self.id.to_string();
+        tokio::spawn(async move {
+            if let Err(error) = store.record_author(&document, author).await {
+                debug!(%error, "a Yjs author's name not stored for the history");
+            }
+        });
+    }
+
+    /// A Yjs client's presence entry: its name and hue (see [`user_of`]), no cursor (Yjs
+    /// cursors are relative positions, meaningless outside the document).
     fn presence_entry(&self, client: u64, json: &str) -> PresenceEntry {
         let ttl_ms = u64::try_from(self.deps.presence.ttl().as_millis()).unwrap_or(u64::MAX);
-        let state: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
-        let user = &state["user"];
-        let info = user["name"].as_str().map(|name| {
-            let hue = user["hue"]
-                .as_u64()
-                .and_then(|h| u32::try_from(h % 360).ok());
-            (name.to_owned(), hue.unwrap_or(0))
-        });
         PresenceEntry {
             key: presence_key(client),
             user_id: client,
-            info,
+            info: user_of(json),
             cursor: None,
             node: self.deps.presence.node().to_owned(),
             expires_ms: now_ms().saturating_add(ttl_ms),
@@ -724,8 +751,8 @@ impl YjsDocument {
         }
     }
 
-    /// The document's compacted state, written by another task (the store deletes the
-    /// updates it holds).
+    /// The document's compacted state, written by another task: loads start from it, and the
+    /// history keeps it as a checkpoint.
     fn snapshot_in_background(&mut self) {
         let state = self
             .doc
@@ -785,6 +812,45 @@ async fn wait_inflight(inflight: &mut Option<Inflight>) -> Result<(), StoreError
         Some(inflight) => wait_result(&mut inflight.result).await,
         None => std::future::pending().await,
     }
+}
+
+/// The name and hue in an awareness state's `user`: `{"user":{"name":…,"hue":…}}` as the
+/// web editor sets it, or y-codemirror.next's usual `{"user":{"name":…,"color":"#rrggbb"}}`
+/// (the colour's hue). Names are cut to 64 characters, like OT clients' names.
+fn user_of(json: &str) -> Option<(String, u32)> {
+    let state: serde_json::Value = serde_json::from_str(json).ok()?;
+    let user = &state["user"];
+    let name: String = user["name"].as_str()?.chars().take(64).collect();
+    let hue = user["hue"]
+        .as_u64()
+        .map(|h| h % 360)
+        .or_else(|| user["color"].as_str().and_then(hue_of))
+        .and_then(|h| u32::try_from(h).ok());
+    Some((name, hue.unwrap_or(0)))
+}
+
+/// The hue (0-359) of a CSS colour `#rrggbb`.
+fn hue_of(color: &str) -> Option<u64> {
+    let hex = color.strip_prefix('#').filter(|h| h.len() == 6)?;
+    let channel = |i: usize| {
+        u8::from_str_radix(hex.get(i..i + 2)?, 16)
+            .ok()
+            .map(|c| f64::from(c) / 255.0)
+    };
+    let (r, g, b) = (channel(0)?, channel(2)?, channel(4)?);
+    let max = r.max(g).max(b);
+    let delta = max - r.min(g).min(b);
+    if delta == 0.0 {
+        return Some(0);
+    }
+    let sector = if max == r {
+        ((g - b) / delta).rem_euclid(6.0)
+    } else if max == g {
+        (b - r) / delta + 2.0
+    } else {
+        (r - g) / delta + 4.0
+    };
+    Some((sector * 60.0).round() as u64 % 360)
 }
 
 /// The presence hash field of a Yjs client.
