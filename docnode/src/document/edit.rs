@@ -132,13 +132,7 @@ impl Document {
             }
             (None, Origin::Resumed { from }) => from,
         };
-        // A padded catch-up numbers each log revision of a composed entry, but the client
-        // applied the whole composed op at once: its text is at the entry's end.
-        let mut at = c
-            .composed
-            .iter()
-            .find(|span| span.from < base && base < span.to)
-            .map_or(base, |span| span.to);
+        let mut at = base;
         let composed_from = |at: u64| c.composed.iter().find(|span| span.from == at);
         if at < self.history_start && composed_from(at).is_none() {
             return Err((
