@@ -27,9 +27,12 @@ function randomKey() {
 
 /**
  * Sets up the panel for `docId`; `credentials()` gives the current `{ password, token }`,
- * `notify(message, kind)` shows a banner.
+ * `notify(message, kind)` shows a banner. A Yjs document passes `restoreText(text)`: the
+ * server has its history and text at any revision but no diff or restore (those are made of
+ * OT operations), so the preview marks nothing and a restore is this page's own edit, which
+ * makes the document's text the old one and reaches everyone like any update.
  */
-export function createHistoryPanel({ docId, credentials, notify }) {
+export function createHistoryPanel({ docId, credentials, notify, restoreText = null }) {
   const panel = $("history");
   const list = $("history-sessions");
   const slider = $("history-slider");
@@ -37,6 +40,8 @@ export function createHistoryPanel({ docId, credentials, notify }) {
   const preview = $("history-preview");
   const restoreButton = $("history-restore");
   const showAuthors = $("history-authors");
+  const hasDiff = restoreText == null;
+  showAuthors.closest("label").hidden = !hasDiff;
   let sessions = [];
   let exactFrom = 0;
   let shown = -1;
@@ -97,7 +102,7 @@ export function createHistoryPanel({ docId, credentials, notify }) {
       const points = Array.from(at.text);
       preview.replaceChildren();
       // Highlight what the revision's session added, or everything since history is exact.
-      const from = showAuthors.checked ? Math.min(exactFrom, revision) : session ? session.first_revision - 1 : null;
+      const from = !hasDiff ? null : showAuthors.checked ? Math.min(exactFrom, revision) : session ? session.first_revision - 1 : null;
       if (from == null) {
         preview.textContent = at.text;
       } else {
@@ -160,6 +165,19 @@ export function createHistoryPanel({ docId, credentials, notify }) {
     const revision = shown;
     if (revision < 0) return;
     restoreButton.disabled = true;
+    if (restoreText) {
+      try {
+        const at = await getJson("text", { revision });
+        restoreText(at.text);
+        notify(`Restored revision ${revision}: everyone now sees that version.`, "info");
+        setTimeout(refresh, 500);
+      } catch (error) {
+        notify(`Could not restore revision ${revision}: ${error.message}`, "error");
+      } finally {
+        restoreButton.disabled = false;
+      }
+      return;
+    }
     try {
       const { password, token } = credentials();
       const query = new URLSearchParams();

@@ -7,7 +7,8 @@
 // `?otp=` in the query). A token is kept in localStorage (`codraft:token`) for later
 // visits; a password in sessionStorage for this tab. Both are taken off the address bar.
 // `#y:<room>` opens the Yjs document of that room instead (yjs.js, loaded only then); the
-// page around the editor is the same, less what Yjs documents do not have (the history).
+// page around the editor is the same, less what Yjs documents do not have (a language, the
+// history's authorship marks).
 
 import "./app.css";
 import { createEditor } from "./editor.js";
@@ -327,15 +328,13 @@ async function main() {
   }
   session.setInfo(me);
 
-  // ---- version history (OT documents: the server keeps no history of a Yjs document) ----
-  if (yjs) $("history-toggle").hidden = true;
-  else {
-    createHistoryPanel({
-      docId,
-      credentials: () => ({ password, token }),
-      notify: (message, kind) => banner.show(message, { kind, timeoutMs: kind === "error" ? 0 : 6000 }),
-    });
-  }
+  // ---- version history (a Yjs document's restore is this page's own edit) ----
+  createHistoryPanel({
+    docId: yjs ? `y:${docId}` : docId,
+    credentials: () => ({ password, token }),
+    notify: (message, kind) => banner.show(message, { kind, timeoutMs: kind === "error" ? 0 : 6000 }),
+    restoreText: yjs ? (text) => session.replaceText(text) : null,
+  });
 
   // ---- password: the gate in front of a protected document, and the sidebar controls ----
   function rememberPassword(now) {

@@ -27,6 +27,9 @@ export const ID_PREFIX = "y:";
 const MAX_BACKOFF_MS = 10000;
 
 /** The binary frame that sets a Yjs document's password (`""` removes it). */
+const isHighSurrogate = (unit) => unit >= 0xd800 && unit <= 0xdbff;
+const isLowSurrogate = (unit) => unit >= 0xdc00 && unit <= 0xdfff;
+
 export function passwordMessage(password) {
   const encoder = encoding.createEncoder();
   encoding.writeVarUint(encoder, MESSAGE_PASSWORD);
@@ -202,6 +205,29 @@ export class YjsSession {
     // (setLocalState rather than setLocalStateField, which does nothing after `leave`.)
     const user = { name: shown, color, colorLight: selectionColor(hue), hue };
     this.awareness.setLocalState({ ...this.awareness.getLocalState(), user });
+  }
+
+  /**
+   * Makes the document's text `text` by one edit of this page (a restore from the history):
+   * the common start and end stay, the middle is replaced, so the others' carets and edits
+   * outside it keep their places. The undo manager tracks it like typing. Refused (an
+   * Error) on a read-only session, whose edits the server would drop.
+   */
+  replaceText(text) {
+    if (this.readOnly) throw new Error("your token may read this document but not change it");
+    const now = this.text.toString();
+    const most = Math.min(now.length, text.length);
+    let start = 0;
+    while (start < most && now.charCodeAt(start) === text.charCodeAt(start)) start++;
+    let end = 0;
+    while (end < most - start && now.charCodeAt(now.length - 1 - end) === text.charCodeAt(text.length - 1 - end)) end++;
+    // Y.Text counts UTF-16 units: never keep half of a surrogate pair.
+    if (start > 0 && isHighSurrogate(now.charCodeAt(start - 1))) start--;
+    if (end > 0 && isLowSurrogate(now.charCodeAt(now.length - end))) end--;
+    this.doc.transact(() => {
+      this.text.delete(start, now.length - start - end);
+      this.text.insert(start, text.slice(start, text.length - end));
+    });
   }
 
   /**

@@ -6,7 +6,10 @@
 //   typing exactly once, a third page opened
 //   afterwards loads that text from the server, page A shows page B's remote caret
 //   (y-codemirror.next's `.cm-ySelectionCaret`) labelled with B's name and lists B among the
-//   users, and the page hides the version history;
+//   users;
+// - the version history of a Yjs document: the sessions name the typist (from awareness),
+//   the slider shows an older revision's text, and "Restore this version" makes everyone's
+//   text (and the server's) that text, after which typing goes on as usual;
 // - a password set with the sidebar control protects the room: a new page is asked for it,
 //   a wrong one is refused, the right one opens it;
 // - with JWT_BASE_URL (a server with JWT_SECRET): a reader's token gives a read-only editor
@@ -96,8 +99,8 @@ async function twoPages(browser, logs) {
   const b = await openRoom(browser, logs, room, "Bob");
   assert((await a.evaluate(() => window.codraft.kind)) === "yjs", "the page did not open a Yjs document");
   assert(await a.isVisible("#kind-badge"), "the Yjs badge is not shown");
-  assert(await a.isHidden("#history-toggle"), "the version history is offered for a Yjs document");
-  step("#y:<room> opens a Yjs document; the history button is hidden");
+  assert(await a.isVisible("#history-toggle"), "the version history is not offered for a Yjs document");
+  step("#y:<room> opens a Yjs document");
 
   // A writes two lines; once B has them, A types at the start and B at the end, together.
   await a.click(".cm-content");
@@ -166,6 +169,60 @@ async function twoPages(browser, logs) {
   fs.mkdirSync(ARTIFACT_DIR, { recursive: true });
   await sheet.screenshot({ path: path.join(ARTIFACT_DIR, "yjs-two-pages.png") });
   await Promise.all([a.context().close(), b.context().close(), sheet.close()]);
+}
+
+async function versionHistory(browser, logs) {
+  const room = randomRoom("yh");
+  const a = await openRoom(browser, logs, room, "Alice");
+  const b = await openRoom(browser, logs, room, "Bob");
+  await a.click(".cm-content");
+  await a.keyboard.type("alpha ✓", { delay: 10 });
+  await waitFor("the first word to be saved", async () => (await serverText(room)) === "alpha ✓", 10_000);
+  await a.keyboard.type(" beta", { delay: 10 });
+  await waitFor("page B to have both words", async () => (await text(b)) === "alpha ✓ beta", 10_000);
+  await waitFor("the second word to be saved", async () => (await serverText(room)) === "alpha ✓ beta", 10_000);
+
+  // The revision whose text is the first word, found through the API the panel uses.
+  const api = (path) => fetch(`${BASE_URL}/api/documents/y:${room}/${path}`).then((r) => r.json());
+  const history = await api("history");
+  let target = null;
+  for (let r = history.revision; r >= 0 && target == null; r--) {
+    if ((await api(`text?revision=${r}`)).text === "alpha ✓") target = r;
+  }
+  assert(target != null, `no revision of ${JSON.stringify(history)} has the first word alone`);
+
+  await a.click("#history-toggle");
+  await a.locator("#history-sessions li", { hasText: "Alice" }).first().waitFor({ timeout: 10_000 });
+  await waitFor("the preview of the newest revision", () => a.evaluate(() => document.getElementById("history-preview").textContent === "alpha ✓ beta"), 10_000);
+  assert(await a.isHidden("#history-authors"), "authorship marks are offered for a Yjs document (it has no diff)");
+  await a.evaluate((value) => {
+    const slider = document.getElementById("history-slider");
+    slider.value = String(value);
+    slider.dispatchEvent(new Event("input", { bubbles: true }));
+  }, target);
+  await waitFor(
+    `the preview of revision ${target}`,
+    () => a.evaluate((t) => {
+      const preview = document.getElementById("history-preview");
+      return preview.dataset.revision === String(t) && preview.textContent === "alpha ✓";
+    }, target),
+    10_000,
+  );
+  assert((await text(a)) === "alpha ✓ beta", "moving the slider changed the live editor");
+  step("the history lists Alice's session and shows an older revision's text");
+
+  await a.click("#history-restore");
+  await waitFor(
+    "both pages and the server to have the restored text",
+    async () => (await text(a)) === "alpha ✓" && (await text(b)) === "alpha ✓" && (await serverText(room)) === "alpha ✓",
+    10_000,
+  );
+  await b.click(".cm-content");
+  await b.keyboard.press("Control+End");
+  await b.keyboard.type("!", { delay: 10 });
+  await waitFor("typing after the restore to reach everyone", async () => (await text(a)) === "alpha ✓!" && (await serverText(room)) === "alpha ✓!", 10_000);
+  step("a restore makes everyone's text the old one; typing goes on after it");
+  await Promise.all([a.context().close(), b.context().close()]);
 }
 
 async function password(browser, logs) {
@@ -253,6 +310,7 @@ async function run() {
   });
   const scenarios = [
     ["two pages", twoPages],
+    ["version history", versionHistory],
     ["password", password],
   ];
   if (JWT_BASE_URL) scenarios.push(["reader", reader]);

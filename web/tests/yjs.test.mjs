@@ -273,3 +273,41 @@ test("a 4413 close stops the provider (a reconnect would send the update again) 
   assert.equal(events.refused.length, 0);
   session.stop();
 });
+
+test("a restore replaces only the middle that differs, never half of an emoji, as one tracked edit", () => {
+  const { session } = setup();
+  const updates = [];
+  session.doc.on("update", (u) => updates.push(u));
+  for (const [from, to] of [
+    ["", "héllo"],
+    ["héllo wörld", "héllo wörld"],
+    ["abcdef", "abXYef"],
+    ["a😀b", "a😁b"],
+    ["😀😀", "😀"],
+    ["keep this", ""],
+    ["x", "x😀x"],
+  ]) {
+    session.text.delete(0, session.text.length);
+    session.text.insert(0, from);
+    const before = updates.length;
+    session.replaceText(to);
+    assert.equal(session.text.toString(), to, `${JSON.stringify(from)} -> ${JSON.stringify(to)}`);
+    assert.ok(updates.length - before <= 1, "one transaction");
+  }
+  session.text.delete(0, session.text.length);
+  session.text.insert(0, "old");
+  session.undoManager.stopCapturing();
+  session.replaceText("new");
+  session.undoManager.undo();
+  assert.equal(session.text.toString(), "old", "undo takes the restore back");
+  session.stop();
+});
+
+test("a read-only session refuses a restore and changes nothing", () => {
+  const { session } = setup({ token: token({ name: "Reader", read: ["*"] }) });
+  session.start();
+  session.text.insert(0, "as it is");
+  assert.throws(() => session.replaceText("other"), /read/);
+  assert.equal(session.text.toString(), "as it is");
+  session.stop();
+});
