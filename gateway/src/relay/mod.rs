@@ -221,6 +221,45 @@ impl<G: Send + 'static> Connection<G> {
             let session = &mut self.session;
             let writer = &mut self.writer;
             let step = tokio::select! {
+                // In this order: a restart first, then the docnode's frames, so that every
+                // frame already here is queued before the writer flushes (one write for all
+                // of them, where taking turns would make one per frame).
+                biased;
+                _ = self.stopping.changed() => {
+                    // Clients reconnect (through another gateway) and resume.
+                    return Stop::close(UNAVAILABLE, "gateway restarting; reconnect");
+                }
+                // Only while the client's queue has room: a slow client holds the docnode's
+                // frames back, never the gateway's memory.
+                frame = session.inbound.next(), if writer.has_room() => match frame {
+                    Some(Ok(frame)) => match session.state.docnode_frame(frame, &self.metrics) {
+                        FromDocnode::Send(rendered) => {
+                            writer.text(rendered.text);
+                            if let Some((code, reason)) = rendered.close {
+                                return Stop::Close(code, reason);
+                            }
+                            Step::Next
+                        }
+                        FromDocnode::Nothing => Step::Next,
+                        FromDocnode::Move => Step::Move,
+                        FromDocnode::Fail(reason) => {
+                            self.metrics.moves.with_label_values(&[MOVE_FAILED]).inc();
+                            return Stop::Close(UNAVAILABLE, reason);
+                        }
+                    },
+                    // The docnode went away without a word (it crashed): its documents move.
+                    None if session.state.handoff.resume_point().is_some() => Step::Move,
+                    Some(Err(status))
+                        if session.state.handoff.resume_point().is_some() && may_move(&status) =>
+                    {
+                        Step::Move
+                    }
+                    None => return Stop::close(UNAVAILABLE, "document closed; reconnect"),
+                    Some(Err(status)) => {
+                        let (code, reason) = close_for(&status);
+                        return Stop::Close(code, reason);
+                    }
+                },
                 message = self.stream.next(),
                     if session.state.held.is_none() && writer.takes_notices() =>
                 {
@@ -268,41 +307,6 @@ impl<G: Send + 'static> Connection<G> {
                         Err(_) => session.open = false,
                     }
                     Step::Next
-                }
-                // Only while the client's queue has room: a slow client holds the docnode's
-                // frames back, never the gateway's memory.
-                frame = session.inbound.next(), if writer.has_room() => match frame {
-                    Some(Ok(frame)) => match session.state.docnode_frame(frame, &self.metrics) {
-                        FromDocnode::Send(rendered) => {
-                            writer.text(rendered.text);
-                            if let Some((code, reason)) = rendered.close {
-                                return Stop::Close(code, reason);
-                            }
-                            Step::Next
-                        }
-                        FromDocnode::Nothing => Step::Next,
-                        FromDocnode::Move => Step::Move,
-                        FromDocnode::Fail(reason) => {
-                            self.metrics.moves.with_label_values(&[MOVE_FAILED]).inc();
-                            return Stop::Close(UNAVAILABLE, reason);
-                        }
-                    },
-                    // The docnode went away without a word (it crashed): its documents move.
-                    None if session.state.handoff.resume_point().is_some() => Step::Move,
-                    Some(Err(status))
-                        if session.state.handoff.resume_point().is_some() && may_move(&status) =>
-                    {
-                        Step::Move
-                    }
-                    None => return Stop::close(UNAVAILABLE, "document closed; reconnect"),
-                    Some(Err(status)) => {
-                        let (code, reason) = close_for(&status);
-                        return Stop::Close(code, reason);
-                    }
-                },
-                _ = self.stopping.changed() => {
-                    // Clients reconnect (through another gateway) and resume.
-                    return Stop::close(UNAVAILABLE, "gateway restarting; reconnect");
                 }
                 _ = ping.tick() => {
                     if let Err(stop) = ping_client(writer, heard, &self.config) {

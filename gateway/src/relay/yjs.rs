@@ -147,6 +147,35 @@ impl<G: Send + 'static> YjsConnection<G> {
         loop {
             let writer = &mut self.writer;
             let moving = tokio::select! {
+                // In this order: a restart first, then the docnode's frames, so that every
+                // frame already here is queued before the writer flushes (one write for all
+                // of them, where taking turns would make one per frame).
+                biased;
+                _ = self.relay.stopping.changed() => {
+                    return Stop::close(UNAVAILABLE, "gateway restarting; reconnect");
+                }
+                frame = self.session.inbound.next(), if writer.has_room() => match frame {
+                    Some(Ok(pb::ServerFrame { kind: Some(Out::Yjs(bytes)) })) => {
+                        writer.push(Message::Binary(bytes));
+                        false
+                    }
+                    Some(Ok(pb::ServerFrame { kind: Some(Out::Error(error)) })) => {
+                        if error.reroute {
+                            true
+                        } else {
+                            let code = u16::try_from(error.code).unwrap_or(UNAVAILABLE);
+                            return Stop::Close(code, error.message);
+                        }
+                    }
+                    Some(Ok(_)) => false,
+                    // The docnode went away without a word (it crashed): its documents move.
+                    None => true,
+                    Some(Err(status)) if may_move(&status) => true,
+                    Some(Err(status)) => {
+                        let (code, reason) = close_for(&status);
+                        return Stop::Close(code, reason);
+                    }
+                },
                 // While a message waits for room in the docnode's queue the socket is not
                 // read: backpressure, not buffering.
                 message = self.stream.next(), if self.held.is_none() && writer.takes_notices() => {
@@ -177,31 +206,6 @@ impl<G: Send + 'static> YjsConnection<G> {
                     Ok(()) => false,
                     Err(_) => return Stop::Gone,
                 },
-                frame = self.session.inbound.next(), if writer.has_room() => match frame {
-                    Some(Ok(pb::ServerFrame { kind: Some(Out::Yjs(bytes)) })) => {
-                        writer.push(Message::Binary(bytes));
-                        false
-                    }
-                    Some(Ok(pb::ServerFrame { kind: Some(Out::Error(error)) })) => {
-                        if error.reroute {
-                            true
-                        } else {
-                            let code = u16::try_from(error.code).unwrap_or(UNAVAILABLE);
-                            return Stop::Close(code, error.message);
-                        }
-                    }
-                    Some(Ok(_)) => false,
-                    // The docnode went away without a word (it crashed): its documents move.
-                    None => true,
-                    Some(Err(status)) if may_move(&status) => true,
-                    Some(Err(status)) => {
-                        let (code, reason) = close_for(&status);
-                        return Stop::Close(code, reason);
-                    }
-                },
-                _ = self.relay.stopping.changed() => {
-                    return Stop::close(UNAVAILABLE, "gateway restarting; reconnect");
-                }
                 _ = ping.tick() => match ping_client(writer, heard, &config) {
                     Ok(()) => false,
                     Err(stop) => return stop,
