@@ -57,14 +57,7 @@ codraft_env=(EDITS_PER_SECOND=1000000 EDIT_BURST=1000000 MESSAGES_PER_SECOND=100
     MAX_CONNECTIONS_PER_DOCUMENT=100000
     IDLE_UNLOAD_SECS=3600 RUST_LOG=warn)
 
-wait_port() {
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "nothing listens on port $1" >&2
-    return 1
-}
+source bench/lib.sh
 
 start_codraft() {
     rm -rf "$work/data" && mkdir -p "$work/data"

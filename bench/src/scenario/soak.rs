@@ -3,7 +3,9 @@
 //! pile up in memory: loaded documents (`/api/stats`) and the server's RSS (with `--pid`)
 //! must come back down once every document has been idle for IDLE_UNLOAD_SECS, and every
 //! document's text must still be what its writer left (read back through `/api/text`,
-//! which loads it again from disk).
+//! which loads it again from disk). The first [`COLD_SAMPLE`] read-backs go one at a time
+//! and are timed: the time to load a cold document (stored, not loaded), as a client of
+//! the HTTP API sees it.
 
 use std::time::{Duration, Instant};
 
@@ -14,7 +16,7 @@ use serde::Serialize;
 
 use super::{connect, document_name, group_errors, run_id, RunOptions, ScenarioError};
 use crate::{
-    latency::Latency,
+    latency::{Latency, LatencySummary},
     process::Process,
     progress::Progress,
     report::{bytes, thousands, Outcome},
@@ -22,6 +24,9 @@ use crate::{
 
 /// Most documents one run may open.
 pub const MAX_DOCUMENTS: usize = 200_000;
+
+/// Read-backs timed one at a time (the rest go `--concurrency` at once).
+pub const COLD_SAMPLE: usize = 2_000;
 
 /// Settings of the `soak` scenario.
 #[derive(Debug, Clone, Args)]
@@ -72,6 +77,12 @@ pub struct SoakOutcome {
     pub samples: Vec<SoakSample>,
     /// Seconds spent opening documents.
     pub edit_seconds: f64,
+    /// Reading an unloaded document's text back (`GET /api/text`, which loads it), one at a
+    /// time, for the first [`COLD_SAMPLE`] documents.
+    pub cold_read: LatencySummary,
+    /// The same, for the plot.
+    #[serde(skip)]
+    pub cold_reads: Latency,
 }
 
 impl Outcome for SoakOutcome {
@@ -107,6 +118,13 @@ impl Outcome for SoakOutcome {
             ("peak".into(), sample(&self.peak)),
             ("after IDLE_UNLOAD_SECS".into(), sample(&self.after_idle)),
             (
+                format!(
+                    "cold document read, {} one at a time (GET /api/text loads it)",
+                    thousands(self.cold_read.count)
+                ),
+                self.cold_read.line(),
+            ),
+            (
                 "texts intact on disk".into(),
                 format!(
                     "{} / {}",
@@ -122,7 +140,10 @@ impl Outcome for SoakOutcome {
     }
 
     fn latencies(&self) -> Vec<(&'static str, &Latency)> {
-        Vec::new()
+        vec![(
+            "cold document read (GET /api/text, one at a time)",
+            &self.cold_reads,
+        )]
     }
 
     fn passed(&self) -> bool {
@@ -217,23 +238,40 @@ pub async fn run(run: &RunOptions, config: &SoakConfig) -> Result<SoakOutcome, S
     }
     let after_idle = sample(&http, server, started).await;
     samples.push(after_idle.clone());
-    // Every text, read back (each read loads the document from disk again).
+    // Every text, read back (each read loads the document from disk again): the first
+    // ones one at a time and timed, the rest `concurrency` at once.
     let bar = Progress::new(run.progress, "reading back", config.docs as u64);
-    let reads: Vec<Result<bool, String>> = stream::iter(documents.iter().enumerate())
-        .map(|(i, document)| {
-            let http = &http;
-            async move {
-                let text = http
-                    .document_text(document)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok(text == text_of(i))
-            }
-        })
+    let read_back = |i: usize, document: &String| {
+        let http = &http;
+        let document = document.clone();
+        async move {
+            let began = Instant::now();
+            let text = http
+                .document_text(&document)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>((text == text_of(i), began.elapsed()))
+        }
+    };
+    let timed = config.docs.min(COLD_SAMPLE);
+    let mut cold_reads = Latency::new();
+    let mut reads = Vec::with_capacity(config.docs);
+    for (i, document) in documents.iter().enumerate().take(timed) {
+        let read = read_back(i, document).await;
+        if let Ok((_, took)) = &read {
+            cold_reads.record(*took);
+        }
+        reads.push(read.map(|(same, _)| same));
+        bar.inc(1);
+    }
+    let rest: Vec<Result<bool, String>> = stream::iter(documents.iter().enumerate().skip(timed))
+        .map(|(i, document)| read_back(i, document))
         .buffer_unordered(config.concurrency.max(1))
+        .map(|read| read.map(|(same, _)| same))
         .inspect(|_| bar.inc(1))
         .collect()
         .await;
+    reads.extend(rest);
     bar.finish();
     let mut intact = 0;
     for read in reads {
@@ -258,5 +296,7 @@ pub async fn run(run: &RunOptions, config: &SoakConfig) -> Result<SoakOutcome, S
         after_idle,
         samples,
         edit_seconds,
+        cold_read: cold_reads.summary(),
+        cold_reads,
     })
 }
