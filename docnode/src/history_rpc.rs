@@ -91,7 +91,8 @@ async fn authors_of(
             hue: a.hue,
         })
         .collect();
-    if wanted.contains(&RESTORE_AUTHOR) {
+    // (In a Yjs document, author 0 is an update that only deleted: no restore, no name.)
+    if wanted.contains(&RESTORE_AUTHOR) && !is_yjs(document) {
         out.push(pb::HistoryAuthor {
             user_id: RESTORE_AUTHOR,
             name: "Restore".into(),
@@ -302,4 +303,67 @@ pub async fn restore(
     Err(Status::unavailable(
         "document keeps unloading; retry the restore with the same idempotency key",
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{sqlite::SqliteStore, DocumentCommit};
+    use yrs::{ReadTxn, Text, Transact};
+
+    /// A Yjs update that only deletes has no author of its own (0 when it opens a page): it
+    /// must not be named "Restore", which is OT's author 0.
+    #[tokio::test]
+    async fn a_yjs_session_of_deletions_is_not_called_a_restore() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path()).expect("store");
+        let doc = yrs::Doc::new();
+        let text = doc.get_or_insert_text("codemirror");
+        let mut updates = Vec::new();
+        for delete in [false, true] {
+            let before = doc.transact().state_vector();
+            {
+                let mut txn = doc.transact_mut();
+                if delete {
+                    text.remove_range(&mut txn, 0, 1);
+                } else {
+                    text.insert(&mut txn, 0, "ab");
+                }
+            }
+            let update = doc.transact().encode_state_as_update_v1(&before);
+            updates.push(bytes::Bytes::from(update));
+        }
+        let epoch = store.load("y:room").await.expect("load").epoch;
+        let commit = DocumentCommit {
+            document: "y:room".into(),
+            base_revision: 0,
+            epoch,
+            ops: Vec::new(),
+            language: None,
+            updates,
+        };
+        store.commit(Arc::from([commit])).await.expect("commit");
+        let page = get_history(
+            &store,
+            pb::GetHistoryRequest {
+                document_id: "y:room".into(),
+                before: None,
+                limit: 50,
+            },
+        )
+        .await
+        .expect("history");
+        assert_eq!(page.error, None);
+        let authors: Vec<u64> = page.sessions.iter().map(|s| s.user_id).collect();
+        assert_eq!(
+            authors,
+            vec![0, doc.client_id().get()],
+            "deletions, then the typing"
+        );
+        assert!(
+            page.authors.iter().all(|a| a.name != "Restore"),
+            "{:?}",
+            page.authors
+        );
+    }
 }
