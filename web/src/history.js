@@ -73,7 +73,9 @@ export function createHistoryPanel({ docId, credentials, notify, restoreText = n
       swatch.style.background = s.author.hue == null ? "var(--muted)" : userColor(s.author.hue);
       const who = document.createElement("span");
       who.className = "history-author";
-      who.textContent = s.author.name ?? `User ${s.author.id}`;
+      // Unnamed: a user who never gave a name, or (id 0 in a Yjs document) updates that
+      // only deleted, which name no author.
+      who.textContent = s.author.name ?? (s.author.id === 0 ? "Deletions" : `User ${s.author.id}`);
       const what = document.createElement("span");
       what.className = "history-meta";
       what.textContent = `${timeOf(s.started_ms)} · +${s.inserted} −${s.deleted} · rev ${s.first_revision}–${s.last_revision}`;
