@@ -12,3 +12,23 @@
 
 pub mod limits;
 pub mod shutdown;
+
+/// Panics unless every setting of `command` has one id and one long flag of its own. Clap
+/// checks that only in debug builds, at start (a clash once made `cargo run` panic before
+/// serving); the binaries' tests call this so that any build checks it.
+pub fn assert_settings_defined_once(command: &clap::Command) {
+    let mut ids: Vec<&str> = command
+        .get_arguments()
+        .map(|a| a.get_id().as_str())
+        .collect();
+    let mut flags: Vec<&str> = command
+        .get_arguments()
+        .filter_map(|a| a.get_long())
+        .collect();
+    for names in [&mut ids, &mut flags] {
+        let all = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), all, "a setting is defined twice");
+    }
+}

@@ -45,3 +45,13 @@ async fn main() -> anyhow::Result<()> {
     telemetry.shutdown().await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_setting_is_defined_once() {
+        codraft::assert_settings_defined_once(&super::Cli::command());
+    }
+}
