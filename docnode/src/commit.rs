@@ -5,8 +5,10 @@
 //! committer task takes every request waiting, waits up to the configured window for more
 //! (zero by default: whatever queued while the previous flush ran is the batch), commits
 //! them in one transaction and answers every request with the same result. At most
-//! COMMIT_PARALLELISM flushes run at once (2 by default: one builds while another waits for
-//! its fsync), so under load the batch grows by itself and the per-op cost of a commit falls.
+//! COMMIT_PARALLELISM flushes run at once (by default what the store can run at once: 2 on
+//! PostgreSQL, where one builds while another waits for its fsync; 1 on the embedded store,
+//! whose one connection commits one batch at a time), so under load the batch grows by itself
+//! and the per-op cost of a commit falls.
 //!
 //! Each flush is one `group_commit` span. It belongs to no single edit's trace, so it links to
 //! the span of every edit it carries instead (each edit's trace shows its own wait for it).
@@ -18,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info_span, warn, Instrument};
 
 use crate::{
+    config::DocnodeConfig,
     metrics::DocnodeMetrics,
     store::{DocumentCommit, Store, StoreError},
 };
@@ -47,6 +50,20 @@ pub struct CommitPolicy {
     /// concurrent flushes never share a document; a second flush builds its batch while the
     /// first waits for its fsync.
     pub parallelism: usize,
+}
+
+impl CommitPolicy {
+    /// The policy the configuration asks for; flushes in flight default to what `store` can
+    /// run at once.
+    pub fn new(config: &DocnodeConfig, store: &dyn Store) -> Self {
+        Self {
+            window: config.commit_window(),
+            max_batch: config.commit_max_batch,
+            parallelism: config
+                .commit_parallelism
+                .unwrap_or_else(|| store.concurrent_commits()),
+        }
+    }
 }
 
 /// What a document's actor waits on after submitting: its transaction's result.
@@ -230,5 +247,80 @@ async fn already_committed(store: &dyn Store, commit: &DocumentCommit) -> bool {
     {
         Ok(logged) => logged == commit.ops,
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{memory::MemoryStore, sqlite::SqliteStore};
+
+    fn config(args: &[&str]) -> DocnodeConfig {
+        crate::config::from_flags(args).0
+    }
+
+    #[test]
+    fn flushes_in_flight_default_to_what_the_store_runs_at_once() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let sqlite = SqliteStore::open(dir.path()).expect("store");
+        let memory = MemoryStore::new();
+        assert_eq!(CommitPolicy::new(&config(&[]), &sqlite).parallelism, 1);
+        assert_eq!(CommitPolicy::new(&config(&[]), &*memory).parallelism, 2);
+        let set = config(&["--commit-parallelism", "3"]);
+        assert_eq!(
+            CommitPolicy::new(&set, &sqlite).parallelism,
+            3,
+            "the setting wins"
+        );
+    }
+
+    fn empty_commit(document: &str) -> DocumentCommit {
+        DocumentCommit {
+            document: document.into(),
+            base_revision: 0,
+            epoch: 0,
+            ops: Vec::new(),
+            language: None,
+            updates: Vec::new(),
+        }
+    }
+
+    /// With one flush in flight at a time, what arrives during a flush waits for it and goes
+    /// in the next batch together, instead of a second flush of its own.
+    #[tokio::test]
+    async fn one_flush_at_a_time_carries_everything_that_queued_during_it() {
+        let store = MemoryStore::new();
+        let metrics = DocnodeMetrics::register(&prometheus::Registry::new()).expect("metrics");
+        let policy = CommitPolicy {
+            window: Duration::ZERO,
+            max_batch: 2048,
+            parallelism: 1,
+        };
+        let batches = || metrics.commit_batch_documents.get_sample_count();
+        let (committer, _task) = Committer::start(store.clone(), policy, Arc::clone(&metrics));
+        store.set_fault(crate::store::memory::Fault::Stall);
+        let first = committer.submit(empty_commit("a"), Vec::new()).await;
+        for _ in 0..1_000 {
+            if batches() == 1 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(batches(), 1, "the first request is flushed on its own");
+        let mut rest = Vec::new();
+        for document in ["b", "c", "d"] {
+            rest.push(committer.submit(empty_commit(document), Vec::new()).await);
+        }
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(batches(), 1, "no second flush while the first is in flight");
+        store.release();
+        assert!(matches!(first.await, Ok(Ok(()))));
+        for result in rest {
+            assert!(matches!(result.await, Ok(Ok(()))));
+        }
+        assert_eq!(batches(), 2, "the three queued requests went in one batch");
+        assert_eq!(metrics.commit_batch_documents.get_sample_sum(), 4.0);
     }
 }

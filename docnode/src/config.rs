@@ -104,9 +104,10 @@ pub struct DocnodeConfig {
     #[arg(long, env = "COMMIT_MAX_BATCH", default_value_t = 2048)]
     pub commit_max_batch: usize,
 
-    /// Group-commit flushes in flight at once.
-    #[arg(long, env = "COMMIT_PARALLELISM", default_value_t = 2)]
-    pub commit_parallelism: usize,
+    /// Group-commit flushes in flight at once (default: what the store can run at once to
+    /// good effect, 1 for the embedded store, 2 for PostgreSQL).
+    #[arg(long, env = "COMMIT_PARALLELISM")]
+    pub commit_parallelism: Option<usize>,
 
     /// A snapshot of a document is written every this many committed ops.
     #[arg(long, env = "SNAPSHOT_EVERY", default_value_t = 500)]
@@ -347,9 +348,9 @@ fn url_host(url: &str) -> Option<String> {
     (!host.is_empty()).then(|| host.to_owned())
 }
 
+/// The settings command-line flags give, as the docnode binary reads them (for tests).
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) fn from_flags(args: &[&str]) -> (DocnodeConfig, MembershipConfig) {
     use clap::Parser;
 
     #[derive(Parser)]
@@ -359,11 +360,18 @@ mod tests {
         #[command(flatten)]
         membership: MembershipConfig,
     }
+    let cli = Cli::try_parse_from(std::iter::once("docnode").chain(args.iter().copied()))
+        .expect("valid flags");
+    (cli.docnode, cli.membership)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     fn warning(args: &[&str]) -> Option<String> {
-        let cli = Cli::try_parse_from(std::iter::once("docnode").chain(args.iter().copied()))
-            .expect("valid flags");
-        cli.docnode.unroutable_advertisement(&cli.membership)
+        let (docnode, membership) = from_flags(args);
+        docnode.unroutable_advertisement(&membership)
     }
 
     #[test]

@@ -135,11 +135,7 @@ impl Docnode {
             .expect("the docnode's metric names are valid and unique");
         let store: Arc<dyn Store> = Arc::new(MeteredStore::new(store, Arc::clone(&metrics)));
         let config = Arc::new(config);
-        let policy = CommitPolicy {
-            window: config.commit_window(),
-            max_batch: config.commit_max_batch,
-            parallelism: config.commit_parallelism,
-        };
+        let policy = CommitPolicy::new(&config, &*store);
         let (committer, committer_task) =
             Committer::start(Arc::clone(&store), policy, Arc::clone(&metrics));
         let sweeper_task = SweepPolicy::from_config(&config)

@@ -356,6 +356,10 @@ impl Store for MeteredStore {
         self.inner.pool_status()
     }
 
+    fn concurrent_commits(&self) -> usize {
+        self.inner.concurrent_commits()
+    }
+
     fn db_system(&self) -> &'static str {
         self.system
     }

@@ -402,6 +402,15 @@ pub trait Store: Send + Sync + 'static {
     /// The store's own counters.
     fn counters(&self) -> &StoreCounters;
 
+    /// How many group-commit transactions this store runs at once to good effect: the
+    /// committer's parallelism unless COMMIT_PARALLELISM says otherwise. A pooled server
+    /// overlaps one batch's statements with another's fsync; a store with one connection
+    /// commits one batch at a time, and a second flush would only take requests out of the
+    /// queue that the next batch would have carried (smaller batches, more fsyncs).
+    fn concurrent_commits(&self) -> usize {
+        2
+    }
+
     /// The connection pool's state, for stores that pool connections (Postgres).
     fn pool_status(&self) -> Option<PoolStatus> {
         None

@@ -978,4 +978,9 @@ impl Store for SqliteStore {
     fn db_system(&self) -> &'static str {
         "sqlite"
     }
+
+    /// One connection: its transactions run one after the other whatever the committer does.
+    fn concurrent_commits(&self) -> usize {
+        1
+    }
 }
