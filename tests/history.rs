@@ -125,7 +125,7 @@ async fn type_five(ws: &str, document: &str) -> (Vec<String>, Client) {
         let at = if i == 3 { 5 } else { alice.len() };
         alice.insert(at, piece).await.expect("edit");
         alice.settle(WAIT).await.expect("ack");
-        texts.push(alice.text.clone());
+        texts.push(alice.text.to_string());
     }
     (texts, alice)
 }

@@ -11,6 +11,7 @@ use std::{collections::HashMap, time::Duration};
 
 use codraft_ot::{Operation, OtError};
 use futures::{SinkExt, StreamExt};
+use ropey::Rope;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
@@ -152,8 +153,10 @@ pub struct Client {
     /// Whether `user_id` came from the server's Identity (Rustpad numbers users from 0, so
     /// 0 cannot stand for "not yet known").
     identified: bool,
-    /// The client's text: the server's text plus its own unacknowledged edits.
-    pub text: String,
+    /// The client's text: the server's text plus its own unacknowledged edits. A rope, as
+    /// the server's: every client applies every edit, and a `String` made that O(text) each
+    /// (the load generator's biggest cost on long documents).
+    pub text: Rope,
     /// History entries applied on this connection.
     pub revision: u64,
     /// Log revision of this connection's revision 0 state, and whether that counts the join
@@ -203,7 +206,7 @@ impl Client {
             socket,
             user_id: 0,
             identified: false,
-            text: String::new(),
+            text: Rope::new(),
             revision: 0,
             log_base: None,
             outstanding: None,
@@ -273,7 +276,7 @@ impl Client {
 
     /// Applies a local edit and sends it (or buffers it behind the outstanding one).
     pub async fn edit(&mut self, operation: Operation) -> Result<(), ClientError> {
-        self.text = operation.apply_str(&self.text)?;
+        operation.apply(&mut self.text)?;
         match (&self.outstanding, self.buffer.take()) {
             (None, _) => self.send_edit(operation).await?,
             (Some(_), None) => self.buffer = Some(operation),
@@ -305,12 +308,12 @@ impl Client {
 
     /// The text's length in code points.
     pub fn len(&self) -> u64 {
-        self.text.chars().count() as u64
+        self.text.len_chars() as u64
     }
 
     /// Whether the text is empty.
     pub fn is_empty(&self) -> bool {
-        self.text.is_empty()
+        self.text.len_bytes() == 0
     }
 
     /// Sends a raw JSON text message (for tests of bad input).
@@ -487,7 +490,7 @@ impl Client {
             // Plain Rustpad mode cannot resume: start over from the server's text.
             self.revision = 0;
             self.log_base = None;
-            self.text.clear();
+            self.text = Rope::new();
             self.lost += u64::from(self.outstanding.take().is_some());
             self.lost += u64::from(self.buffer.take().is_some());
             return self.await_join().await;
@@ -521,9 +524,9 @@ impl Client {
                     let history = message["History"].clone();
                     let entries: Vec<Entry> = serde_json::from_value(history["operations"].clone())
                         .map_err(|e| ClientError::Protocol(e.to_string()))?;
-                    let mut text = String::new();
+                    let mut text = Rope::new();
                     for entry in &entries {
-                        text = entry.operation.apply_str(&text)?;
+                        entry.operation.apply(&mut text)?;
                     }
                     self.text = text;
                     self.revision = entries.len() as u64;
@@ -702,7 +705,7 @@ impl Client {
                 self.buffer = Some(buffer);
                 incoming = transformed;
             }
-            self.text = incoming.apply_str(&self.text)?;
+            incoming.apply(&mut self.text)?;
         }
         // Send the buffer once the outstanding edit is acknowledged.
         if self.outstanding.is_none() {
