@@ -234,63 +234,34 @@ impl Outcome for TypingOutcome {
                 ),
             ),
         ];
-        if let Some(server) = &self.server {
-            rows.push((
-                "server CPU / RSS start → end".into(),
-                format!(
-                    "{} / {} → {} MiB",
-                    cpu(server.cpu_us_per_edit, server.cores),
-                    server.rss_kib_start / 1024,
-                    server.rss_kib_end / 1024
-                ),
-            ));
-        }
-        if let Some(cores) = self.generator_cores {
-            rows.push((
-                "load generator CPU".into(),
-                cpu(self.generator_cpu_us_per_edit, cores),
-            ));
-        }
-        for error in self.errors.iter().chain(&self.diverged).take(8) {
-            rows.push(("error".into(), error.clone()));
-        }
+        rows.extend(usage_rows(
+            self.server.as_ref(),
+            self.generator_cores
+                .map(|cores| (cores, self.generator_cpu_us_per_edit)),
+            "accepted edit",
+            self.errors.iter().chain(&self.diverged),
+        ));
         rows
     }
 
     fn figures(&self) -> Vec<Figure> {
-        let ms = |latency: &LatencySummary, p: fn(&LatencySummary) -> f64| {
-            (latency.count > 0).then(|| p(latency))
-        };
-        let mut figures = vec![
-            Figure::higher(
-                "accepted edits",
-                Unit::PerSecond,
-                Some(self.acked_edits_per_second),
-            ),
-            Figure::lower(
-                "edit round trip p50",
-                Unit::Milliseconds,
-                ms(&self.round_trip, |l| l.p50_ms),
-            ),
-            Figure::lower(
-                "edit round trip p99",
-                Unit::Milliseconds,
-                ms(&self.round_trip, |l| l.p99_ms),
-            ),
-        ];
+        let mut figures = vec![Figure::higher(
+            "accepted edits",
+            Unit::PerSecond,
+            Some(self.acked_edits_per_second),
+        )];
+        figures.extend(percentiles(
+            ["edit round trip p50", "edit round trip p99"],
+            &self.round_trip,
+        ));
         if self.rate > 0.0 {
-            figures.extend([
-                Figure::lower(
+            figures.extend(percentiles(
+                [
                     "keystroke → acknowledged p50",
-                    Unit::Milliseconds,
-                    ms(&self.keystroke, |l| l.p50_ms),
-                ),
-                Figure::lower(
                     "keystroke → acknowledged p99",
-                    Unit::Milliseconds,
-                    ms(&self.keystroke, |l| l.p99_ms),
-                ),
-            ]);
+                ],
+                &self.keystroke,
+            ));
         }
         figures.extend([
             Figure::higher(
@@ -327,16 +298,53 @@ impl Outcome for TypingOutcome {
     }
 }
 
-/// CPU use for a table cell: `23.4 µs per accepted edit (0.41 cores)`.
-fn cpu(us_per_edit: Option<f64>, cores: f64) -> String {
-    match us_per_edit {
-        Some(us) => format!("{us:.1} µs per accepted edit ({cores:.2} cores)"),
+/// CPU use for a table cell: `23.4 µs per accepted edit (0.41 cores)`, where `event` names
+/// what the time is per.
+fn cpu(us_each: Option<f64>, cores: f64, event: &str) -> String {
+    match us_each {
+        Some(us) => format!("{us:.1} µs per {event} ({cores:.2} cores)"),
         None => format!("{cores:.2} cores"),
     }
 }
 
+/// The rows a typing scenario's table ends with: the server's CPU and memory (if its pid was
+/// given), the load generator's own CPU (`(cores, µs per event)`), and the first eight errors.
+pub(super) fn usage_rows<'a>(
+    server: Option<&ServerUsage>,
+    generator: Option<(f64, Option<f64>)>,
+    event: &str,
+    errors: impl Iterator<Item = &'a String>,
+) -> Vec<(String, String)> {
+    let mut rows = Vec::new();
+    if let Some(server) = server {
+        rows.push((
+            "server CPU / RSS start → end".into(),
+            format!(
+                "{} / {} → {} MiB",
+                cpu(server.cpu_us_per_edit, server.cores, event),
+                server.rss_kib_start / 1024,
+                server.rss_kib_end / 1024
+            ),
+        ));
+    }
+    if let Some((cores, us_each)) = generator {
+        rows.push(("load generator CPU".into(), cpu(us_each, cores, event)));
+    }
+    rows.extend(errors.take(8).map(|error| ("error".into(), error.clone())));
+    rows
+}
+
+/// A latency's p50 and p99 as figures named `names` (no value without samples).
+pub(super) fn percentiles(names: [&'static str; 2], latency: &LatencySummary) -> [Figure; 2] {
+    let sampled = |p: f64| (latency.count > 0).then_some(p);
+    [
+        Figure::lower(names[0], Unit::Milliseconds, sampled(latency.p50_ms)),
+        Figure::lower(names[1], Unit::Milliseconds, sampled(latency.p99_ms)),
+    ]
+}
+
 /// CPU time per event in µs; none without events.
-fn micros_each(cpu_seconds: f64, events: u64) -> Option<f64> {
+pub(super) fn micros_each(cpu_seconds: f64, events: u64) -> Option<f64> {
     (events > 0).then(|| cpu_seconds * 1e6 / events as f64)
 }
 

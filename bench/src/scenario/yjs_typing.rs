@@ -36,8 +36,9 @@ use serde::Serialize;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::{
-    connect_many_with, document_name, group_errors, run_id, typing::ServerUsage, RunOptions,
-    ScenarioError,
+    connect_many_with, document_name, group_errors, run_id,
+    typing::{micros_each, percentiles, usage_rows, ServerUsage},
+    RunOptions, ScenarioError,
 };
 
 use crate::{
@@ -194,59 +195,31 @@ impl Outcome for YjsTypingOutcome {
                 self.converged_docs, self.docs, self.mean_doc_chars
             ),
         ));
-        if let Some(server) = &self.server {
-            rows.push((
-                "server CPU / RSS start → end".into(),
-                format!(
-                    "{} / {} → {} MiB",
-                    cpu(server.cpu_us_per_edit, server.cores),
-                    server.rss_kib_start / 1024,
-                    server.rss_kib_end / 1024
-                ),
-            ));
-        }
-        if let Some(cores) = self.generator_cores {
-            rows.push((
-                "load generator CPU".into(),
-                cpu(self.generator_cpu_us_per_update, cores),
-            ));
-        }
-        for error in self.errors.iter().chain(&self.diverged).take(8) {
-            rows.push(("error".into(), error.clone()));
-        }
+        rows.extend(usage_rows(
+            self.server.as_ref(),
+            self.generator_cores
+                .map(|cores| (cores, self.generator_cpu_us_per_update)),
+            "update",
+            self.errors.iter().chain(&self.diverged),
+        ));
         rows
     }
 
     fn figures(&self) -> Vec<Figure> {
-        let ms = |latency: &LatencySummary, p: fn(&LatencySummary) -> f64| {
-            (latency.count > 0).then(|| p(latency))
-        };
-        let mut figures = vec![
-            Figure::higher("updates", Unit::PerSecond, Some(self.updates_per_second)),
-            Figure::lower(
-                "update round trip p50",
-                Unit::Milliseconds,
-                ms(&self.round_trip, |l| l.p50_ms),
-            ),
-            Figure::lower(
-                "update round trip p99",
-                Unit::Milliseconds,
-                ms(&self.round_trip, |l| l.p99_ms),
-            ),
-        ];
+        let mut figures = vec![Figure::higher(
+            "updates",
+            Unit::PerSecond,
+            Some(self.updates_per_second),
+        )];
+        figures.extend(percentiles(
+            ["update round trip p50", "update round trip p99"],
+            &self.round_trip,
+        ));
         if self.rate > 0.0 {
-            figures.extend([
-                Figure::lower(
-                    "scheduled → back p50",
-                    Unit::Milliseconds,
-                    ms(&self.scheduled, |l| l.p50_ms),
-                ),
-                Figure::lower(
-                    "scheduled → back p99",
-                    Unit::Milliseconds,
-                    ms(&self.scheduled, |l| l.p99_ms),
-                ),
-            ]);
+            figures.extend(percentiles(
+                ["scheduled → back p50", "scheduled → back p99"],
+                &self.scheduled,
+            ));
         }
         figures.extend([
             Figure::higher(
@@ -286,19 +259,6 @@ impl Outcome for YjsTypingOutcome {
             && self.converged_docs == self.docs
             && self.diverged.is_empty()
     }
-}
-
-/// CPU use for a table cell: `23.4 µs per update (0.41 cores)`.
-fn cpu(us_per_update: Option<f64>, cores: f64) -> String {
-    match us_per_update {
-        Some(us) => format!("{us:.1} µs per update ({cores:.2} cores)"),
-        None => format!("{cores:.2} cores"),
-    }
-}
-
-/// CPU time per event in µs; none without events.
-fn micros_each(cpu_seconds: f64, events: u64) -> Option<f64> {
-    (events > 0).then(|| cpu_seconds * 1e6 / events as f64)
 }
 
 /// Live totals, read by the progress bar.
