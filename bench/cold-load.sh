@@ -50,7 +50,7 @@ for mode in "${modes[@]}"; do
                 NODE_ID=dn0 DOCNODE_ADDR=127.0.0.1:3062 ADMIN_ADDR=127.0.0.1:3063 "$DOCNODE" \
                 >"$work/docnode.log" 2>&1 &
             pids+=($!)
-            wait_port 3062
+            wait_port 3062 "${pids[-1]}"
             taskset -c 0 env "${settings[@]}" BIND=127.0.0.1 PORT=3060 DOCNODES=dn0=http://127.0.0.1:3062 \
                 "$GATEWAY" >"$work/gateway.log" 2>&1 &
             pids+=($!)
@@ -58,7 +58,7 @@ for mode in "${modes[@]}"; do
             ;;
         *) echo "unknown mode $mode (standalone, cluster)" >&2; exit 2 ;;
     esac
-    wait_port 3060
+    wait_port 3060 "$server"
     echo "== $mode: $docs documents (load average $(cut -d' ' -f1-3 /proc/loadavg))"
     taskset -c 1 "$BENCH" --quiet --url ws://127.0.0.1:3060 --pid "$server" \
         soak --docs "$docs" --seconds 60 --concurrency 64 --idle-unload-secs 5 || true

@@ -50,7 +50,7 @@ start_codraft() {
         taskset -c 0 env "${unlimited[@]}" DATABASE_URL="$db" NODE_ID=dn0 DOCNODE_ADDR=127.0.0.1:3042 \
             ADMIN_ADDR=127.0.0.1:3043 "$DOCNODE" >"$work/docnode.log" 2>&1 &
         pids+=($!)
-        wait_port 3042
+        wait_port 3042 "${pids[-1]}"
         taskset -c 0 env "${unlimited[@]}" PORT=$CODRAFT_PORT DOCNODES=dn0=http://127.0.0.1:3042 \
             "$GATEWAY" >"$work/gateway.log" 2>&1 &
         pids+=($!)
@@ -60,14 +60,14 @@ start_codraft() {
         pids+=($!)
     fi
     codraft_pid=$!
-    wait_port $CODRAFT_PORT
+    wait_port $CODRAFT_PORT "$codraft_pid"
 }
 
 start_rustpad() {
     PORT=$RUSTPAD_PORT EXPIRY_DAYS=1 taskset -c 0 "$RUSTPAD" >"$work/rustpad.log" 2>&1 &
     pids+=($!)
     rustpad_pid=$!
-    wait_port $RUSTPAD_PORT
+    wait_port $RUSTPAD_PORT "$rustpad_pid"
 }
 
 stop_all() {

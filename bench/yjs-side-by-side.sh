@@ -65,7 +65,7 @@ start_codraft() {
         ADMIN_ADDR=127.0.0.1:3072 DATA_DIR="$work/data" "$CODRAFT" >"$work/codraft.log" 2>&1 &
     pids+=($!)
     codraft_pid=$!
-    wait_port $CODRAFT_PORT
+    wait_port $CODRAFT_PORT "$codraft_pid"
 }
 
 start_yws() {
@@ -74,7 +74,7 @@ start_yws() {
         PORT=$YWS_PORT "$NODE" node_modules/y-websocket/bin/server.js) >"$work/yws.log" 2>&1 &
     pids+=($!)
     yws_pid=$!
-    wait_port $YWS_PORT
+    wait_port $YWS_PORT "$yws_pid"
 }
 
 stop_all() {
