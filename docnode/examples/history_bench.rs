@@ -59,10 +59,15 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let sqlite: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path())?);
     measure("embedded (SQLite)", &args, &sqlite, || {
-        let db = dir.path().join("codraft.db");
-        let wal = dir.path().join("codraft.db-wal");
+        let files = [
+            "codraft.db",
+            "codraft.db-wal",
+            "journal.db",
+            "journal.db-wal",
+        ]
+        .map(|name| dir.path().join(name));
         let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-        async move { Ok(size(&db) + size(&wal)) }
+        async move { Ok(files.iter().map(|p| size(p)).sum()) }
     })
     .await?;
     if args.skip_postgres {

@@ -3,15 +3,17 @@
 //! the timeline reads past revisions and sessions from it. Each test uses its own temp
 //! directory.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
+use codraft_common::ids::is_yjs;
 use codraft_docnode::{
-    store::{sqlite::SqliteStore, Snapshot, Store},
+    store::{sqlite::SqliteStore, LoggedOp, Snapshot, Store, StoreError},
     timeline,
 };
 use codraft_testkit::store::{
     batch, check_yjs_history, typed_text, typing, yjs_commit, yjs_state, yjs_text, yjs_typing,
 };
+use rand::{rngs::StdRng, Rng, SeedableRng};
 use rusqlite::Connection;
 
 /// A store in a fresh directory, plus a second connection to the same file for adjusting
@@ -280,4 +282,236 @@ async fn yjs_history_keeps_checkpoints_and_compacts_by_retention() {
         .expect("age updates");
     })
     .await;
+}
+
+#[tokio::test]
+async fn commits_go_to_the_journal_and_a_reopened_store_folds_what_a_crash_left_there() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(dir.path()).expect("open store");
+    let tables = Connection::open(dir.path().join("codraft.db")).expect("tables connection");
+    let journal = Connection::open(dir.path().join("journal.db")).expect("journal connection");
+    store
+        .commit(batch([
+            typing("a", 0, 0, 3, "c"),
+            typing("b", 0, 0, 2, "c"),
+        ]))
+        .await
+        .expect("commit");
+    let count = |conn: &Connection, sql: &str| -> i64 {
+        conn.query_row(sql, [], |r| r.get(0)).expect("count rows")
+    };
+    let oplog = || count(&tables, "SELECT count(*) FROM oplog");
+    let folded = || count(&tables, "SELECT seq FROM journal_folded");
+    assert_eq!(count(&journal, "SELECT count(*) FROM journal"), 5);
+    assert_eq!((oplog(), folded()), (0, 0), "appended, not folded");
+    // A stale base revision is refused while the document's rows are still in the journal.
+    let stale = store.commit(batch([typing("a", 0, 2, 1, "c")])).await;
+    assert!(
+        matches!(stale, Err(StoreError::Conflict { expected: 2, .. })),
+        "{stale:?}"
+    );
+    // The store goes away without folding (as a killed process would) and opens again.
+    drop(store);
+    let store = SqliteStore::open(dir.path()).expect("reopen store");
+    assert_eq!((oplog(), folded()), (5, 5), "folded on open");
+    let a = store.load("a").await.expect("load a");
+    assert_eq!((a.revision, a.text), (3, typed_text(3)));
+    assert_eq!(store.last_seq("b", "c").await.expect("seq"), 2);
+    // The next commit continues from the folded revision, and deletes the folded rows.
+    store
+        .commit(batch([typing("a", 0, 3, 1, "c")]))
+        .await
+        .expect("commit after the fold");
+    assert_eq!(
+        (
+            count(&journal, "SELECT count(*) FROM journal"),
+            count(&journal, "SELECT MIN(seq) FROM journal")
+        ),
+        (1, 6),
+        "folded rows deleted, the new one numbered after them"
+    );
+    // A lost journal file does not make new rows reuse numbers already folded.
+    drop(store);
+    std::fs::remove_file(dir.path().join("journal.db")).expect("remove journal");
+    for stale in ["journal.db-wal", "journal.db-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(stale));
+    }
+    let store = SqliteStore::open(dir.path()).expect("open without a journal");
+    store
+        .commit(batch([typing("b", 0, 2, 1, "c")]))
+        .await
+        .expect("commit to a new journal");
+    let b = store.load("b").await.expect("load b");
+    assert_eq!(
+        (b.revision, b.text),
+        (3, typed_text(3)),
+        "the new row was folded"
+    );
+}
+
+/// A document as the model keeps it: every op, update, language and client mark committed.
+#[derive(Debug, Default, Clone)]
+struct ModelDocument {
+    ops: Vec<LoggedOp>,
+    updates: Vec<Vec<u8>>,
+    language: Option<String>,
+    seqs: HashMap<String, u64>,
+}
+
+impl ModelDocument {
+    fn revision(&self) -> u64 {
+        (self.ops.len() + self.updates.len()) as u64
+    }
+}
+
+const MODEL_DOCUMENTS: [&str; 4] = ["a", "b", "c", "y:d"];
+const MODEL_CLIENTS: [&str; 2] = ["p", "q"];
+
+/// Seeded random schedules of commits (some with a stale base revision, which must refuse
+/// the whole batch), loads, log reads, sequence marks, snapshots and crashes (the store
+/// dropped without folding and opened again), checked against a model after every step, at
+/// fold thresholds from one row to never. `STORE_MODEL_SEED=<n>` replays one schedule.
+#[tokio::test]
+async fn random_schedules_read_what_a_model_holds_through_folds_and_crashes() {
+    let seeds: Vec<u64> = match std::env::var("STORE_MODEL_SEED") {
+        Ok(seed) => vec![seed.parse().expect("STORE_MODEL_SEED is a number")],
+        Err(_) => (0..24).collect(),
+    };
+    for seed in seeds {
+        if let Err(e) = run_store_schedule(seed, 200).await {
+            panic!("schedule {seed} (replay with STORE_MODEL_SEED={seed}): {e}");
+        }
+    }
+}
+
+async fn run_store_schedule(seed: u64, steps: usize) -> Result<(), String> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let fold_rows = [1, 3, 16, usize::MAX][rng.random_range(0..4)];
+    let open = || {
+        SqliteStore::open(dir.path())
+            .map(|store| store.with_fold_rows(fold_rows))
+            .map_err(|e| e.to_string())
+    };
+    let mut store = open()?;
+    let mut model: HashMap<&str, ModelDocument> = HashMap::new();
+    for step in 0..steps {
+        let document = MODEL_DOCUMENTS[rng.random_range(0..MODEL_DOCUMENTS.len())];
+        let known = model.get(document).cloned().unwrap_or_default();
+        let at = |what: &str| format!("step {step}, {what} of {document}");
+        match rng.random_range(0..100) {
+            0..50 => {
+                // A batch of one to three commits; a document may come twice, continuing.
+                let mut next = model.clone();
+                let mut commits = Vec::new();
+                let stale = rng.random_bool(0.15);
+                for i in 0..rng.random_range(1..=3) {
+                    let name = MODEL_DOCUMENTS[rng.random_range(0..MODEL_DOCUMENTS.len())];
+                    let doc = next.entry(name).or_default();
+                    let base = doc.revision();
+                    let base = if stale && i == 0 { base + 1 } else { base };
+                    let n = rng.random_range(0..4);
+                    let mut commit = if is_yjs(name) {
+                        let updates: Vec<bytes::Bytes> = (0..n)
+                            .map(|k| bytes::Bytes::from(vec![step as u8, k as u8, 7]))
+                            .collect();
+                        doc.updates.extend(updates.iter().map(|u| u.to_vec()));
+                        yjs_commit(name, 0, base, &updates)
+                    } else {
+                        let client = MODEL_CLIENTS[rng.random_range(0..MODEL_CLIENTS.len())];
+                        let commit = typing(name, 0, base, n, client);
+                        if n > 0 {
+                            doc.seqs.insert(client.to_owned(), base + n);
+                        }
+                        doc.ops.extend(commit.ops.iter().cloned());
+                        commit
+                    };
+                    if rng.random_bool(0.2) {
+                        let language = ["rust", "go"][rng.random_range(0..2)].to_owned();
+                        doc.language = Some(language.clone());
+                        commit.language = Some(language);
+                    }
+                    commits.push(commit);
+                }
+                let result = store.commit(batch(commits)).await;
+                match (stale, result) {
+                    (false, Ok(())) => model = next,
+                    (true, Err(StoreError::Conflict { .. })) => {}
+                    (stale, other) => {
+                        return Err(format!("step {step}: stale {stale}, commit gave {other:?}"))
+                    }
+                }
+            }
+            50..65 => {
+                let loaded = store.load(document).await.map_err(|e| at(&e.to_string()))?;
+                let want = (known.revision(), known.language.clone());
+                if (loaded.revision, loaded.language.clone()) != want {
+                    return Err(at(&format!("load {loaded:?}, model {known:?}")));
+                }
+                let content_ok = if is_yjs(document) {
+                    loaded.yjs == known.updates
+                } else {
+                    loaded.text == typed_text(known.revision())
+                };
+                if !content_ok {
+                    return Err(at(&format!("loaded content {loaded:?}")));
+                }
+            }
+            65..75 => {
+                let to = rng.random_range(0..=known.revision());
+                let from = rng.random_range(0..=to);
+                let (got, want) = if is_yjs(document) {
+                    let got = store.read_yjs_updates(document, from, to).await;
+                    let got = got.map_err(|e| at(&e.to_string()))?;
+                    (
+                        got.len(),
+                        known.updates[from as usize..to as usize] == got[..],
+                    )
+                } else {
+                    let got = store.read_log(document, from, to).await;
+                    let got = got.map_err(|e| at(&e.to_string()))?;
+                    (got.len(), known.ops[from as usize..to as usize] == got[..])
+                };
+                if got != (to - from) as usize || !want {
+                    return Err(at(&format!(
+                        "log {from}..{to} read {got} entries, or others"
+                    )));
+                }
+            }
+            75..83 => {
+                let client = MODEL_CLIENTS[rng.random_range(0..MODEL_CLIENTS.len())];
+                let seq = store.last_seq(document, client).await;
+                let want = known.seqs.get(client).copied().unwrap_or(0);
+                if seq.as_ref().ok() != Some(&want) {
+                    return Err(at(&format!("last_seq of {client}: {seq:?}, model {want}")));
+                }
+            }
+            83..88 if !is_yjs(document) => {
+                let revision = rng.random_range(0..=known.revision());
+                let snapshot = Snapshot {
+                    document: document.into(),
+                    revision,
+                    text: typed_text(revision),
+                };
+                store
+                    .write_snapshot(snapshot)
+                    .await
+                    .map_err(|e| at(&e.to_string()))?;
+            }
+            88..93 => {
+                let count = store.document_count().await.map_err(|e| e.to_string())?;
+                if count != model.len() as u64 {
+                    return Err(format!(
+                        "step {step}: {count} documents, model {}",
+                        model.len()
+                    ));
+                }
+            }
+            _ => {
+                drop(store);
+                store = open()?;
+            }
+        }
+    }
+    Ok(())
 }

@@ -4,17 +4,40 @@
 //! kill -9 and power loss; that is what lets the docnode acknowledge an edit once its flush
 //! returns. SQLite calls block, so each one runs on tokio's blocking pool; the connection's
 //! mutex is only ever taken there, never across an await.
+//!
+//! A group commit appends its rows to a second file, `journal.db`, in the order they come:
+//! a batch of a hundred documents then dirties the journal's last page or two instead of a
+//! page of each document's log, client marks and row (what a commit cost when it wrote the
+//! tables directly: a hundred B-tree pages through the WAL and its fsync). The journal is
+//! *folded* into the tables of `codraft.db` (`oplog`, `yjs_updates`, `client_seqs`,
+//! `documents`) by one set of statements in one transaction of the tables' connection, which
+//! attaches the journal read-only: in the background once JOURNAL_FOLD_ROWS rows wait, before
+//! any other call reads or writes the tables, and when the store opens (after a crash). So
+//! every call but a commit sees the tables as if each commit had written them itself.
+//!
+//! The two files have a writer each, so a fold never holds up a commit. `journal_folded` in
+//! `codraft.db` records the last journal row folded, in the fold's own transaction: a crash
+//! between a fold and the journal's cleanup (later commits delete folded rows, a bounded
+//! number at a time) cannot fold a row twice, and the journal's AUTOINCREMENT never hands out
+//! a number at or below it. A commit's fence (its base revision must be the document's
+//! revision) reads the revision from memory while the document has rows waiting, and from
+//! `documents` (attached read-only to the journal's connection) once they are folded: one
+//! process owns the files, and the memory changes only with a transaction that committed.
 
 use std::{
+    collections::HashMap,
     path::Path,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::{SystemTime, UNIX_EPOCH},
 };
 
 use async_trait::async_trait;
 use codraft_common::ids::is_yjs;
 use codraft_ot::Operation;
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, types::Null, Connection, OptionalExtension, TransactionBehavior};
 
 use super::{
     text_checkpoint, AuthorInfo, DocumentCommit, HistoryExtent, HistoryTables, LoggedOp, PastOp,
@@ -94,16 +117,148 @@ const MIGRATIONS: &[&str] = &[
     INSERT INTO yjs_checkpoints (document, revision, state)
         SELECT document, revision, state FROM yjs_snapshots;
 "#,
+    r#"
+    CREATE TABLE journal_folded (seq INTEGER NOT NULL);
+    INSERT INTO journal_folded (seq) VALUES (0);
+"#,
 ];
 
-/// Documents in one SQLite file.
+/// The journal, in `journal.db`: one row per op, Yjs update or marker (a commit that set a
+/// language or carried nothing still creates its document's row), numbered in commit order.
+const JOURNAL: &str = r#"
+    CREATE TABLE IF NOT EXISTS journal (
+        seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+        document     TEXT NOT NULL,
+        revision     INTEGER NOT NULL,
+        operation    TEXT,
+        author       INTEGER,
+        client_id    TEXT,
+        client_seq   INTEGER,
+        update_v1    BLOB,
+        language     TEXT,
+        committed_at INTEGER NOT NULL
+    );
+"#;
+
+/// Journal rows waiting at which a commit starts a fold in the background. A fold costs
+/// about what one commit of its documents straight into the tables did, so the more rows it
+/// carries the less it costs per edit; it holds up reads of the tables, never commits.
+pub const JOURNAL_FOLD_ROWS: usize = 4096;
+
+/// Folded journal rows one commit deletes from the journal at most, so the cleanup is spread
+/// thin over the commits after a fold.
+const JOURNAL_CLEANUP_ROWS: i64 = 1024;
+
+/// Moves the journal rows numbered above `:from` up to `:to` into the tables and records
+/// `:to` as folded. The language that wins is the newest row's (SQLite's bare column beside
+/// `MAX`).
+const FOLD: [&str; 7] = [
+    "INSERT INTO documents (id, revision, accessed_at) \
+     SELECT document, 0, MAX(committed_at) FROM jdb.journal \
+     WHERE seq > :from AND seq <= :to GROUP BY document \
+     ON CONFLICT (id) DO NOTHING",
+    "INSERT INTO oplog (document, revision, operation, author, client_id, seq, committed_at) \
+     SELECT document, revision, operation, author, client_id, client_seq, committed_at \
+     FROM jdb.journal WHERE seq > :from AND seq <= :to AND operation IS NOT NULL \
+     ORDER BY document, revision",
+    "INSERT INTO yjs_updates (document, revision, update_v1, committed_at) \
+     SELECT document, revision, update_v1, committed_at \
+     FROM jdb.journal WHERE seq > :from AND seq <= :to AND update_v1 IS NOT NULL \
+     ORDER BY document, revision",
+    "INSERT INTO client_seqs (document, client_id, seq) \
+     SELECT document, client_id, MAX(client_seq) FROM jdb.journal \
+     WHERE seq > :from AND seq <= :to AND client_id IS NOT NULL AND client_seq IS NOT NULL \
+     GROUP BY document, client_id \
+     ON CONFLICT (document, client_id) DO UPDATE SET seq = MAX(seq, excluded.seq)",
+    "UPDATE documents \
+     SET revision = COALESCE(f.next, documents.revision), \
+         accessed_at = MAX(documents.accessed_at, f.at) \
+     FROM (SELECT document, \
+                  MAX(CASE WHEN operation IS NOT NULL OR update_v1 IS NOT NULL \
+                      THEN revision + 1 END) AS next, \
+                  MAX(committed_at) AS at \
+           FROM jdb.journal WHERE seq > :from AND seq <= :to GROUP BY document) AS f \
+     WHERE documents.id = f.document",
+    "UPDATE documents SET language = f.language \
+     FROM (SELECT document, language, MAX(seq) FROM jdb.journal \
+           WHERE seq > :from AND seq <= :to AND language IS NOT NULL GROUP BY document) AS f \
+     WHERE documents.id = f.document",
+    "UPDATE journal_folded SET seq = :to WHERE :from < :to",
+];
+
+/// Documents in one SQLite file, and their newest commits in a journal beside it.
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    /// `codraft.db`, with `journal.db` attached read-only as `jdb`.
+    tables: Arc<Mutex<Connection>>,
+    journal: Arc<Mutex<Journal>>,
     counters: Arc<StoreCounters>,
+    /// Journal rows waiting at which a commit starts a fold.
+    fold_rows: usize,
+    /// Whether a background fold is queued or running.
+    folding: Arc<AtomicBool>,
+}
+
+/// The journal's connection, and what it knows of the journal.
+struct Journal {
+    /// `journal.db`, with `codraft.db` attached read-only as `m`.
+    conn: Connection,
+    /// The number of the last row appended.
+    appended: i64,
+    /// Rows up to this number are in the tables.
+    folded: i64,
+    /// Rows up to this number are deleted.
+    deleted: i64,
+    /// Each document with rows not yet folded: its revision after them, and the number of
+    /// its last row.
+    revisions: HashMap<Arc<str>, (u64, i64)>,
+}
+
+impl Journal {
+    /// Rows appended and not yet folded.
+    fn waiting(&self) -> i64 {
+        self.appended - self.folded
+    }
+
+    /// Notes that rows up to `to` are in the tables: their documents' revisions are read
+    /// from there from now on.
+    fn folded_to(&mut self, to: i64) {
+        self.folded = self.folded.max(to);
+        let folded = self.folded;
+        self.revisions.retain(|_, &mut (_, last)| last > folded);
+    }
+}
+
+/// Folds every journal row not yet folded into the tables, in one transaction; returns the
+/// number of the last one.
+fn fold_journal(tables: &mut Connection) -> Result<i64, StoreError> {
+    let failed = |e: rusqlite::Error| StoreError::Unavailable(format!("folding the journal: {e}"));
+    let tx = tables
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(failed)?;
+    let from: i64 = tx
+        .query_row("SELECT seq FROM journal_folded", [], |r| r.get(0))
+        .map_err(failed)?;
+    let to: i64 = tx
+        .query_row("SELECT COALESCE(MAX(seq), 0) FROM jdb.journal", [], |r| {
+            r.get(0)
+        })
+        .map_err(failed)?;
+    if to > from {
+        for sql in FOLD {
+            tx.prepare_cached(sql)
+                .and_then(|mut stmt| {
+                    stmt.execute(rusqlite::named_params! {":from": from, ":to": to})
+                })
+                .map_err(failed)?;
+        }
+    }
+    tx.commit().map_err(failed)?;
+    Ok(to.max(from))
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) `codraft.db` in `dir` and applies pending migrations.
+    /// Opens (creating if needed) `codraft.db` and `journal.db` in `dir`, applies pending
+    /// migrations and folds what the journal holds.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| {
             StoreError::Unavailable(format!(
@@ -111,39 +266,158 @@ impl SqliteStore {
                 dir.display()
             ))
         })?;
-        let path = dir.join("codraft.db");
-        let mut conn = Connection::open(&path)
-            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(unavailable)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(unavailable)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(unavailable)?;
-        migrate(&mut conn)?;
+        let (tables_path, journal_path) = (dir.join("codraft.db"), dir.join("journal.db"));
+        let mut tables = open_file(&tables_path)?;
+        migrate(&mut tables)?;
+        let mut journal = open_file(&journal_path)?;
+        journal.execute_batch(JOURNAL).map_err(unavailable)?;
+        attach_read_only(&journal, &tables_path, "m")?;
+        attach_read_only(&tables, &journal_path, "jdb")?;
+        // What a crash left in the journal is committed: it goes into the tables now.
+        let folded = fold_journal(&mut tables)?;
+        let (appended, deleted) = journal_bounds(&mut journal, folded)?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            tables: Arc::new(Mutex::new(tables)),
+            journal: Arc::new(Mutex::new(Journal {
+                conn: journal,
+                appended,
+                folded,
+                deleted,
+                revisions: HashMap::new(),
+            })),
             counters: Arc::default(),
+            fold_rows: JOURNAL_FOLD_ROWS,
+            folding: Arc::default(),
         })
     }
 
-    /// Runs `f` with the connection on the blocking pool.
+    /// The same store folding its journal at `rows` rows instead of JOURNAL_FOLD_ROWS (the
+    /// tests fold often, to meet every mix of folded and unfolded commits).
+    pub fn with_fold_rows(mut self, rows: usize) -> Self {
+        self.fold_rows = rows.max(1);
+        self
+    }
+
+    /// Runs `f` with the tables' connection on the blocking pool, the journal folded first.
     async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection, &StoreCounters) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
+        let (tables, journal) = (Arc::clone(&self.tables), Arc::clone(&self.journal));
         let counters = Arc::clone(&self.counters);
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| StoreError::Unavailable("store connection poisoned".into()))?;
-            f(&mut guard, &counters)
+        blocking(move || {
+            let mut tables = lock(&tables)?;
+            fold(&mut tables, &journal)?;
+            f(&mut tables, &counters)
         })
         .await
-        .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
     }
+
+    /// Folds the journal on the blocking pool unless a fold is already on its way; a
+    /// failure is logged, and the next read or fold tries again.
+    fn fold_in_background(&self) {
+        if self.folding.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (tables, journal) = (Arc::clone(&self.tables), Arc::clone(&self.journal));
+        let folding = Arc::clone(&self.folding);
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = lock(&tables).and_then(|mut tables| fold(&mut tables, &journal)) {
+                tracing::warn!(error = %e, "journal fold failed; the next read retries it");
+            }
+            folding.store(false, Ordering::Release);
+        });
+    }
+}
+
+/// Folds the journal if rows wait, and tells the journal how far.
+fn fold(tables: &mut Connection, journal: &Mutex<Journal>) -> Result<(), StoreError> {
+    if lock(journal)?.waiting() <= 0 {
+        return Ok(());
+    }
+    let to = fold_journal(tables)?;
+    lock(journal)?.folded_to(to);
+    Ok(())
+}
+
+/// Runs `f` on tokio's blocking pool.
+async fn blocking<T, F>(f: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+}
+
+/// A connection to one of the store's files: WAL, every commit synced.
+fn open_file(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)
+        .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(unavailable)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(unavailable)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(unavailable)?;
+    Ok(conn)
+}
+
+/// Attaches the other file read-only: each file keeps one writer, and a transaction that
+/// writes one of them takes no lock on the other.
+fn attach_read_only(conn: &Connection, path: &Path, name: &str) -> Result<(), StoreError> {
+    // A URI filename (the connection opens with SQLITE_OPEN_URI): the characters a URI
+    // gives meaning to are escaped.
+    let mut uri = String::from("file:");
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' => uri.push_str("%25"),
+            '?' => uri.push_str("%3f"),
+            '#' => uri.push_str("%23"),
+            c => uri.push(c),
+        }
+    }
+    uri.push_str("?mode=ro");
+    conn.execute(&format!("ATTACH DATABASE ?1 AS {name}"), params![uri])
+        .map_err(unavailable)?;
+    Ok(())
+}
+
+/// The numbers of the journal's last row and last deleted row, once rows up to `folded` are
+/// in the tables. If the journal's numbering is behind `folded` (the file was lost or
+/// replaced), it moves on past it, so no new row is taken for one already folded.
+fn journal_bounds(journal: &mut Connection, folded: i64) -> Result<(i64, i64), StoreError> {
+    let tx = journal.transaction().map_err(unavailable)?;
+    let numbered: i64 = tx
+        .query_row(
+            "SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'journal'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(unavailable)?;
+    if numbered < folded {
+        tx.execute("DELETE FROM sqlite_sequence WHERE name = 'journal'", [])
+            .and_then(|_| {
+                tx.execute(
+                    "INSERT INTO sqlite_sequence (name, seq) VALUES ('journal', ?1)",
+                    params![folded],
+                )
+            })
+            .map_err(unavailable)?;
+    }
+    let oldest: Option<i64> = tx
+        .query_row("SELECT MIN(seq) FROM journal", [], |r| r.get(0))
+        .map_err(unavailable)?;
+    tx.commit().map_err(unavailable)?;
+    Ok((numbered.max(folded), oldest.map_or(folded, |seq| seq - 1)))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>, StoreError> {
+    mutex
+        .lock()
+        .map_err(|_| StoreError::Unavailable("store connection poisoned".into()))
 }
 
 impl SqliteStore {
@@ -237,7 +511,11 @@ fn load_document(
     counters: &StoreCounters,
     document: &str,
 ) -> Result<StoredDocument, StoreError> {
-    let tx = conn.transaction().map_err(unavailable)?;
+    // Immediate: the load writes (its access time), and a read transaction that later wants
+    // to write fails at once, without waiting, if another connection wrote meanwhile.
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(unavailable)?;
     let row: Option<(i64, Option<String>, Option<String>)> = tx
         .query_row(
             "SELECT revision, language, otp FROM documents WHERE id = ?1",
@@ -387,113 +665,119 @@ fn load_yjs(
     Ok(parts)
 }
 
-/// A failed insert into a log: a key clash means another writer committed that revision
-/// first.
-fn log_insert_failed(e: rusqlite::Error, commit: &DocumentCommit) -> StoreError {
-    match e {
-        rusqlite::Error::SqliteFailure(f, _)
-            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-        {
-            StoreError::Conflict {
-                document: commit.document.to_string(),
-                expected: commit.base_revision,
-            }
-        }
-        other => unavailable(other),
-    }
-}
-
-fn commit_batch(
-    conn: &mut Connection,
+/// Appends a batch to the journal in one transaction, all of it or none: refused with a
+/// conflict if a commit's base revision is not its document's revision. The transaction also
+/// deletes some rows already folded. Returns whether `fold_rows` rows wait to be folded.
+fn append_batch(
+    journal: &mut Journal,
     counters: &StoreCounters,
     batch: &[DocumentCommit],
-) -> Result<(), StoreError> {
+    fold_rows: usize,
+) -> Result<bool, StoreError> {
     let now = now_secs();
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(unavailable)?;
-    let mut ops = 0;
-    for commit in batch {
-        let document: &str = &commit.document;
+    // Deferred: the first write takes the journal's lock; `m` (the tables) is only read, at
+    // the snapshot of the first read.
+    let tx = journal.conn.transaction().map_err(unavailable)?;
+    let deleted = (journal.deleted + JOURNAL_CLEANUP_ROWS).min(journal.folded);
+    if deleted > journal.deleted {
+        tx.prepare_cached("DELETE FROM journal WHERE seq > ?1 AND seq <= ?2")
+            .and_then(|mut stmt| stmt.execute(params![journal.deleted, deleted]))
+            .map_err(unavailable)?;
+    }
+    // The revisions this batch gives its documents, and the number of each one's last row.
+    let mut revisions: HashMap<Arc<str>, (u64, i64)> = HashMap::with_capacity(batch.len());
+    let (mut last, mut ops) = (journal.appended, 0);
+    {
         // Cached statements: re-preparing these on every commit cost more than running them.
-        tx.prepare_cached(
-            "INSERT INTO documents (id, revision, accessed_at) VALUES (?1, 0, ?2) \
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .and_then(|mut insert| insert.execute(params![document, now]))
-        .map_err(unavailable)?;
-        let new_revision = commit.new_revision();
-        let updated = tx
-            .prepare_cached(
-                "UPDATE documents SET revision = ?2, language = COALESCE(?3, language), \
-                 accessed_at = ?4 WHERE id = ?1 AND revision = ?5",
-            )
-            .and_then(|mut update| {
-                update.execute(params![
-                    document,
-                    to_sql(new_revision),
-                    commit.language,
-                    now,
-                    to_sql(commit.base_revision)
-                ])
-            })
+        let mut stored = tx
+            .prepare_cached("SELECT revision FROM m.documents WHERE id = ?1")
             .map_err(unavailable)?;
-        if updated != 1 {
-            return Err(StoreError::Conflict {
-                document: document.to_owned(),
-                expected: commit.base_revision,
-            });
-        }
-        let mut insert = tx
+        let mut append = tx
             .prepare_cached(
-                "INSERT INTO oplog (document, revision, operation, author, client_id, seq, \
-                 committed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO journal (document, revision, operation, author, client_id, \
+                 client_seq, update_v1, language, committed_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )
             .map_err(unavailable)?;
-        let mut seqs = tx
-            .prepare_cached(
-                "INSERT INTO client_seqs (document, client_id, seq) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (document, client_id) DO UPDATE SET seq = MAX(seq, excluded.seq)",
-            )
-            .map_err(unavailable)?;
-        for op in &commit.ops {
-            insert
-                .execute(params![
-                    document,
-                    to_sql(op.revision),
-                    op.operation.to_json(),
-                    to_sql(op.author),
-                    op.client_id,
-                    op.seq.map(to_sql),
-                    now
-                ])
-                .map_err(|e| log_insert_failed(e, commit))?;
-            if let (Some(client), Some(seq)) = (&op.client_id, op.seq) {
-                seqs.execute(params![document, client, to_sql(seq)])
+        for commit in batch {
+            let document: &str = &commit.document;
+            let revision = match revisions
+                .get(document)
+                .or_else(|| journal.revisions.get(document))
+            {
+                Some(&(revision, _)) => revision,
+                None => stored
+                    .query_row(params![document], |r| r.get::<_, i64>(0))
+                    .optional()
+                    .map_err(unavailable)?
+                    .map_or(Ok(0), from_sql)?,
+            };
+            if revision != commit.base_revision {
+                return Err(StoreError::Conflict {
+                    document: document.to_owned(),
+                    expected: commit.base_revision,
+                });
+            }
+            for op in &commit.ops {
+                append
+                    .execute(params![
+                        document,
+                        to_sql(op.revision),
+                        op.operation.to_json(),
+                        to_sql(op.author),
+                        op.client_id,
+                        op.seq.map(to_sql),
+                        Null,
+                        Null,
+                        now
+                    ])
                     .map_err(unavailable)?;
             }
-            ops += 1;
-        }
-        if !commit.updates.is_empty() {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO yjs_updates (document, revision, update_v1, committed_at) \
-                     VALUES (?1, ?2, ?3, ?4)",
-                )
-                .map_err(unavailable)?;
             let first = commit.base_revision + commit.ops.len() as u64;
             for (update, revision) in commit.updates.iter().zip(first..) {
-                insert
-                    .execute(params![document, to_sql(revision), &update[..], now])
-                    .map_err(|e| log_insert_failed(e, commit))?;
-                ops += 1;
+                append
+                    .execute(params![
+                        document,
+                        to_sql(revision),
+                        Null,
+                        Null,
+                        Null,
+                        Null,
+                        &update[..],
+                        Null,
+                        now
+                    ])
+                    .map_err(unavailable)?;
             }
+            let logged = commit.ops.len() + commit.updates.len();
+            let marker = commit.language.is_some() || logged == 0;
+            if marker {
+                append
+                    .execute(params![
+                        document,
+                        to_sql(commit.new_revision()),
+                        Null,
+                        Null,
+                        Null,
+                        Null,
+                        Null,
+                        commit.language,
+                        now
+                    ])
+                    .map_err(unavailable)?;
+            }
+            ops += logged as u64;
+            last = tx.last_insert_rowid();
+            revisions.insert(Arc::clone(&commit.document), (commit.new_revision(), last));
         }
     }
     tx.commit().map_err(unavailable)?;
+    journal.appended = last;
+    journal.deleted = deleted;
+    journal.revisions.extend(revisions);
     StoreCounters::add(&counters.commits, 1);
     StoreCounters::add(&counters.ops_committed, ops);
-    Ok(())
+    Ok(journal.waiting() >= i64::try_from(fold_rows).unwrap_or(i64::MAX))
 }
 
 #[async_trait]
@@ -505,8 +789,15 @@ impl Store for SqliteStore {
     }
 
     async fn commit(&self, batch: Arc<[DocumentCommit]>) -> Result<(), StoreError> {
-        self.with_conn(move |conn, counters| commit_batch(conn, counters, &batch))
-            .await
+        let (journal, counters) = (Arc::clone(&self.journal), Arc::clone(&self.counters));
+        let fold_rows = self.fold_rows;
+        let full =
+            blocking(move || append_batch(&mut *lock(&journal)?, &counters, &batch, fold_rows))
+                .await?;
+        if full {
+            self.fold_in_background();
+        }
+        Ok(())
     }
 
     async fn write_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
