@@ -362,6 +362,10 @@ fn open_file(path: &Path) -> Result<Connection, StoreError> {
         .map_err(unavailable)?;
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(unavailable)?;
+    // Statement journals and sorts (a fold's ORDER BY and GROUP BY) in memory, not in temp
+    // files: they never need to outlive the statement.
+    conn.pragma_update(None, "temp_store", "MEMORY")
+        .map_err(unavailable)?;
     Ok(conn)
 }
 
