@@ -304,6 +304,14 @@ async fn commits_go_to_the_journal_and_a_reopened_store_folds_what_a_crash_left_
     let folded = || count(&tables, "SELECT seq FROM journal_folded");
     assert_eq!(count(&journal, "SELECT count(*) FROM journal"), 5);
     assert_eq!((oplog(), folded()), (0, 0), "appended, not folded");
+    // Reading a document with nothing waiting leaves the others' rows where they are.
+    assert_eq!(store.load("c").await.expect("load c").revision, 0);
+    assert_eq!(store.read_log("c", 0, 1).await.expect("log of c"), vec![]);
+    assert_eq!(
+        (oplog(), folded()),
+        (0, 0),
+        "nothing of c waited, nothing was folded"
+    );
     // A stale base revision is refused while the document's rows are still in the journal.
     let stale = store.commit(batch([typing("a", 0, 2, 1, "c")])).await;
     assert!(

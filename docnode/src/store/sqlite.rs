@@ -298,17 +298,30 @@ impl SqliteStore {
         self
     }
 
-    /// Runs `f` with the tables' connection on the blocking pool, the journal folded first.
-    async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
+    /// Runs `f` with the tables' connection on the blocking pool, once they hold what the
+    /// journal holds for `document`, or for every document if `None`: a call about one
+    /// document folds the journal only if that document has rows waiting (a cold document
+    /// loads without waiting for the other documents' fold).
+    async fn with_conn<T, F>(&self, document: Option<&str>, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection, &StoreCounters) -> Result<T, StoreError> + Send + 'static,
     {
         let (tables, journal) = (Arc::clone(&self.tables), Arc::clone(&self.journal));
         let counters = Arc::clone(&self.counters);
+        let document = document.map(Arc::<str>::from);
         blocking(move || {
             let mut tables = lock(&tables)?;
-            fold(&mut tables, &journal)?;
+            let waiting = {
+                let journal = lock(&journal)?;
+                match &document {
+                    Some(document) => journal.revisions.contains_key(document),
+                    None => journal.waiting() > 0,
+                }
+            };
+            if waiting {
+                fold(&mut tables, &journal)?;
+            }
             f(&mut tables, &counters)
         })
         .await
@@ -436,8 +449,9 @@ impl SqliteStore {
             content,
             ..
         } = HistoryTables::of(document);
+        let scope = Some(document);
         let document = document.to_owned();
-        self.with_conn(move |conn, _| {
+        self.with_conn(scope, move |conn, _| {
             let row: Option<(i64, Vec<u8>)> = conn
                 .prepare_cached(&format!(
                     "SELECT revision, CAST({content} AS BLOB) FROM {checkpoints} \
@@ -787,9 +801,12 @@ fn append_batch(
 #[async_trait]
 impl Store for SqliteStore {
     async fn load(&self, document: &str) -> Result<StoredDocument, StoreError> {
+        let scope = Some(document);
         let document = document.to_owned();
-        self.with_conn(move |conn, counters| load_document(conn, counters, &document))
-            .await
+        self.with_conn(scope, move |conn, counters| {
+            load_document(conn, counters, &document)
+        })
+        .await
     }
 
     async fn commit(&self, batch: Arc<[DocumentCommit]>) -> Result<(), StoreError> {
@@ -805,7 +822,8 @@ impl Store for SqliteStore {
     }
 
     async fn write_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
-        self.with_conn(move |conn, _| {
+        let scope = Arc::clone(&snapshot.document);
+        self.with_conn(Some(&scope), move |conn, _| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(unavailable)?;
@@ -835,8 +853,9 @@ impl Store for SqliteStore {
         revision: u64,
         state: Vec<u8>,
     ) -> Result<(), StoreError> {
+        let scope = Some(document);
         let document = document.to_owned();
-        self.with_conn(move |conn, _| {
+        self.with_conn(scope, move |conn, _| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(unavailable)?;
@@ -866,8 +885,9 @@ impl Store for SqliteStore {
         from: u64,
         to: u64,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let scope = Some(document);
         let document = document.to_owned();
-        self.with_conn(move |conn, _| {
+        self.with_conn(scope, move |conn, _| {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT update_v1 FROM yjs_updates \
@@ -888,8 +908,9 @@ impl Store for SqliteStore {
         from: u64,
         to: u64,
     ) -> Result<Vec<LoggedOp>, StoreError> {
+        let scope = Some(document);
         let document = document.to_owned();
-        self.with_conn(move |conn, counters| {
+        self.with_conn(scope, move |conn, counters| {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT revision, operation, author, client_id, seq FROM oplog \
@@ -918,8 +939,9 @@ impl Store for SqliteStore {
     }
 
     async fn last_seq(&self, document: &str, client_id: &str) -> Result<u64, StoreError> {
+        let scope = Some(document);
         let (document, client_id) = (document.to_owned(), client_id.to_owned());
-        self.with_conn(move |conn, _| {
+        self.with_conn(scope, move |conn, _| {
             let seq: Option<i64> = conn
                 .query_row(
                     "SELECT seq FROM client_seqs WHERE document = ?1 AND client_id = ?2",
@@ -934,7 +956,7 @@ impl Store for SqliteStore {
     }
 
     async fn document_count(&self) -> Result<u64, StoreError> {
-        self.with_conn(|conn, _| {
+        self.with_conn(None, |conn, _| {
             let n: i64 = conn
                 .query_row("SELECT COUNT(*) FROM documents", [], |r| r.get(0))
                 .map_err(unavailable)?;
@@ -944,8 +966,9 @@ impl Store for SqliteStore {
     }
 
     async fn document_otp(&self, document: &str) -> Result<Option<String>, StoreError> {
+        let scope = Some(document);
         let document = document.to_owned();
-        self.with_conn(move |conn, _| {
+        self.with_conn(scope, move |conn, _| {
             let otp: Option<Option<String>> = conn
                 .query_row(
                     "SELECT otp FROM documents WHERE id = ?1",
@@ -965,8 +988,9 @@ impl Store for SqliteStore {
         _epoch: u64,
         otp: Option<String>,
     ) -> Result<(), StoreError> {
+        let scope = Some(document);
         let document = document.to_owned();
-        self.with_conn(move |conn, _| {
+        self.with_conn(scope, move |conn, _| {
             conn.execute(
                 "INSERT INTO documents (id, revision, otp, accessed_at) VALUES (?1, 0, ?2, ?3) \
                  ON CONFLICT (id) DO UPDATE SET otp = excluded.otp",
@@ -981,7 +1005,7 @@ impl Store for SqliteStore {
     async fn compact(&self, retention: std::time::Duration) -> Result<u64, StoreError> {
         let cutoff =
             now_secs().saturating_sub(i64::try_from(retention.as_secs()).unwrap_or(i64::MAX));
-        self.with_conn(move |conn, _| {
+        self.with_conn(None, move |conn, _| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(unavailable)?;
@@ -1027,8 +1051,9 @@ impl Store for SqliteStore {
         let HistoryTables {
             log, checkpoints, ..
         } = HistoryTables::of(document);
+        let scope = Some(document);
         let document = document.to_owned();
-        self.with_conn(move |conn, _| {
+        self.with_conn(scope, move |conn, _| {
             let tx = conn.transaction().map_err(unavailable)?;
             let revision: Option<i64> = tx
                 .query_row(
@@ -1095,8 +1120,9 @@ impl Store for SqliteStore {
         from: u64,
         to: u64,
     ) -> Result<Vec<PastUpdate>, StoreError> {
+        let scope = Some(document);
         let document = document.to_owned();
-        self.with_conn(move |conn, counters| {
+        self.with_conn(scope, move |conn, counters| {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT revision, update_v1, committed_at FROM yjs_updates \
@@ -1129,8 +1155,9 @@ impl Store for SqliteStore {
         from: u64,
         to: u64,
     ) -> Result<Vec<PastOp>, StoreError> {
+        let scope = Some(document);
         let document = document.to_owned();
-        self.with_conn(move |conn, counters| {
+        self.with_conn(scope, move |conn, counters| {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT revision, operation, author, client_id, seq, committed_at FROM oplog \
@@ -1168,8 +1195,9 @@ impl Store for SqliteStore {
         at_ms: i64,
     ) -> Result<Option<u64>, StoreError> {
         let log = HistoryTables::of(document).log;
+        let scope = Some(document);
         let document = document.to_owned();
-        self.with_conn(move |conn, _| {
+        self.with_conn(scope, move |conn, _| {
             let revision: Option<i64> = conn
                 .query_row(
                     &format!(
@@ -1185,8 +1213,9 @@ impl Store for SqliteStore {
     }
 
     async fn record_author(&self, document: &str, info: AuthorInfo) -> Result<(), StoreError> {
+        let scope = Some(document);
         let document = document.to_owned();
-        self.with_conn(move |conn, _| {
+        self.with_conn(scope, move |conn, _| {
             conn.prepare_cached(
                 "INSERT INTO authors (document, author, name, hue) VALUES (?1, ?2, ?3, ?4) \
                  ON CONFLICT (document, author) DO UPDATE \
@@ -1202,8 +1231,9 @@ impl Store for SqliteStore {
     }
 
     async fn authors(&self, document: &str) -> Result<Vec<AuthorInfo>, StoreError> {
+        let scope = Some(document);
         let document = document.to_owned();
-        self.with_conn(move |conn, _| {
+        self.with_conn(scope, move |conn, _| {
             let mut stmt = conn
                 .prepare_cached("SELECT author, name, hue FROM authors WHERE document = ?1")
                 .map_err(unavailable)?;
@@ -1233,7 +1263,7 @@ impl Store for SqliteStore {
     async fn delete_expired(&self, unused_for: std::time::Duration) -> Result<u64, StoreError> {
         let cutoff =
             now_secs().saturating_sub(i64::try_from(unused_for.as_secs()).unwrap_or(i64::MAX));
-        self.with_conn(move |conn, _| {
+        self.with_conn(None, move |conn, _| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(unavailable)?;
