@@ -15,15 +15,10 @@ CODRAFT=${CODRAFT:-target/release/codraft}
 BENCH=${BENCH:-target/release/codraft-bench}
 LOADS=${LOADS:-300}
 PORT=${PORT:-3040}
+source bench/lib.sh
 work=$(mktemp -d)
 pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-source bench/lib.sh
+trap kill_started EXIT
 
 taskset -c 0 env EDITS_PER_SECOND=1000000 EDIT_BURST=1000000 MESSAGES_PER_SECOND=1000000 \
     MAX_CONNECTIONS_PER_DOCUMENT=100000 RUST_LOG=warn PORT="$PORT" DATA_DIR="$work/data" \

@@ -17,3 +17,11 @@ wait_port() {
     echo "nothing listens on port $1" >&2
     return 1
 }
+
+# The EXIT trap of a script that keeps its started processes' pids in `pids` and its scratch
+# files in `work`: kills the processes and removes the files.
+kill_started() {
+    for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}

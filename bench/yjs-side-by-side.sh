@@ -42,22 +42,16 @@ fi
 versions=$(cd "$YWS_DIR" && "$NODE" -p \
     '["y-websocket","yjs","y-protocols","ws"].map(p => p + "@" + require(p + "/package.json").version).join(", ")')
 
+source bench/lib.sh
 work=$(mktemp -d)
 pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+trap kill_started EXIT
 
 # codraft without its per-connection rate limits (y-websocket's server has none), and with
 # loaded documents kept for an hour (y-websocket's in-memory server keeps them for good).
 codraft_env=(EDITS_PER_SECOND=1000000 EDIT_BURST=1000000 MESSAGES_PER_SECOND=1000000
     MAX_CONNECTIONS_PER_DOCUMENT=100000
     IDLE_UNLOAD_SECS=3600 RUST_LOG=warn)
-
-source bench/lib.sh
 
 start_codraft() {
     rm -rf "$work/data" && mkdir -p "$work/data"
