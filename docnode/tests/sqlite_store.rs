@@ -325,6 +325,17 @@ async fn commits_go_to_the_journal_and_a_reopened_store_folds_what_a_crash_left_
     let a = store.load("a").await.expect("load a");
     assert_eq!((a.revision, a.text), (3, typed_text(3)));
     assert_eq!(store.last_seq("b", "c").await.expect("seq"), 2);
+    // A load counts as an access: the next call about every document writes its time, even
+    // with no journal rows waiting.
+    tables
+        .execute(
+            "UPDATE documents SET accessed_at = accessed_at - 3 * 86400 WHERE id = 'b'",
+            [],
+        )
+        .expect("age b");
+    store.load("b").await.expect("load b");
+    let expired = store.delete_expired(Duration::from_secs(2 * 86_400)).await;
+    assert_eq!(expired.expect("delete_expired"), 0, "b was loaded just now");
     // The next commit continues from the folded revision, and deletes the folded rows.
     store
         .commit(batch([typing("a", 0, 3, 1, "c")]))

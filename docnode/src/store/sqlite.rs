@@ -15,6 +15,12 @@
 //! any other call reads or writes the tables, and when the store opens (after a crash). So
 //! every call but a commit sees the tables as if each commit had written them itself.
 //!
+//! A call about one document folds only if that document has rows waiting; if it has none
+//! and the call only reads, it runs on a third connection, a reader of `codraft.db` that WAL
+//! lets read beside a fold, so a cold load does not wait for the other documents' fold. A
+//! load's access time (which only decides expiry, in days) is kept in memory and written by
+//! the next fold or call about every document; a crash before then loses it.
+//!
 //! The two files have a writer each, so a fold never holds up a commit. `journal_folded` in
 //! `codraft.db` records the last journal row folded, in the fold's own transaction: a crash
 //! between a fold and the journal's cleanup (later commits delete folded rows, a bounded
@@ -196,6 +202,12 @@ pub struct SqliteStore {
     fold_rows: usize,
     /// Whether a background fold is queued or running.
     folding: Arc<AtomicBool>,
+    /// A second connection to `codraft.db`, for reads of documents with no rows waiting:
+    /// WAL lets it read beside a fold, so a cold load does not wait for one.
+    reader: Arc<Mutex<Connection>>,
+    /// Documents loaded since the last fold, and when: the fold writes their access times
+    /// (which only decide expiry, in days), so a load needs no writer.
+    touched: Arc<Mutex<Touches>>,
 }
 
 /// The journal's connection, and what it knows of the journal.
@@ -228,9 +240,12 @@ impl Journal {
     }
 }
 
-/// Folds every journal row not yet folded into the tables, in one transaction; returns the
-/// number of the last one.
-fn fold_journal(tables: &mut Connection) -> Result<i64, StoreError> {
+/// Documents' access times to write: (document, Unix seconds).
+type Touches = HashMap<Arc<str>, i64>;
+
+/// Folds every journal row not yet folded into the tables and writes `touched`'s access
+/// times, in one transaction; returns the number of the last row folded.
+fn fold_journal(tables: &mut Connection, touched: &Touches) -> Result<i64, StoreError> {
     let failed = |e: rusqlite::Error| StoreError::Unavailable(format!("folding the journal: {e}"));
     let tx = tables
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -243,6 +258,11 @@ fn fold_journal(tables: &mut Connection) -> Result<i64, StoreError> {
             r.get(0)
         })
         .map_err(failed)?;
+    for (document, at) in touched {
+        tx.prepare_cached("UPDATE documents SET accessed_at = MAX(accessed_at, ?2) WHERE id = ?1")
+            .and_then(|mut stmt| stmt.execute(params![&**document, at]))
+            .map_err(failed)?;
+    }
     if to > from {
         for sql in FOLD {
             tx.prepare_cached(sql)
@@ -274,8 +294,9 @@ impl SqliteStore {
         attach_read_only(&journal, &tables_path, "m")?;
         attach_read_only(&tables, &journal_path, "jdb")?;
         // What a crash left in the journal is committed: it goes into the tables now.
-        let folded = fold_journal(&mut tables)?;
+        let folded = fold_journal(&mut tables, &Touches::new())?;
         let (appended, deleted) = journal_bounds(&mut journal, folded)?;
+        let reader = open_file(&tables_path)?;
         Ok(Self {
             tables: Arc::new(Mutex::new(tables)),
             journal: Arc::new(Mutex::new(Journal {
@@ -288,6 +309,8 @@ impl SqliteStore {
             counters: Arc::default(),
             fold_rows: JOURNAL_FOLD_ROWS,
             folding: Arc::default(),
+            reader: Arc::new(Mutex::new(reader)),
+            touched: Arc::default(),
         })
     }
 
@@ -308,20 +331,42 @@ impl SqliteStore {
         F: FnOnce(&mut Connection, &StoreCounters) -> Result<T, StoreError> + Send + 'static,
     {
         let (tables, journal) = (Arc::clone(&self.tables), Arc::clone(&self.journal));
-        let counters = Arc::clone(&self.counters);
+        let (touched, counters) = (Arc::clone(&self.touched), Arc::clone(&self.counters));
         let document = document.map(Arc::<str>::from);
         blocking(move || {
             let mut tables = lock(&tables)?;
-            let waiting = {
-                let journal = lock(&journal)?;
-                match &document {
-                    Some(document) => journal.revisions.contains_key(document),
-                    None => journal.waiting() > 0,
-                }
+            let waiting = match &document {
+                Some(document) => lock(&journal)?.revisions.contains_key(document),
+                // A call about every document (expiry among them) sees every access time.
+                None => lock(&journal)?.waiting() > 0 || !lock(&touched)?.is_empty(),
             };
             if waiting {
-                fold(&mut tables, &journal)?;
+                fold(&mut tables, &journal, &touched)?;
             }
+            f(&mut tables, &counters)
+        })
+        .await
+    }
+
+    /// Runs `f`, which only reads, about `document`: on the reader connection if the
+    /// document has no rows waiting (beside any fold), else after a fold, as `with_conn`.
+    async fn with_reader<T, F>(&self, document: &str, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &StoreCounters) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (tables, journal) = (Arc::clone(&self.tables), Arc::clone(&self.journal));
+        let (reader, touched) = (Arc::clone(&self.reader), Arc::clone(&self.touched));
+        let counters = Arc::clone(&self.counters);
+        let document = Arc::<str>::from(document);
+        blocking(move || {
+            // Its rows are all folded, by folds that committed before this check: the
+            // reader's next transaction sees them. Rows committed after it are not owed.
+            if !lock(&journal)?.revisions.contains_key(&document) {
+                return f(&mut *lock(&reader)?, &counters);
+            }
+            let mut tables = lock(&tables)?;
+            fold(&mut tables, &journal, &touched)?;
             f(&mut tables, &counters)
         })
         .await
@@ -334,9 +379,10 @@ impl SqliteStore {
             return;
         }
         let (tables, journal) = (Arc::clone(&self.tables), Arc::clone(&self.journal));
-        let folding = Arc::clone(&self.folding);
+        let (folding, touched) = (Arc::clone(&self.folding), Arc::clone(&self.touched));
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = lock(&tables).and_then(|mut tables| fold(&mut tables, &journal)) {
+            let folded = lock(&tables).and_then(|mut tables| fold(&mut tables, &journal, &touched));
+            if let Err(e) = folded {
                 tracing::warn!(error = %e, "journal fold failed; the next read retries it");
             }
             folding.store(false, Ordering::Release);
@@ -344,14 +390,30 @@ impl SqliteStore {
     }
 }
 
-/// Folds the journal if rows wait, and tells the journal how far.
-fn fold(tables: &mut Connection, journal: &Mutex<Journal>) -> Result<(), StoreError> {
-    if lock(journal)?.waiting() <= 0 {
+/// Folds the journal and the access times waiting, and tells the journal how far.
+fn fold(
+    tables: &mut Connection,
+    journal: &Mutex<Journal>,
+    touched: &Mutex<Touches>,
+) -> Result<(), StoreError> {
+    let touches = std::mem::take(&mut *lock(touched)?);
+    if lock(journal)?.waiting() <= 0 && touches.is_empty() {
         return Ok(());
     }
-    let to = fold_journal(tables)?;
-    lock(journal)?.folded_to(to);
-    Ok(())
+    match fold_journal(tables, &touches) {
+        Ok(to) => {
+            lock(journal)?.folded_to(to);
+            Ok(())
+        }
+        Err(e) => {
+            // Kept for the next fold, unless a newer access replaced one meanwhile.
+            let mut waiting = lock(touched)?;
+            for (document, at) in touches {
+                waiting.entry(document).or_insert(at);
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Runs `f` on tokio's blocking pool.
@@ -449,9 +511,9 @@ impl SqliteStore {
             content,
             ..
         } = HistoryTables::of(document);
-        let scope = Some(document);
+        let scope = document;
         let document = document.to_owned();
-        self.with_conn(scope, move |conn, _| {
+        self.with_reader(scope, move |conn, _| {
             let row: Option<(i64, Vec<u8>)> = conn
                 .prepare_cached(&format!(
                     "SELECT revision, CAST({content} AS BLOB) FROM {checkpoints} \
@@ -529,11 +591,8 @@ fn load_document(
     counters: &StoreCounters,
     document: &str,
 ) -> Result<StoredDocument, StoreError> {
-    // Immediate: the load writes (its access time), and a read transaction that later wants
-    // to write fails at once, without waiting, if another connection wrote meanwhile.
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(unavailable)?;
+    // Only reads, in one snapshot; the access time is the caller's to record.
+    let tx = conn.transaction().map_err(unavailable)?;
     let row: Option<(i64, Option<String>, Option<String>)> = tx
         .query_row(
             "SELECT revision, language, otp FROM documents WHERE id = ?1",
@@ -556,7 +615,6 @@ fn load_document(
     let revision = from_sql(revision)?;
     if is_yjs(document) {
         let yjs = load_yjs(&tx, counters, document, revision)?;
-        touch(&tx, document)?;
         tx.commit().map_err(unavailable)?;
         return Ok(StoredDocument {
             text: String::new(),
@@ -612,7 +670,6 @@ fn load_document(
     }
     drop(rows);
     drop(stmt);
-    touch(&tx, document)?;
     tx.commit().map_err(unavailable)?;
     Ok(StoredDocument {
         text: rope.to_string(),
@@ -622,15 +679,6 @@ fn load_document(
         epoch: 0,
         yjs: Vec::new(),
     })
-}
-
-fn touch(tx: &rusqlite::Transaction<'_>, document: &str) -> Result<(), StoreError> {
-    tx.execute(
-        "UPDATE documents SET accessed_at = ?2 WHERE id = ?1",
-        params![document, now_secs()],
-    )
-    .map_err(unavailable)?;
-    Ok(())
 }
 
 /// A Yjs document's compacted state (if any) and the updates after it, checked to end at
@@ -801,10 +849,13 @@ fn append_batch(
 #[async_trait]
 impl Store for SqliteStore {
     async fn load(&self, document: &str) -> Result<StoredDocument, StoreError> {
-        let scope = Some(document);
-        let document = document.to_owned();
-        self.with_conn(scope, move |conn, counters| {
-            load_document(conn, counters, &document)
+        let touched = Arc::clone(&self.touched);
+        let id = Arc::<str>::from(document);
+        self.with_reader(document, move |conn, counters| {
+            let loaded = load_document(conn, counters, &id)?;
+            // Written by the next fold (or call about every document).
+            lock(&touched)?.insert(id, now_secs());
+            Ok(loaded)
         })
         .await
     }
@@ -885,9 +936,9 @@ impl Store for SqliteStore {
         from: u64,
         to: u64,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
-        let scope = Some(document);
+        let scope = document;
         let document = document.to_owned();
-        self.with_conn(scope, move |conn, _| {
+        self.with_reader(scope, move |conn, _| {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT update_v1 FROM yjs_updates \
@@ -908,9 +959,9 @@ impl Store for SqliteStore {
         from: u64,
         to: u64,
     ) -> Result<Vec<LoggedOp>, StoreError> {
-        let scope = Some(document);
+        let scope = document;
         let document = document.to_owned();
-        self.with_conn(scope, move |conn, counters| {
+        self.with_reader(scope, move |conn, counters| {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT revision, operation, author, client_id, seq FROM oplog \
@@ -939,9 +990,9 @@ impl Store for SqliteStore {
     }
 
     async fn last_seq(&self, document: &str, client_id: &str) -> Result<u64, StoreError> {
-        let scope = Some(document);
+        let scope = document;
         let (document, client_id) = (document.to_owned(), client_id.to_owned());
-        self.with_conn(scope, move |conn, _| {
+        self.with_reader(scope, move |conn, _| {
             let seq: Option<i64> = conn
                 .query_row(
                     "SELECT seq FROM client_seqs WHERE document = ?1 AND client_id = ?2",
@@ -966,9 +1017,9 @@ impl Store for SqliteStore {
     }
 
     async fn document_otp(&self, document: &str) -> Result<Option<String>, StoreError> {
-        let scope = Some(document);
+        let scope = document;
         let document = document.to_owned();
-        self.with_conn(scope, move |conn, _| {
+        self.with_reader(scope, move |conn, _| {
             let otp: Option<Option<String>> = conn
                 .query_row(
                     "SELECT otp FROM documents WHERE id = ?1",
@@ -1051,9 +1102,9 @@ impl Store for SqliteStore {
         let HistoryTables {
             log, checkpoints, ..
         } = HistoryTables::of(document);
-        let scope = Some(document);
+        let scope = document;
         let document = document.to_owned();
-        self.with_conn(scope, move |conn, _| {
+        self.with_reader(scope, move |conn, _| {
             let tx = conn.transaction().map_err(unavailable)?;
             let revision: Option<i64> = tx
                 .query_row(
@@ -1120,9 +1171,9 @@ impl Store for SqliteStore {
         from: u64,
         to: u64,
     ) -> Result<Vec<PastUpdate>, StoreError> {
-        let scope = Some(document);
+        let scope = document;
         let document = document.to_owned();
-        self.with_conn(scope, move |conn, counters| {
+        self.with_reader(scope, move |conn, counters| {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT revision, update_v1, committed_at FROM yjs_updates \
@@ -1155,9 +1206,9 @@ impl Store for SqliteStore {
         from: u64,
         to: u64,
     ) -> Result<Vec<PastOp>, StoreError> {
-        let scope = Some(document);
+        let scope = document;
         let document = document.to_owned();
-        self.with_conn(scope, move |conn, counters| {
+        self.with_reader(scope, move |conn, counters| {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT revision, operation, author, client_id, seq, committed_at FROM oplog \
@@ -1195,9 +1246,9 @@ impl Store for SqliteStore {
         at_ms: i64,
     ) -> Result<Option<u64>, StoreError> {
         let log = HistoryTables::of(document).log;
-        let scope = Some(document);
+        let scope = document;
         let document = document.to_owned();
-        self.with_conn(scope, move |conn, _| {
+        self.with_reader(scope, move |conn, _| {
             let revision: Option<i64> = conn
                 .query_row(
                     &format!(
@@ -1231,9 +1282,9 @@ impl Store for SqliteStore {
     }
 
     async fn authors(&self, document: &str) -> Result<Vec<AuthorInfo>, StoreError> {
-        let scope = Some(document);
+        let scope = document;
         let document = document.to_owned();
-        self.with_conn(scope, move |conn, _| {
+        self.with_reader(scope, move |conn, _| {
             let mut stmt = conn
                 .prepare_cached("SELECT author, name, hue FROM authors WHERE document = ?1")
                 .map_err(unavailable)?;
