@@ -1,9 +1,10 @@
-//! The embedded file store of standalone mode: one SQLite file under DATA_DIR.
+//! The embedded file store of standalone mode: two SQLite files under DATA_DIR, the tables
+//! (`codraft.db`) and the journal of the newest commits (`journal.db`).
 //!
 //! SQLite runs in WAL mode with `synchronous=FULL`, so a committed transaction survives
 //! kill -9 and power loss; that is what lets the docnode acknowledge an edit once its flush
-//! returns. SQLite calls block, so each one runs on tokio's blocking pool; the connection's
-//! mutex is only ever taken there, never across an await.
+//! returns. SQLite calls block, so each one runs on tokio's blocking pool; the connections'
+//! mutexes are only ever taken there, never across an await.
 //!
 //! A group commit appends its rows to a second file, `journal.db`, in the order they come:
 //! a batch of a hundred documents then dirties the journal's last page or two instead of a
@@ -12,10 +13,11 @@
 //! *folded* into the tables of `codraft.db` (`oplog`, `yjs_updates`, `client_seqs`,
 //! `documents`) by one set of statements in one transaction of the tables' connection, which
 //! attaches the journal read-only: in the background once JOURNAL_FOLD_ROWS rows wait, before
-//! any other call reads or writes the tables, and when the store opens (after a crash). So
-//! every call but a commit sees the tables as if each commit had written them itself.
+//! a call that needs what waits (below), and when the store opens (after a crash). So every
+//! call but a commit sees the tables as if each commit had written them itself.
 //!
-//! A call about one document folds only if that document has rows waiting; if it has none
+//! A call about every document (counting, compaction, expiry) folds whatever waits; a call
+//! about one document folds only if that document has rows waiting; if it has none
 //! and the call only reads, it runs on a third connection, a reader of `codraft.db` that WAL
 //! lets read beside a fold, so a cold load does not wait for the other documents' fold. A
 //! load's access time (which only decides expiry, in days) is kept in memory and written by
