@@ -47,6 +47,16 @@ pub enum ProcessError {
         /// Its log so far.
         log: String,
     },
+    /// The process exited before it was ready.
+    #[error("{name} exited ({status}) before it was ready; log:\n{log}")]
+    Exited {
+        /// The process's name.
+        name: String,
+        /// How it exited.
+        status: ExitStatus,
+        /// Its log.
+        log: String,
+    },
     /// Waiting for the process to exit failed.
     #[error("cannot wait for {name} to exit: {source}")]
     Wait {
@@ -208,11 +218,20 @@ impl Process {
         Ok(())
     }
 
-    /// Waits (polling `/readyz`) until the process is ready, at most `within`.
-    pub async fn wait_ready(&self, within: Duration) -> Result<(), ProcessError> {
+    /// Waits (polling `/readyz`) until the process is ready, at most `within`. Fails at once
+    /// if the process has exited: whatever answers on its port then is not this process (a
+    /// server that could not bind its port exits, and another may hold that port).
+    pub async fn wait_ready(&mut self, within: Duration) -> Result<(), ProcessError> {
         let http = HttpTarget::loopback(self.health_port());
         let deadline = tokio::time::Instant::now() + within;
         loop {
+            if let Some(status) = self.exit_status() {
+                return Err(ProcessError::Exited {
+                    name: self.name.clone(),
+                    status,
+                    log: self.log(),
+                });
+            }
             if let Ok((200, body)) = http.get("/readyz").await {
                 let body = String::from_utf8_lossy(&body);
                 if self
@@ -244,6 +263,11 @@ impl Process {
         if let Err(error) = started {
             panic!("{error}");
         }
+    }
+
+    /// How the child exited, if it was started and has exited since.
+    fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
     }
 
     /// The running child's process id.
