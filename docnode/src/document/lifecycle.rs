@@ -8,7 +8,7 @@ use codraft_common::{ids::is_yjs, membership::Member};
 use tokio::sync::mpsc;
 use tracing::{debug, info, info_span, warn, Instrument, Span};
 
-use super::{close, Command, ConnId, Deps, Document, JoinRefused, Mail};
+use super::{close, gather, Command, ConnId, Deps, Document, JoinRefused, Mail};
 use crate::{
     commit::CommitResult,
     metrics::{MOVE_FENCED, MOVE_RELEASED},
@@ -111,6 +111,15 @@ impl Document {
     pub(super) async fn serve(&mut self, rx: &mut mpsc::Receiver<Mail>) -> Exit {
         let mut inflight: Option<Inflight> = None;
         loop {
+            if inflight.is_none() && self.head > self.committed {
+                gather(
+                    rx,
+                    self,
+                    |d| !d.stopping && !d.pending_full(),
+                    |d, mail| d.handle(*mail),
+                )
+                .await;
+            }
             if inflight.is_none() {
                 inflight = self.start_commit().await;
             }

@@ -59,9 +59,9 @@ mod restore;
 pub use access::otp_matches;
 pub(crate) use access::store_password;
 pub(crate) use lifecycle::{farewell, note_exit, reroutes, wait_result, Exit};
-pub(crate) use mailbox::spawn;
 use mailbox::Mail;
 pub(crate) use mailbox::Mail as DocumentMail;
+pub(crate) use mailbox::{gather, spawn};
 pub use mailbox::{Command, Deps, DocumentHandle, Join, JoinRefused};
 pub use restore::{Restored, RESTORE_AUTHOR};
 

@@ -1306,3 +1306,47 @@ fn joined_never_promises_an_edit_the_resume_does_not_carry() {
         );
     });
 }
+
+#[test]
+fn edits_waiting_together_go_out_in_one_commit_and_one_frame_per_client() {
+    paused(async {
+        let store = MemoryStore::new();
+        let owner = Owner::new(&store);
+        let mut inboxes = Vec::new();
+        for conn in 1..=3 {
+            let mut inbox = join_one(&owner, &format!("typist{conn}"), conn).await;
+            frames(&mut inbox);
+            inboxes.push(inbox);
+        }
+        let handle = owner.loaded().expect("loaded");
+        // Three typists' edits reach the mailbox before the actor runs again.
+        for conn in 1..=3 {
+            let edit = pb::Edit {
+                revision: 1,
+                operation: Some(wire::operation_to_proto(&Operation::insert_text("x"))),
+                seq: Some(1),
+                trace_context: HashMap::new(),
+            };
+            if handle.send(Command::Edit { conn, edit }).await.is_err() {
+                panic!("the actor stopped");
+            }
+        }
+        settle(Duration::from_millis(5)).await;
+        assert_eq!(store.log(DOC).len(), 3, "all three committed");
+        for (i, inbox) in inboxes.iter_mut().enumerate() {
+            let histories: Vec<usize> = frames(inbox)
+                .iter()
+                .filter_map(|f| match f {
+                    Kind::History(h) => Some(h.entries.len()),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(
+                histories,
+                vec![3],
+                "client {} got the edits in one frame of three",
+                i + 1
+            );
+        }
+    });
+}

@@ -51,8 +51,8 @@ use crate::{
     commit::CommitResult,
     connection::{ConnId, Outbox, QueueLimits, SendFailure},
     document::{
-        close, farewell, note_exit, otp_matches, reroutes, store_password, wait_result, Command,
-        Deps, DocumentMail, Exit, Join, JoinRefused,
+        close, farewell, gather, note_exit, otp_matches, reroutes, store_password, wait_result,
+        Command, Deps, DocumentMail, Exit, Join, JoinRefused,
     },
     store::{DocumentCommit, StoreError, StoredDocument},
 };
@@ -200,6 +200,16 @@ impl YjsDocument {
         // more often than CATCH_UP_EVERY.
         let mut catch_up_at: Option<Instant> = None;
         loop {
+            if self.inflight.is_none() && !self.queued.is_empty() && !self.stopping {
+                let limit = self.deps.config.max_pending_bytes();
+                gather(
+                    rx,
+                    self,
+                    |y| !y.stopping && y.queued_bytes < limit,
+                    |y, mail| y.handle(*mail),
+                )
+                .await;
+            }
             if self.inflight.is_none() {
                 // Once stopping, a few more commits take what keeps arriving; after them the
                 // actor goes (what is left comes back with the clients' next sync), so a
