@@ -29,6 +29,17 @@ async fn store(db: &TestDatabase, node: &str) -> PgStore {
         .unwrap_or_else(|e| panic!("connect to {}: {e}", db.url))
 }
 
+/// A store on `db` that loaded "doc" and committed two ops to it; and its epoch.
+async fn doc_at_revision_two(db: &TestDatabase) -> (PgStore, u64) {
+    let store = store(db, "node-a").await;
+    let epoch = store.load("doc").await.expect("load").epoch;
+    store
+        .commit(batch([typing("doc", epoch, 0, 2, "c")]))
+        .await
+        .expect("commit");
+    (store, epoch)
+}
+
 fn is_conflict_on(result: Result<(), StoreError>, document: &str) -> bool {
     matches!(result, Err(StoreError::Conflict { document: d, .. }) if d == document)
 }
@@ -155,12 +166,7 @@ async fn a_wrong_base_revision_is_a_conflict() {
     let Some(db) = TestDatabase::create().await else {
         return;
     };
-    let store = store(&db, "node-a").await;
-    let epoch = store.load("doc").await.expect("load").epoch;
-    store
-        .commit(batch([typing("doc", epoch, 0, 2, "c")]))
-        .await
-        .expect("commit");
+    let (store, epoch) = doc_at_revision_two(&db).await;
     // Behind: the same revisions again (a duplicate (document, revision) key).
     let behind = store.commit(batch([typing("doc", epoch, 0, 2, "c")])).await;
     assert!(is_conflict_on(behind, "doc"));
@@ -210,6 +216,45 @@ async fn a_batch_conflict_names_the_stale_document_and_commits_nothing() {
     .await
     .expect("the rest commits");
     assert_eq!(a.document_count().await.expect("count"), 2);
+}
+
+#[tokio::test]
+async fn a_commit_whose_rows_are_already_there_is_refused_and_changes_nothing() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let (store, epoch) = doc_at_revision_two(&db).await;
+    // A row at revision 3 that the document's revision (2) does not account for: whatever
+    // wrote it, the next commit (revisions 2 and 3) must not be counted as written.
+    db.client()
+        .await
+        .execute(
+            "INSERT INTO oplog (document, revision, operation, author, committed_at) \
+             VALUES ('doc', 3, '[1]', 0, now())",
+            &[],
+        )
+        .await
+        .expect("a stray row");
+    let result = store.commit(batch([typing("doc", epoch, 2, 2, "d")])).await;
+    let said = format!("{result:?}");
+    assert!(is_conflict_on(result, "doc"), "refused: {said}");
+    // (A load would refuse the log as it stands: it jumps from revision 2 to 3.)
+    let row = db
+        .client()
+        .await
+        .query_one(
+            "SELECT (SELECT revision FROM documents WHERE id = 'doc'), \
+                    (SELECT count(*) FROM oplog WHERE document = 'doc')",
+            &[],
+        )
+        .await
+        .expect("query");
+    let (revision, rows): (i64, i64) = (row.get(0), row.get(1));
+    assert_eq!(
+        (revision, rows),
+        (2, 3),
+        "the revision did not move, no row was added"
+    );
 }
 
 #[tokio::test]

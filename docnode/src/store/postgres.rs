@@ -6,11 +6,11 @@
 //!   the lease row and is refused unless it still carries the newest epoch. Together with the
 //!   unique (document, revision) key this keeps a docnode that lost a document (membership
 //!   views disagreed for a moment) from committing to it.
-//! - **Group commit that stays cheap.** One flush of the committer is one transaction whose
-//!   statements do not grow with the batch: one lock query, one documents upsert, one
-//!   `INSERT ... SELECT FROM UNNEST(arrays)` for every op row of every document and one for
-//!   the client sequence marks, sent together in a single pipeline. The round trips per flush
-//!   are fixed (take a connection, BEGIN, the pipeline, COMMIT) whatever the batch holds.
+//! - **Group commit that stays cheap.** One flush of the committer is one statement, and so
+//!   one transaction and one round trip after taking a connection, whatever the batch holds:
+//!   `COMMIT_BATCH` locks the leases, advances the documents, inserts every op row, Yjs update
+//!   and client mark from arrays (`UNNEST`), and checks its own fence, raising an error that
+//!   names a refused document.
 //! - **Failing instead of hanging.** The pool is bounded, waiting for a connection and every
 //!   call have deadlines, and a recycled connection is checked with a round trip, so a
 //!   Postgres that is down or was restarted gives `StoreError::Unavailable` (which the
@@ -20,7 +20,7 @@
 //! several docnodes starting at once are safe.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashSet},
     future::Future,
     sync::Arc,
     time::Duration,
@@ -74,6 +74,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 4,
         name: "yjs history checkpoints",
         sql: include_str!("../../migrations/0004_yjs_history.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "commit refusal",
+        sql: include_str!("../../migrations/0005_commit_refusal.sql"),
     },
 ];
 
@@ -133,62 +138,83 @@ const READ_YJS_TAIL: &str = "\
        AND u.revision >= COALESCE((SELECT s.revision FROM yjs_snapshots s WHERE s.document = $1), 0) \
     ORDER BY kind, revision";
 
-const INSERT_YJS_UPDATES: &str = "\
-    WITH inserted AS ( \
-        INSERT INTO yjs_updates (document, revision, update_v1, committed_at) \
-        SELECT t.document, t.revision, t.update_v1, now() \
-          FROM UNNEST($1::text[], $2::int8[], $3::bytea[]) AS t(document, revision, update_v1) \
-        ON CONFLICT (document, revision) DO NOTHING \
-        RETURNING document) \
-    SELECT document, count(*) FROM inserted GROUP BY document";
-
-const LOCK_LEASES: &str = "\
-    SELECT l.document, l.epoch, d.revision FROM leases l \
-      LEFT JOIN documents d ON d.id = l.document \
-     WHERE l.document = ANY($1::text[]) \
-     ORDER BY l.document \
-     FOR UPDATE OF l";
-
-/// Moves every document of a batch from its base revision to its new one; a document
-/// whose row is missing is created, but only from revision 0. Returns the ids it changed,
-/// so a document whose revision moved underneath is noticed.
-const ADVANCE_DOCUMENTS: &str = "\
-    WITH input AS ( \
-        SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::text[]) \
-            AS t(id, base, revision, language)), \
-    updated AS ( \
+/// A whole group commit in one statement, so in one round trip and its own transaction (a
+/// statement outside a transaction block commits by itself). Its parts, as data-modifying
+/// `WITH` clauses of one statement, commit together or not at all:
+///
+/// - `held` locks the batch's lease rows (in document order, as every writer does) and
+///   reads their epochs;
+/// - `advanced` moves each document from its base revision to its new one, and `created`
+///   makes the row of a document committed for the first time (from revision 0 only);
+/// - `ops` and `updates` insert the op log rows and Yjs updates, `marks` raises each
+///   (document, client id)'s sequence mark to the batch's highest;
+/// - `refused` is every document whose lease is not held at its epoch, whose revision did
+///   not move from its base (another writer moved it), or whose rows were not all written
+///   (another writer's rows were there): for the first of them the statement calls
+///   `codraft_refuse_commit` (migration 5), which raises an error naming it, and the whole
+///   transaction is rolled back.
+///
+/// The clauses run in an order Postgres chooses; the fence holds whatever it is, because the
+/// lease lock is held until the statement's transaction ends and a lease taken over before
+/// the lock was granted shows its new epoch (the lock re-reads the newest row).
+const COMMIT_BATCH: &str = "\
+    WITH input AS MATERIALIZED ( \
+        SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::text[], $5::int8[], \
+                             $6::int8[]) \
+            AS t(id, base, revision, language, epoch, logged)), \
+    held AS MATERIALIZED ( \
+        SELECT l.document, l.epoch FROM leases l \
+         WHERE l.document = ANY($1::text[]) \
+         ORDER BY l.document \
+         FOR UPDATE OF l), \
+    advanced AS ( \
         UPDATE documents d \
            SET revision = i.revision, language = COALESCE(i.language, d.language), \
                accessed_at = now() \
           FROM input i WHERE d.id = i.id AND d.revision = i.base \
         RETURNING d.id), \
-    inserted AS ( \
+    created AS ( \
         INSERT INTO documents (id, revision, language, accessed_at) \
         SELECT i.id, i.revision, i.language, now() FROM input i \
          WHERE i.base = 0 AND NOT EXISTS (SELECT 1 FROM documents d WHERE d.id = i.id) \
         ON CONFLICT (id) DO NOTHING \
-        RETURNING id) \
-    SELECT id FROM updated UNION ALL SELECT id FROM inserted";
-
-/// Every op row of the batch in one statement. A row whose key exists already is skipped
-/// rather than failing the statement, and the per-document counts show which document
-/// lost a race, so the conflict can name it.
-const INSERT_OPS: &str = "\
-    WITH inserted AS ( \
+        RETURNING id), \
+    ops AS ( \
         INSERT INTO oplog (document, revision, operation, author, client_id, seq, committed_at) \
         SELECT t.document, t.revision, t.operation, t.author, t.client_id, t.seq, now() \
-          FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::int8[], $5::text[], $6::int8[]) \
+          FROM UNNEST($7::text[], $8::int8[], $9::text[], $10::int8[], $11::text[], \
+                      $12::int8[]) \
             AS t(document, revision, operation, author, client_id, seq) \
         ON CONFLICT (document, revision) DO NOTHING \
-        RETURNING document) \
-    SELECT document, count(*) FROM inserted GROUP BY document";
+        RETURNING document), \
+    updates AS ( \
+        INSERT INTO yjs_updates (document, revision, update_v1, committed_at) \
+        SELECT t.document, t.revision, t.update_v1, now() \
+          FROM UNNEST($13::text[], $14::int8[], $15::bytea[]) AS t(document, revision, update_v1) \
+        ON CONFLICT (document, revision) DO NOTHING \
+        RETURNING document), \
+    marks AS ( \
+        INSERT INTO client_seqs (document, client_id, seq) \
+        SELECT * FROM UNNEST($16::text[], $17::text[], $18::int8[]) \
+        ON CONFLICT (document, client_id) DO UPDATE \
+        SET seq = GREATEST(client_seqs.seq, excluded.seq)), \
+    written AS ( \
+        SELECT document, count(*) AS rows \
+          FROM (SELECT document FROM ops UNION ALL SELECT document FROM updates) w \
+         GROUP BY document), \
+    refused AS ( \
+        SELECT i.id FROM input i \
+          LEFT JOIN held h ON h.document = i.id \
+          LEFT JOIN written w ON w.document = i.id \
+         WHERE h.epoch IS DISTINCT FROM i.epoch \
+            OR (NOT EXISTS (SELECT 1 FROM advanced a WHERE a.id = i.id) \
+                AND NOT EXISTS (SELECT 1 FROM created c WHERE c.id = i.id)) \
+            OR COALESCE(w.rows, 0) <> i.logged \
+         ORDER BY i.id LIMIT 1) \
+    SELECT codraft_refuse_commit(id) FROM refused";
 
-/// Raises each (document, client id)'s sequence mark to the batch's highest.
-const UPSERT_SEQS: &str = "\
-    INSERT INTO client_seqs (document, client_id, seq) \
-    SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[]) \
-    ON CONFLICT (document, client_id) DO UPDATE \
-    SET seq = GREATEST(client_seqs.seq, excluded.seq)";
+/// The message of the error `codraft_refuse_commit` raises (its detail names the document).
+const REFUSED: &str = "codraft: commit refused";
 
 /// Documents in Postgres, shared by every docnode of a cluster.
 pub struct PgStore {
@@ -619,95 +645,33 @@ impl PgStore {
             return Ok(());
         }
         let arrays = BatchArrays::build(batch)?;
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(|e| self.failed(e))?;
-        let (lock, advance, insert, seqs) = futures::try_join!(
-            tx.prepare_cached(LOCK_LEASES),
-            tx.prepare_cached(ADVANCE_DOCUMENTS),
-            tx.prepare_cached(INSERT_OPS),
-            tx.prepare_cached(UPSERT_SEQS),
-        )
-        .map_err(|e| self.failed(e))?;
-        // One pipeline: the statements travel together and run in this order. The checks
-        // on their results come after; if any fails the transaction is rolled back (dropping
-        // it does that), so nothing a refused document sent is kept.
-        let lock_params: [&Param<'_>; 1] = [&arrays.documents];
-        let advance_params: [&Param<'_>; 4] = [
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(COMMIT_BATCH)
+            .await
+            .map_err(|e| self.failed(e))?;
+        let params: [&Param<'_>; 18] = [
             &arrays.documents,
             &arrays.bases,
             &arrays.revisions,
             &arrays.languages,
-        ];
-        let insert_params: [&Param<'_>; 6] = [
+            &arrays.epochs,
+            &arrays.logged,
             &arrays.op_documents,
             &arrays.op_revisions,
             &arrays.op_json,
             &arrays.op_authors,
             &arrays.op_clients,
             &arrays.op_seqs,
-        ];
-        let seq_params: [&Param<'_>; 3] = [
+            &arrays.update_documents,
+            &arrays.update_revisions,
+            &arrays.updates,
             &arrays.seq_documents,
             &arrays.seq_clients,
             &arrays.seq_values,
         ];
-        let yjs_params: [&Param<'_>; 3] = [
-            &arrays.update_documents,
-            &arrays.update_revisions,
-            &arrays.updates,
-        ];
-        // Only a batch with Yjs updates pays for their statement.
-        let insert_updates = async {
-            if arrays.updates.is_empty() {
-                return Ok(Vec::new());
-            }
-            let statement = tx.prepare_cached(INSERT_YJS_UPDATES).await?;
-            tx.query(&statement, &yjs_params).await
-        };
-        let (locked, advanced, inserted, _, inserted_updates) = futures::try_join!(
-            tx.query(&lock, &lock_params),
-            tx.query(&advance, &advance_params),
-            tx.query(&insert, &insert_params),
-            tx.execute(&seqs, &seq_params),
-            insert_updates,
-        )
-        .map_err(|e| self.commit_failed(e, batch))?;
-
-        let mut leases = HashMap::with_capacity(locked.len());
-        for row in &locked {
-            let document: &str = row.try_get(0).map_err(corrupt)?;
-            let epoch: i64 = row.try_get(1).map_err(corrupt)?;
-            let revision: Option<i64> = row.try_get(2).map_err(corrupt)?;
-            leases.insert(document, (epoch, revision));
-        }
-        let advanced = advanced
-            .iter()
-            .map(|row| row.try_get::<_, &str>(0))
-            .collect::<Result<HashSet<&str>, _>>()
-            .map_err(corrupt)?;
-        let mut inserted_ops = HashMap::with_capacity(inserted.len());
-        for row in inserted.iter().chain(&inserted_updates) {
-            let document: &str = row.try_get(0).map_err(corrupt)?;
-            let count: i64 = row.try_get(1).map_err(corrupt)?;
-            *inserted_ops.entry(document).or_insert(0) += count;
-        }
-        for commit in batch {
-            let document: &str = &commit.document;
-            let held = match leases.get(document) {
-                // No lease row: it expired, or this writer never loaded the document.
-                None => false,
-                Some(&(epoch, revision)) => {
-                    epoch == to_sql(commit.epoch)
-                        && revision.unwrap_or(0) == to_sql(commit.base_revision)
-                }
-            };
-            let ops_written: i64 = inserted_ops.get(document).copied().unwrap_or(0);
-            let ops_sent = commit.ops.len() as u64 + commit.updates.len() as u64;
-            if !held || !advanced.contains(document) || ops_written != to_sql(ops_sent) {
-                return Err(conflict(commit));
-            }
-        }
-        tx.commit()
+        client
+            .execute(&statement, &params)
             .await
             .map_err(|e| self.commit_failed(e, batch))?;
         StoreCounters::add(&self.counters.commits, 1);
@@ -721,6 +685,17 @@ impl PgStore {
     /// A failed commit statement: a key clash is a conflict (the batch's only possible
     /// clashes are with another writer); anything else means try again later.
     fn commit_failed(&self, e: tokio_postgres::Error, batch: &[DocumentCommit]) -> StoreError {
+        // The statement's own fence refused a document, and named it.
+        if let Some(db) = e.as_db_error() {
+            if db.code() == &SqlState::RAISE_EXCEPTION && db.message() == REFUSED {
+                let named = db
+                    .detail()
+                    .and_then(|d| batch.iter().find(|c| &*c.document == d));
+                if let Some(commit) = named.or(batch.first()) {
+                    return conflict(commit);
+                }
+            }
+        }
         if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
             // The statements skip clashing rows, so this is a race on a brand-new row; name
             // the document if Postgres' detail ("Key (id)=(doc) already exists") does, else
@@ -745,6 +720,10 @@ struct BatchArrays<'a> {
     bases: Vec<i64>,
     revisions: Vec<i64>,
     languages: Vec<Option<&'a str>>,
+    /// The lease epoch each document is committed under.
+    epochs: Vec<i64>,
+    /// Rows (ops and Yjs updates) each document writes.
+    logged: Vec<i64>,
     op_documents: Vec<&'a str>,
     op_revisions: Vec<i64>,
     op_json: Vec<String>,
@@ -767,6 +746,8 @@ impl<'a> BatchArrays<'a> {
             bases: Vec::with_capacity(batch.len()),
             revisions: Vec::with_capacity(batch.len()),
             languages: Vec::with_capacity(batch.len()),
+            epochs: Vec::with_capacity(batch.len()),
+            logged: Vec::with_capacity(batch.len()),
             op_documents: Vec::with_capacity(ops),
             op_revisions: Vec::with_capacity(ops),
             op_json: Vec::with_capacity(ops),
@@ -797,6 +778,10 @@ impl<'a> BatchArrays<'a> {
             arrays.documents.push(document);
             arrays.bases.push(to_sql(commit.base_revision));
             arrays.revisions.push(to_sql(commit.new_revision()));
+            arrays.epochs.push(to_sql(commit.epoch));
+            arrays.logged.push(to_sql(
+                commit.ops.len() as u64 + commit.updates.len() as u64,
+            ));
             let first_update = commit.base_revision + commit.ops.len() as u64;
             for (update, revision) in commit.updates.iter().zip(first_update..) {
                 arrays.update_documents.push(document);
