@@ -257,6 +257,37 @@ async fn a_commit_whose_rows_are_already_there_is_refused_and_changes_nothing() 
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_racing_a_commit_never_deadlocks() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let a = store(&db, "node-a").await;
+    let b = store(&db, "node-b").await;
+    // Each round: the owner commits while another docnode takes the document over. Both
+    // lock the lease row and the document's row; taken in opposite orders they deadlock, and
+    // Postgres aborts one of them (after deadlock_timeout) with an error that is neither a
+    // load nor a refusal.
+    for round in 0..40 {
+        let document = format!("race{round}");
+        let epoch = a.load(&document).await.expect("owner loads").epoch;
+        a.commit(batch([typing(&document, epoch, 0, 1, "c")]))
+            .await
+            .expect("first commit");
+        let commit = a.commit(batch([typing(&document, epoch, 1, 200, "c")]));
+        let (committed, loaded) = tokio::join!(commit, b.load(&document));
+        assert!(
+            matches!(committed, Ok(()) | Err(StoreError::Conflict { .. })),
+            "round {round}: the owner's commit either lands or is refused: {committed:?}"
+        );
+        let loaded = loaded.unwrap_or_else(|e| panic!("round {round}: the takeover fails: {e}"));
+        assert!(
+            loaded.revision == 1 || loaded.revision == 201,
+            "round {round}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn migrations_run_twice_and_concurrently_without_error() {
     let Some(db) = TestDatabase::create().await else {

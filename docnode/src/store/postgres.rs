@@ -156,7 +156,10 @@ const READ_YJS_TAIL: &str = "\
 ///
 /// The clauses run in an order Postgres chooses; the fence holds whatever it is, because the
 /// lease lock is held until the statement's transaction ends and a lease taken over before
-/// the lock was granted shows its new epoch (the lock re-reads the newest row).
+/// the lock was granted shows its new epoch (the lock re-reads the newest row). `advanced`
+/// and `created` join `held`, so a document's lease row is locked before its `documents`
+/// row, the order a load takes them in (lease, then the access time): the other order could
+/// deadlock a commit with a takeover of one of its documents.
 const COMMIT_BATCH: &str = "\
     WITH input AS MATERIALIZED ( \
         SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::text[], $5::int8[], \
@@ -171,11 +174,13 @@ const COMMIT_BATCH: &str = "\
         UPDATE documents d \
            SET revision = i.revision, language = COALESCE(i.language, d.language), \
                accessed_at = now() \
-          FROM input i WHERE d.id = i.id AND d.revision = i.base \
+          FROM input i JOIN held h ON h.document = i.id AND h.epoch = i.epoch \
+         WHERE d.id = i.id AND d.revision = i.base \
         RETURNING d.id), \
     created AS ( \
         INSERT INTO documents (id, revision, language, accessed_at) \
-        SELECT i.id, i.revision, i.language, now() FROM input i \
+        SELECT i.id, i.revision, i.language, now() \
+          FROM input i JOIN held h ON h.document = i.id AND h.epoch = i.epoch \
          WHERE i.base = 0 AND NOT EXISTS (SELECT 1 FROM documents d WHERE d.id = i.id) \
         ON CONFLICT (id) DO NOTHING \
         RETURNING id), \
