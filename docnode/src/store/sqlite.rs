@@ -350,12 +350,15 @@ impl SqliteStore {
         .await
     }
 
-    /// Runs `f`, which only reads, about `document`: on the reader connection if the
-    /// document has no rows waiting (beside any fold), else after a fold, as `with_conn`.
+    /// Runs `f`, which only reads, about `document` (handed to `f`): on the reader
+    /// connection if the document has no rows waiting (beside any fold), else after a fold,
+    /// as `with_conn`.
     async fn with_reader<T, F>(&self, document: &str, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection, &StoreCounters) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&mut Connection, &StoreCounters, &Arc<str>) -> Result<T, StoreError>
+            + Send
+            + 'static,
     {
         let (tables, journal) = (Arc::clone(&self.tables), Arc::clone(&self.journal));
         let (reader, touched) = (Arc::clone(&self.reader), Arc::clone(&self.touched));
@@ -365,11 +368,11 @@ impl SqliteStore {
             // Its rows are all folded, by folds that committed before this check: the
             // reader's next transaction sees them. Rows committed after it are not owed.
             if !lock(&journal)?.revisions.contains_key(&document) {
-                return f(&mut *lock(&reader)?, &counters);
+                return f(&mut *lock(&reader)?, &counters, &document);
             }
             let mut tables = lock(&tables)?;
             fold(&mut tables, &journal, &touched)?;
-            f(&mut tables, &counters)
+            f(&mut tables, &counters, &document)
         })
         .await
     }
@@ -513,9 +516,7 @@ impl SqliteStore {
             content,
             ..
         } = HistoryTables::of(document);
-        let scope = document;
-        let document = document.to_owned();
-        self.with_reader(scope, move |conn, _| {
+        self.with_reader(document, move |conn, _, document| {
             let row: Option<(i64, Vec<u8>)> = conn
                 .prepare_cached(&format!(
                     "SELECT revision, CAST({content} AS BLOB) FROM {checkpoints} \
@@ -852,11 +853,10 @@ fn append_batch(
 impl Store for SqliteStore {
     async fn load(&self, document: &str) -> Result<StoredDocument, StoreError> {
         let touched = Arc::clone(&self.touched);
-        let id = Arc::<str>::from(document);
-        self.with_reader(document, move |conn, counters| {
-            let loaded = load_document(conn, counters, &id)?;
+        self.with_reader(document, move |conn, counters, id| {
+            let loaded = load_document(conn, counters, id)?;
             // Written by the next fold (or call about every document).
-            lock(&touched)?.insert(id, now_secs());
+            lock(&touched)?.insert(Arc::clone(id), now_secs());
             Ok(loaded)
         })
         .await
@@ -938,9 +938,7 @@ impl Store for SqliteStore {
         from: u64,
         to: u64,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
-        let scope = document;
-        let document = document.to_owned();
-        self.with_reader(scope, move |conn, _| {
+        self.with_reader(document, move |conn, _, document| {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT update_v1 FROM yjs_updates \
@@ -961,9 +959,7 @@ impl Store for SqliteStore {
         from: u64,
         to: u64,
     ) -> Result<Vec<LoggedOp>, StoreError> {
-        let scope = document;
-        let document = document.to_owned();
-        self.with_reader(scope, move |conn, counters| {
+        self.with_reader(document, move |conn, counters, document| {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT revision, operation, author, client_id, seq FROM oplog \
@@ -992,9 +988,8 @@ impl Store for SqliteStore {
     }
 
     async fn last_seq(&self, document: &str, client_id: &str) -> Result<u64, StoreError> {
-        let scope = document;
-        let (document, client_id) = (document.to_owned(), client_id.to_owned());
-        self.with_reader(scope, move |conn, _| {
+        let client_id = client_id.to_owned();
+        self.with_reader(document, move |conn, _, document| {
             let seq: Option<i64> = conn
                 .query_row(
                     "SELECT seq FROM client_seqs WHERE document = ?1 AND client_id = ?2",
@@ -1019,9 +1014,7 @@ impl Store for SqliteStore {
     }
 
     async fn document_otp(&self, document: &str) -> Result<Option<String>, StoreError> {
-        let scope = document;
-        let document = document.to_owned();
-        self.with_reader(scope, move |conn, _| {
+        self.with_reader(document, move |conn, _, document| {
             let otp: Option<Option<String>> = conn
                 .query_row(
                     "SELECT otp FROM documents WHERE id = ?1",
@@ -1104,9 +1097,7 @@ impl Store for SqliteStore {
         let HistoryTables {
             log, checkpoints, ..
         } = HistoryTables::of(document);
-        let scope = document;
-        let document = document.to_owned();
-        self.with_reader(scope, move |conn, _| {
+        self.with_reader(document, move |conn, _, document| {
             let tx = conn.transaction().map_err(unavailable)?;
             let revision: Option<i64> = tx
                 .query_row(
@@ -1173,9 +1164,7 @@ impl Store for SqliteStore {
         from: u64,
         to: u64,
     ) -> Result<Vec<PastUpdate>, StoreError> {
-        let scope = document;
-        let document = document.to_owned();
-        self.with_reader(scope, move |conn, counters| {
+        self.with_reader(document, move |conn, counters, document| {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT revision, update_v1, committed_at FROM yjs_updates \
@@ -1208,9 +1197,7 @@ impl Store for SqliteStore {
         from: u64,
         to: u64,
     ) -> Result<Vec<PastOp>, StoreError> {
-        let scope = document;
-        let document = document.to_owned();
-        self.with_reader(scope, move |conn, counters| {
+        self.with_reader(document, move |conn, counters, document| {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT revision, operation, author, client_id, seq, committed_at FROM oplog \
@@ -1248,9 +1235,7 @@ impl Store for SqliteStore {
         at_ms: i64,
     ) -> Result<Option<u64>, StoreError> {
         let log = HistoryTables::of(document).log;
-        let scope = document;
-        let document = document.to_owned();
-        self.with_reader(scope, move |conn, _| {
+        self.with_reader(document, move |conn, _, document| {
             let revision: Option<i64> = conn
                 .query_row(
                     &format!(
@@ -1284,9 +1269,7 @@ impl Store for SqliteStore {
     }
 
     async fn authors(&self, document: &str) -> Result<Vec<AuthorInfo>, StoreError> {
-        let scope = document;
-        let document = document.to_owned();
-        self.with_reader(scope, move |conn, _| {
+        self.with_reader(document, move |conn, _, document| {
             let mut stmt = conn
                 .prepare_cached("SELECT author, name, hue FROM authors WHERE document = ?1")
                 .map_err(unavailable)?;
