@@ -48,19 +48,26 @@ pub fn try_free_port() -> std::io::Result<u16> {
     let mut next = NEXT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     // The offset is below the window's span, so the sum fits.
     let start = next.unwrap_or_else(|| low + (std::process::id() % u32::from(high - low)) as u16);
-    let (port, after) = probe(start, low, high)?;
+    let (port, after) = probe(start, low, high, |port| {
+        TcpListener::bind(("127.0.0.1", port)).is_ok()
+    })?;
     *next = Some(after);
     Ok(port)
 }
 
-/// The first port from `start` on (wrapping within `[low, high)`) that binds, and the port
+/// The first port from `start` on (wrapping within `[low, high)`) that is free, and the port
 /// to start from next time.
-fn probe(start: u16, low: u16, high: u16) -> std::io::Result<(u16, u16)> {
+fn probe(
+    start: u16,
+    low: u16,
+    high: u16,
+    is_free: impl Fn(u16) -> bool,
+) -> std::io::Result<(u16, u16)> {
     let mut port = start;
     for _ in low..high {
         let candidate = port;
         port = if port + 1 >= high { low } else { port + 1 };
-        if TcpListener::bind(("127.0.0.1", candidate)).is_ok() {
+        if is_free(candidate) {
             return Ok((candidate, port));
         }
     }
@@ -92,11 +99,21 @@ mod tests {
         }
     }
 
+    // Which ports are free is decided here, not by the machine: with real listeners another
+    // test's outgoing connection could take the neighbouring port (it did, in CI).
     #[test]
     fn skips_a_taken_port_and_wraps_within_the_window() {
-        let held = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let taken = held.local_addr().expect("address").port();
-        let (port, next) = probe(taken, taken, taken + 2).expect("a free port");
-        assert_eq!((port, next), (taken + 1, taken));
+        let taken = [20_001, 20_002];
+        let free = |port| !taken.contains(&port);
+        assert_eq!(
+            probe(20_001, 20_000, 20_003, free).ok(),
+            Some((20_000, 20_001))
+        );
+        assert_eq!(
+            probe(20_000, 20_000, 20_003, free).ok(),
+            Some((20_000, 20_001))
+        );
+        let none = probe(20_001, 20_001, 20_003, free);
+        assert!(none.is_err(), "every port taken, yet {none:?}");
     }
 }
