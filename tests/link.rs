@@ -108,16 +108,18 @@ async fn until(
     mut wanted: impl FnMut(&Out) -> bool,
 ) -> Out {
     tokio::time::timeout(Duration::from_secs(10), async {
+        let mut skipped = Vec::new();
         loop {
             let frame = frames
                 .next()
                 .await
-                .expect("the session is open")
-                .expect("no error");
+                .unwrap_or_else(|| panic!("the session ended after {skipped:?}"))
+                .unwrap_or_else(|status| panic!("the session failed after {skipped:?}: {status}"));
             if let Some(kind) = frame.kind {
                 if wanted(&kind) {
                     return kind;
                 }
+                skipped.push(kind);
             }
         }
     })
