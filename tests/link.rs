@@ -2,9 +2,7 @@
 //! `DocNode.Sessions` stream, and a docnode that predates it (gateways upgraded first in a
 //! rolling upgrade) gets one `DocNode.Session` stream per connection instead. The docnode
 //! is a real one in this process (embedded store) behind a layer that records each call's
-//! method and can refuse `Sessions` as an older server would. Each test's docnode has a
-//! database of its own: the test script exports DATABASE_URL, which the docnode's settings
-//! read, and two docnodes on one database would fight over the same document's lease.
+//! method and can refuse `Sessions` as an older server would.
 
 use std::{
     future::Future,
@@ -18,9 +16,7 @@ use clap::Parser;
 use codraft_docnode::{Docnode, DocnodeConfig};
 use codraft_gateway::link::Link;
 use codraft_proto as pb;
-use codraft_testkit::{
-    database::TestDatabase, editing::unique_document, ports::free_port, tempdir::TempDir,
-};
+use codraft_testkit::{ports::free_port, tempdir::TempDir};
 use futures::StreamExt;
 use pb::{client_frame::Kind as In, server_frame::Kind as Out};
 use tonic::{codegen::http, Status};
@@ -75,18 +71,13 @@ where
     }
 }
 
-/// What must outlive a test: the docnode, its data directory and its database.
-type Held = (TempDir, TestDatabase, Docnode);
-
 /// A docnode serving gRPC on a loopback port, recording calls; its link, its calls, and
 /// what must outlive the test.
-async fn docnode(older: bool) -> (Link, Calls, Held) {
+async fn docnode(older: bool) -> (Link, Calls, TempDir, Docnode) {
     let dir = TempDir::new("codraft-link");
-    let database = TestDatabase::require().await;
     let settings = Settings::parse_from([
         "docnode".to_owned(),
         format!("--data-dir={}", dir.path().display()),
-        format!("--database-url={}", database.url),
     ]);
     let docnode = Docnode::open(settings.docnode)
         .await
@@ -108,7 +99,7 @@ async fn docnode(older: bool) -> (Link, Calls, Held) {
         router.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     let link = Link::connect(&format!("http://127.0.0.1:{port}"), None).expect("link");
-    (link, calls, (dir, database, docnode))
+    (link, calls, dir, docnode)
 }
 
 /// Reads a session's frames until one matches, within a few seconds.
@@ -142,9 +133,8 @@ async fn two_sessions_edit(link: &Link) {
         document_id: document.to_owned(),
         ..Default::default()
     };
-    let document = unique_document("linked");
-    let (mut a_in, a_out) = link.session(open(&document)).await.expect("a opens");
-    let (mut b_in, _b_out) = link.session(open(&document)).await.expect("b opens");
+    let (mut a_in, a_out) = link.session(open("linked")).await.expect("a opens");
+    let (mut b_in, _b_out) = link.session(open("linked")).await.expect("b opens");
     // The join's History: one entry at start 0 holding the whole (empty) text.
     until(&mut a_in, |k| matches!(k, Out::History(_))).await;
     until(&mut b_in, |k| matches!(k, Out::History(_))).await;
@@ -174,14 +164,14 @@ async fn two_sessions_edit(link: &Link) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_session_to_a_docnode_shares_one_stream() {
-    let (link, calls, _held) = docnode(false).await;
+    let (link, calls, _dir, _docnode) = docnode(false).await;
     two_sessions_edit(&link).await;
     assert_eq!(*calls.lock().unwrap(), ["Sessions"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_docnode_without_sessions_gets_one_stream_per_connection() {
-    let (link, calls, _held) = docnode(true).await;
+    let (link, calls, _dir, _docnode) = docnode(true).await;
     two_sessions_edit(&link).await;
     // Asked once; the link remembers the answer.
     assert_eq!(*calls.lock().unwrap(), ["Sessions", "Session", "Session"]);
