@@ -8,7 +8,6 @@ use std::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex,
     },
-    time::{Duration, Instant},
 };
 
 use codraft_proto as pb;
@@ -53,29 +52,12 @@ impl Shared {
     }
 }
 
-/// How long a failed open is remembered: sessions that queued behind it fail with it at
-/// once, rather than each waiting out its own connect timeout in turn (the relay's routing
-/// waits for the view to change and tries again).
-const REMEMBER_FAILURE: Duration = Duration::from_secs(1);
-
-/// The stream to a docnode, as the next session finds it.
-enum Current {
-    /// Not opened yet.
-    None,
-    /// Open (until its reader clears `alive`).
-    Open(Arc<Shared>),
-    /// The last attempt to open it failed, at that instant.
-    Failed(Instant, Status),
-}
-
 /// The sessions stream to one docnode, opened on first use and again after it broke.
 pub struct Multiplexer {
     client: DocNodeClient<Channel>,
-    current: tokio::sync::Mutex<Current>,
+    current: tokio::sync::Mutex<Option<Arc<Shared>>>,
     /// The docnode answered `Unimplemented` (an older docnode): one stream per session.
     unsupported: AtomicBool,
-    /// Attempts to open the stream so far.
-    attempts: AtomicU64,
 }
 
 /// A session: the docnode's frames, and where the client's go.
@@ -86,15 +68,9 @@ impl Multiplexer {
     pub fn new(client: DocNodeClient<Channel>) -> Self {
         Self {
             client,
-            current: tokio::sync::Mutex::new(Current::None),
+            current: tokio::sync::Mutex::new(None),
             unsupported: AtomicBool::new(false),
-            attempts: AtomicU64::new(0),
         }
-    }
-
-    /// How many times the stream was opened, or tried to be.
-    pub fn attempts(&self) -> u64 {
-        self.attempts.load(Ordering::Relaxed)
     }
 
     /// Opens a session over the shared stream; `None` when the docnode has no `Sessions`.
@@ -154,27 +130,16 @@ impl Multiplexer {
         Ok(Some((Box::pin(inbound), outbound)))
     }
 
-    /// The open stream, or a new one (or the failure of the last try, if it was recent).
+    /// The open stream, or a new one.
     async fn stream(&self) -> Result<Arc<Shared>, Status> {
         let mut current = self.current.lock().await;
-        match &*current {
-            Current::Open(shared) if shared.alive.load(Ordering::Relaxed) => {
+        if let Some(shared) = current.as_ref() {
+            if shared.alive.load(Ordering::Relaxed) {
                 return Ok(Arc::clone(shared));
             }
-            Current::Failed(at, status) if at.elapsed() < REMEMBER_FAILURE => {
-                return Err(status.clone());
-            }
-            _ => {}
         }
-        self.attempts.fetch_add(1, Ordering::Relaxed);
         let (outgoing, senders) = Merged::new();
-        let incoming = match self.client.clone().sessions(outgoing).await {
-            Ok(response) => response.into_inner(),
-            Err(status) => {
-                *current = Current::Failed(Instant::now(), status.clone());
-                return Err(status);
-            }
-        };
+        let incoming = self.client.clone().sessions(outgoing).await?.into_inner();
         let shared = Arc::new(Shared {
             senders,
             slots: Mutex::new(HashMap::new()),
@@ -182,7 +147,7 @@ impl Multiplexer {
             alive: AtomicBool::new(true),
         });
         tokio::spawn(read_docnode(Arc::clone(&shared), incoming));
-        *current = Current::Open(Arc::clone(&shared));
+        *current = Some(Arc::clone(&shared));
         Ok(shared)
     }
 }
@@ -274,62 +239,5 @@ fn end_slot(mut slot: Slot, status: Option<Status>) {
             let _ = slot.frames.try_send(Err(Box::new(status)));
         }
         (None, None) => {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tonic::transport::Endpoint;
-
-    /// A docnode address that stopped answering: a listener that never accepts, with its
-    /// backlog full, so a connection attempt waits out its timeout (as with a black-holed
-    /// address, but on loopback). Sessions queued behind the one attempt to open the stream
-    /// fail with it, rather than each trying (and waiting) in turn.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sessions_queued_behind_a_failed_open_fail_with_it() {
-        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-        socket
-            .bind("127.0.0.1:0".parse().expect("address"))
-            .expect("bind");
-        let address = socket.local_addr().expect("address");
-        let _listener = socket.listen(1).expect("listen");
-        let mut backlog = Vec::new();
-        for _ in 0..8 {
-            let connect = tokio::net::TcpStream::connect(address);
-            match tokio::time::timeout(Duration::from_millis(300), connect).await {
-                Ok(Ok(stream)) => backlog.push(stream),
-                _ => break,
-            }
-        }
-        assert!(backlog.len() < 8, "the backlog never filled");
-        let channel = Endpoint::from_shared(format!("http://{address}"))
-            .expect("url")
-            .connect_timeout(Duration::from_millis(500))
-            .connect_lazy();
-        let sessions = Arc::new(Multiplexer::new(DocNodeClient::new(channel)));
-        let open = || pb::Open {
-            document_id: "unanswered".to_owned(),
-            ..Default::default()
-        };
-        let tries: Vec<_> = (0..3)
-            .map(|_| {
-                let sessions = Arc::clone(&sessions);
-                let open = open();
-                tokio::spawn(async move { sessions.session(open).await.map(|_| ()) })
-            })
-            .collect();
-        for attempt in tries {
-            let result = tokio::time::timeout(Duration::from_secs(30), attempt)
-                .await
-                .expect("the attempt ends")
-                .expect("no panic");
-            assert!(result.is_err(), "a session opened with nobody answering");
-        }
-        assert_eq!(
-            sessions.attempts(),
-            1,
-            "each queued session tried again itself"
-        );
     }
 }
