@@ -126,11 +126,6 @@ impl Registry {
         self.unloads.swap(0, Ordering::Relaxed)
     }
 
-    /// The docnode's Prometheus series.
-    pub fn metrics(&self) -> &Arc<crate::metrics::DocnodeMetrics> {
-        &self.deps.metrics
-    }
-
     /// How many documents are loaded.
     pub fn loaded(&self) -> usize {
         self.lock().len()

@@ -21,22 +21,6 @@ use crate::service::DocNodeService;
 
 pub use pb::in_process::MessageStream;
 
-/// Counts a session in `codraft_shared_stream_sessions` for as long as it lives.
-struct Counted(prometheus::IntGauge);
-
-impl Counted {
-    fn new(gauge: &prometheus::IntGauge) -> Self {
-        gauge.inc();
-        Self(gauge.clone())
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
 /// One open session, as the stream's reader routes to it.
 struct Slot {
     /// The client's frames, for the session's pump into the actor.
@@ -122,10 +106,9 @@ async fn read_gateway(
                         credit: Arc::clone(&credit),
                     },
                 );
-                let counted = Counted::new(&registry.metrics().shared_stream_sessions);
                 tokio::spawn(open_session(
                     service.clone(),
-                    (id, counted),
+                    id,
                     open,
                     taken,
                     credit,
@@ -168,11 +151,10 @@ fn message_end(session: u64, status: &Status) -> pb::DocnodeMessage {
 }
 
 /// Joins one session's document, as `DocNode.Session` does, and adds its frames to the
-/// merged stream: `opened`, the frames within the gateway's credit, then its end. The
-/// session stays counted until that stream is dropped.
+/// merged stream: `opened`, the frames within the gateway's credit, then its end.
 async fn open_session(
     service: DocNodeService,
-    (id, counted): (u64, Counted),
+    id: u64,
     open: pb::Open,
     taken: mpsc::Receiver<pb::ClientFrame>,
     credit: Arc<Credit>,
@@ -185,12 +167,9 @@ async fn open_session(
     match service.session(open, frames).await {
         Ok(outgoing) => {
             let opened = stream::once(ready(message(id, Down::Opened(true))));
-            let frames = Gated::new(outgoing, credit).map(move |item| {
-                let _counted = &counted;
-                match item {
-                    Ok(frame) => message(id, Down::Frame(frame)),
-                    Err(status) => message_end(id, &status),
-                }
+            let frames = Gated::new(outgoing, credit).map(move |item| match item {
+                Ok(frame) => message(id, Down::Frame(frame)),
+                Err(status) => message_end(id, &status),
             });
             let end = stream::once(ready(message(id, Down::End(pb::SessionEnd::default()))));
             let _ = senders
