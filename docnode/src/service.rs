@@ -35,12 +35,11 @@ pub const OWNER_HEADER: &str = "codraft-owner";
 /// Status metadata with the owner's gRPC URL.
 pub const OWNER_URL_HEADER: &str = "codraft-owner-url";
 
-/// The service behind the generated `DocNodeServer`; clones share it.
-#[derive(Clone)]
+/// The service behind the generated `DocNodeServer`.
 pub struct DocNodeService {
     registry: Arc<Registry>,
     store: Arc<dyn Store>,
-    next_conn: Arc<AtomicU64>,
+    next_conn: AtomicU64,
 }
 
 impl DocNodeService {
@@ -49,7 +48,7 @@ impl DocNodeService {
         Self {
             registry,
             store,
-            next_conn: Arc::new(AtomicU64::new(1)),
+            next_conn: AtomicU64::new(1),
         }
     }
 
@@ -71,11 +70,6 @@ impl DocNodeService {
                 Err(status)
             }
         }
-    }
-
-    /// The loaded documents.
-    pub(crate) fn registry(&self) -> &Arc<Registry> {
-        &self.registry
     }
 
     fn handle(&self, id: &str) -> Result<DocumentHandle, Status> {
@@ -209,11 +203,7 @@ impl DocNodeService {
     /// A session: checks the Open frame, joins the document and pumps the client's
     /// frames into its actor (awaiting room, which is how backpressure reaches the gateway)
     /// until they end. Both the gRPC stream and a gateway in this process come here.
-    pub(crate) async fn session<S>(
-        &self,
-        open: pb::Open,
-        mut frames: S,
-    ) -> Result<FrameStream, Status>
+    async fn session<S>(&self, open: pb::Open, mut frames: S) -> Result<FrameStream, Status>
     where
         S: Stream<Item = pb::ClientFrame> + Send + Unpin + 'static,
     {
@@ -280,14 +270,6 @@ impl pb::in_process::InProcess for DocNodeService {
 #[tonic::async_trait]
 impl pb::doc_node_server::DocNode for DocNodeService {
     type SessionStream = FrameStream;
-    type SessionsStream = crate::sessions::MessageStream;
-
-    async fn sessions(
-        &self,
-        request: Request<Streaming<pb::GatewayMessage>>,
-    ) -> Result<Response<Self::SessionsStream>, Status> {
-        Ok(Response::new(self.multiplex(request.into_inner())))
-    }
 
     async fn session(
         &self,
