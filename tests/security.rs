@@ -3,12 +3,14 @@
 //! protection (a wrong password never loads a cold document), JWT (expired, forged, wrong
 //! audience, read-only), a slow reader that is dropped without slowing anyone else, and
 //! readers that pause and are brought back with a compacted catch-up (or, once behind the
-//! history window, with the whole text or a resume).
+//! history window, with the whole text or a resume), and in a cluster a stuck reader that
+//! holds up no other session on its gateway's shared stream to the docnode.
 
 use std::time::Duration;
 
 use codraft_testkit::{
     client::{Client, ClientError, Event, Options},
+    cluster::Cluster,
     editing::{expect_close, unique_document},
     http::http_get,
     jwt::{in_an_hour, token},
@@ -415,16 +417,7 @@ async fn a_reader_that_stops_reading_is_dropped_and_nobody_waits_for_it() {
     // small. Bounded: at most 400 rounds, and it stops as soon as the slow client is dropped.
     let chunk = "z".repeat(100_000);
     for round in 0..400 {
-        writer.insert(0, &chunk).await.expect("insert");
-        writer
-            .settle(WAIT)
-            .await
-            .expect("the writer is never held up");
-        writer.delete(0, 100_000).await.expect("delete");
-        writer
-            .settle(WAIT)
-            .await
-            .expect("the writer is never held up");
+        big_round(&mut writer, &chunk).await;
         if round % 5 == 4 && server.log().contains("too far behind") {
             break;
         }
@@ -445,6 +438,110 @@ async fn a_reader_that_stops_reading_is_dropped_and_nobody_waits_for_it() {
     }
     assert_eq!(code, Some(4508));
     server.assert_no_panic();
+}
+
+/// In a cluster every client session of a gateway shares one stream to its docnode
+/// (`DocNode.Sessions`): a reader that stops reading must hold up only its own session. The
+/// slow reader's document goes on (its writer is acknowledged) until the docnode finds it
+/// lagging, which it can only once its frames stopped leaving, that is once the session's
+/// credit on the shared stream ran out; then clients of another document, on the same
+/// stream, edit and see each other's edits as if nothing happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reader_that_stops_reading_holds_up_no_other_session_on_the_shared_stream() {
+    let env = |_: usize, _: &codraft_testkit::cluster::Setup| {
+        [
+            ("CLIENT_QUEUE", "16"),
+            // Never dropped during the test: its session stays stuck on the shared stream.
+            ("SLOW_CLIENT_GRACE_MS", "600000"),
+            ("EDITS_PER_SECOND", "100000"),
+            ("EDIT_BURST", "100000"),
+            ("MESSAGES_PER_SECOND", "100000"),
+            ("WRITE_WAIT_SECS", "600"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .to_vec()
+    };
+    let cluster = Cluster::start_with(1, 1, env, env).await;
+    let admin = cluster.docnodes[0]
+        .admin_port
+        .expect("docnodes have an admin port");
+    let metric = |name: &'static str| async move {
+        let (status, page) = http_get(admin, "/metrics").await;
+        assert_eq!(status, 200);
+        page.lines()
+            .find_map(|line| {
+                line.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("{name} is not on the docnode's /metrics"))
+    };
+    let lagging = || metric("codraft_lagging_clients");
+    let stuck_document = unique_document("stuck");
+    let (slow, _) =
+        tokio_tungstenite::connect_async(format!("{}/api/socket/{stuck_document}", cluster.ws(0)))
+            .await
+            .expect("slow client joins");
+    let mut writer = Client::connect(&cluster.ws(0), &stuck_document, Options::default())
+        .await
+        .expect("writer joins");
+    let chunk = "z".repeat(100_000);
+    let mut rounds = 0;
+    while lagging().await < 1.0 {
+        assert!(rounds < 400, "the slow reader never lagged in 400 rounds");
+        rounds += 1;
+        big_round(&mut writer, &chunk).await;
+    }
+    // The slow session is stuck now; another document's clients share its stream.
+    let document = unique_document("free");
+    let mut a = Client::connect(&cluster.ws(0), &document, Options::default())
+        .await
+        .expect("a joins");
+    let mut b = Client::connect(&cluster.ws(0), &document, Options::default())
+        .await
+        .expect("b joins");
+    for i in 0..30u64 {
+        let (from, to) = if i % 2 == 0 {
+            (&mut a, &mut b)
+        } else {
+            (&mut b, &mut a)
+        };
+        from.insert(i, "x").await.expect("insert");
+        from.settle(WAIT)
+            .await
+            .expect("acknowledged while a session is stuck");
+        to.wait_until(WAIT, |c| c.len() == i + 1)
+            .await
+            .expect("seen by the other client while a session is stuck");
+    }
+    writer.insert(0, "still").await.expect("insert");
+    writer
+        .settle(WAIT)
+        .await
+        .expect("the slow reader's writer is still acknowledged");
+    assert_eq!(a.text.to_string(), "x".repeat(30));
+    assert_eq!(
+        lagging().await,
+        1.0,
+        "the slow reader was dropped: the test proved nothing"
+    );
+    // Every session leaves the shared stream when its client goes, the stuck one too (out
+    // of credit, it would never see its own end if its end did not close its credit).
+    let sessions = || metric("codraft_shared_stream_sessions");
+    assert_eq!(sessions().await, 4.0);
+    drop((slow, writer, a, b));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while sessions().await > 0.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} sessions still on the shared stream after their clients left",
+            sessions().await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.assert_no_panic();
 }
 
 /// A standalone server for the slow-client tests: small client queues and the docnode's

@@ -37,6 +37,7 @@ pub mod presence;
 pub mod registry;
 pub mod server;
 pub mod service;
+pub mod sessions;
 pub mod store;
 pub mod sweeper;
 pub mod timeline;

@@ -43,6 +43,9 @@ pub struct DocnodeMetrics {
     pub slow_client_catchups: IntCounter,
     /// Connections lagging right now (skipped by fan-out until their catch-up).
     pub lagging_clients: IntGauge,
+    /// Sessions carried on gateways' shared streams (`DocNode.Sessions`), from their Open
+    /// until their last frame has gone (or was dropped).
+    pub shared_stream_sessions: IntGauge,
     /// Times a document stopped taking commands because its uncommitted edits reached
     /// MAX_PENDING_EDITS or MAX_PENDING_KB (the store is slow or down).
     pub pending_limit_hits: IntCounter,
@@ -152,6 +155,11 @@ impl DocnodeMetrics {
                 "codraft_lagging_clients",
                 "Connections whose send queue filled and that wait for a catch-up.",
             )?,
+            shared_stream_sessions: IntGauge::new(
+                "codraft_shared_stream_sessions",
+                "Client sessions on gateways' shared streams (DocNode.Sessions), from their \
+                 Open until their last frame has gone.",
+            )?,
             pending_limit_hits: IntCounter::new(
                 "codraft_pending_limit_hits_total",
                 "Times a document stopped taking commands because its uncommitted edits reached \
@@ -196,6 +204,7 @@ impl DocnodeMetrics {
         registry.register(Box::new(metrics.slow_client_closes.clone()))?;
         registry.register(Box::new(metrics.slow_client_catchups.clone()))?;
         registry.register(Box::new(metrics.lagging_clients.clone()))?;
+        registry.register(Box::new(metrics.shared_stream_sessions.clone()))?;
         registry.register(Box::new(metrics.pending_limit_hits.clone()))?;
         registry.register(Box::new(metrics.history_bytes.clone()))?;
         registry.register(Box::new(metrics.client_queue_bytes.clone()))?;

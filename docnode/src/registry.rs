@@ -37,6 +37,8 @@ pub struct Registry {
     closing: AtomicBool,
     /// Actors that stopped since [`Registry::take_unloads`] was last called.
     unloads: AtomicU64,
+    /// Set once [`Registry::shutdown`] has closed every document (or given up waiting).
+    closed: tokio::sync::watch::Sender<bool>,
     deps: Deps,
 }
 
@@ -48,6 +50,7 @@ impl Registry {
             next_generation: AtomicU64::new(1),
             closing: AtomicBool::new(false),
             unloads: AtomicU64::new(0),
+            closed: tokio::sync::watch::Sender::new(false),
             deps,
         })
     }
@@ -123,6 +126,11 @@ impl Registry {
         self.unloads.swap(0, Ordering::Relaxed)
     }
 
+    /// The docnode's Prometheus series.
+    pub fn metrics(&self) -> &Arc<crate::metrics::DocnodeMetrics> {
+        &self.deps.metrics
+    }
+
     /// How many documents are loaded.
     pub fn loaded(&self) -> usize {
         self.lock().len()
@@ -140,6 +148,13 @@ impl Registry {
         if tokio::time::timeout(timeout, all_stopped).await.is_err() {
             tracing::warn!("some documents did not stop in time");
         }
+        self.closed.send_replace(true);
+    }
+
+    /// Waits until [`Registry::shutdown`] has closed every document: a gateway's sessions
+    /// stream, which outlives any one session, ends then.
+    pub async fn closed(&self) {
+        let _ = self.closed.subscribe().wait_for(|closed| *closed).await;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, DocumentHandle>> {

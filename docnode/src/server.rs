@@ -300,7 +300,11 @@ impl Docnode {
             shutdown.await;
             let _ = stop_tx.send(true);
         };
-        let router = Server::builder().add_service(self.grpc_service());
+        // A gateway's sessions share one stream (`DocNode.Sessions`): room for all of them.
+        let router = Server::builder()
+            .initial_stream_window_size(1 << 20)
+            .initial_connection_window_size(2 << 20)
+            .add_service(self.grpc_service());
         let grpc: std::pin::Pin<
             Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send + '_>,
         > = match self.config.grpc_tls.reloading_server()? {

@@ -35,11 +35,12 @@ pub const OWNER_HEADER: &str = "codraft-owner";
 /// Status metadata with the owner's gRPC URL.
 pub const OWNER_URL_HEADER: &str = "codraft-owner-url";
 
-/// The service behind the generated `DocNodeServer`.
+/// The service behind the generated `DocNodeServer`; clones share it.
+#[derive(Clone)]
 pub struct DocNodeService {
     registry: Arc<Registry>,
     store: Arc<dyn Store>,
-    next_conn: AtomicU64,
+    next_conn: Arc<AtomicU64>,
 }
 
 impl DocNodeService {
@@ -48,7 +49,7 @@ impl DocNodeService {
         Self {
             registry,
             store,
-            next_conn: AtomicU64::new(1),
+            next_conn: Arc::new(AtomicU64::new(1)),
         }
     }
 
@@ -70,6 +71,11 @@ impl DocNodeService {
                 Err(status)
             }
         }
+    }
+
+    /// The loaded documents.
+    pub(crate) fn registry(&self) -> &Arc<Registry> {
+        &self.registry
     }
 
     fn handle(&self, id: &str) -> Result<DocumentHandle, Status> {
@@ -203,7 +209,11 @@ impl DocNodeService {
     /// A session: checks the Open frame, joins the document and pumps the client's
     /// frames into its actor (awaiting room, which is how backpressure reaches the gateway)
     /// until they end. Both the gRPC stream and a gateway in this process come here.
-    async fn session<S>(&self, open: pb::Open, mut frames: S) -> Result<FrameStream, Status>
+    pub(crate) async fn session<S>(
+        &self,
+        open: pb::Open,
+        mut frames: S,
+    ) -> Result<FrameStream, Status>
     where
         S: Stream<Item = pb::ClientFrame> + Send + Unpin + 'static,
     {
@@ -270,6 +280,14 @@ impl pb::in_process::InProcess for DocNodeService {
 #[tonic::async_trait]
 impl pb::doc_node_server::DocNode for DocNodeService {
     type SessionStream = FrameStream;
+    type SessionsStream = crate::sessions::MessageStream;
+
+    async fn sessions(
+        &self,
+        request: Request<Streaming<pb::GatewayMessage>>,
+    ) -> Result<Response<Self::SessionsStream>, Status> {
+        Ok(Response::new(self.multiplex(request.into_inner())))
+    }
 
     async fn session(
         &self,

@@ -41,6 +41,7 @@ pub mod relay;
 pub mod ring;
 pub mod routes;
 pub mod server;
+pub mod sessions;
 
 pub use config::GatewayConfig;
 pub use ring::{Ring, RingNode};

@@ -67,6 +67,8 @@ pub mod codec {
     }
 }
 
+pub mod mux;
+
 /// WebSocket close codes: the docnode ends a session with one in `Error.code`, the gateway
 /// closes the client's socket with it (and uses the gateway-only ones itself). The table,
 /// with what a client should do for each, is in docs/protocol.md.
@@ -113,18 +115,25 @@ pub mod in_process {
 
     use futures_core::Stream;
 
-    use crate::{doc_node_server::DocNode, ClientFrame, Open, ServerFrame};
+    use crate::{doc_node_server::DocNode, ClientFrame, DocnodeMessage, Open, ServerFrame};
 
     /// A session's frames for the gateway, ending with the close reason when the docnode
     /// closed the session.
     pub type FrameStream = Pin<Box<dyn Stream<Item = Result<ServerFrame, tonic::Status>> + Send>>;
+
+    /// What `DocNode.Sessions` answers with (unused in process: a gateway in the same
+    /// process opens each session by a call).
+    pub type MessageStream =
+        Pin<Box<dyn Stream<Item = Result<DocnodeMessage, tonic::Status>> + Send>>;
 
     /// The client's frames after Open.
     pub type ClientFrames = Pin<Box<dyn Stream<Item = ClientFrame> + Send>>;
 
     /// A docnode reachable by a function call.
     #[tonic::async_trait]
-    pub trait InProcess: DocNode<SessionStream = FrameStream> {
+    pub trait InProcess:
+        DocNode<SessionStream = FrameStream, SessionsStream = MessageStream>
+    {
         /// `DocNode.Session` for a gateway in this process: `open` is the stream's first
         /// frame, `frames` the rest.
         async fn open_session(

@@ -217,6 +217,11 @@ impl<G: Send + 'static> Connection<G> {
         // at most one timer per WRITE_WAIT_SECS, not one per message.
         let write_timer = tokio::time::sleep(self.config.write_wait());
         tokio::pin!(write_timer);
+        // One wait for a restart for the whole loop: a new `changed()` every turn registered
+        // with the watch again each time (2% of a busy gateway's CPU).
+        let mut stopping = self.stopping.clone();
+        let stopped = stopping.changed();
+        tokio::pin!(stopped);
         loop {
             let session = &mut self.session;
             let writer = &mut self.writer;
@@ -225,7 +230,7 @@ impl<G: Send + 'static> Connection<G> {
                 // frame already here is queued before the writer flushes (one write for all
                 // of them, where taking turns would make one per frame).
                 biased;
-                _ = self.stopping.changed() => {
+                _ = &mut stopped => {
                     // Clients reconnect (through another gateway) and resume.
                     return Stop::close(UNAVAILABLE, "gateway restarting; reconnect");
                 }
