@@ -25,7 +25,7 @@ use tracing::{debug, info_span, Instrument};
 use crate::{
     connection::{ConnId, Inbox},
     document::{otp_matches, Command, DocumentHandle, Join, JoinRefused},
-    ownership::Verdict,
+    ownership::{Ownership, Verdict},
     registry::{Registry, Unavailable},
     store::Store,
 };
@@ -53,24 +53,9 @@ impl DocNodeService {
         }
     }
 
-    /// Refuses a document another docnode owns, naming the owner in the status metadata
-    /// (`codraft-owner`, `codraft-owner-url`) so the gateway can re-route.
+    /// Refuses a document another docnode owns (see [`refuse_unless_mine`]).
     fn check_owner(&self, id: &str) -> Result<(), Status> {
-        match self.registry.ownership().check(id) {
-            Verdict::Mine => Ok(()),
-            Verdict::Elsewhere { node, url } => {
-                let mut status = Status::failed_precondition(format!(
-                    "document {id} is owned by docnode {node}"
-                ));
-                if let Ok(value) = node.parse() {
-                    status.metadata_mut().insert(OWNER_HEADER, value);
-                }
-                if let Some(Ok(value)) = url.map(|u| u.parse()) {
-                    status.metadata_mut().insert(OWNER_URL_HEADER, value);
-                }
-                Err(status)
-            }
-        }
+        refuse_unless_mine(self.registry.ownership(), id)
     }
 
     /// The loaded documents.
@@ -126,20 +111,44 @@ impl DocNodeService {
 
     /// Joins the document's actor, looking it up again if it was stopping.
     async fn join(&self, open: &pb::Open, conn: ConnId) -> Result<(DocumentHandle, Inbox), Status> {
-        self.check_owner(&open.document_id)?;
         join(&self.registry, open, conn).await
+    }
+}
+
+/// Refuses a document another docnode owns, naming the owner in the status metadata
+/// (`codraft-owner`, `codraft-owner-url`) so the gateway can re-route.
+fn refuse_unless_mine(ownership: &Ownership, id: &str) -> Result<(), Status> {
+    match ownership.check(id) {
+        Verdict::Mine => Ok(()),
+        Verdict::Elsewhere { node, url } => {
+            let mut status =
+                Status::failed_precondition(format!("document {id} is owned by docnode {node}"));
+            if let Ok(value) = node.parse() {
+                status.metadata_mut().insert(OWNER_HEADER, value);
+            }
+            if let Some(Ok(value)) = url.map(|u| u.parse()) {
+                status.metadata_mut().insert(OWNER_URL_HEADER, value);
+            }
+            Err(status)
+        }
     }
 }
 
 /// Joins a client to the actor of `open.document_id` on `registry`, starting the actor if
 /// the document is not loaded and looking it up again while it was stopping. The session
 /// stream uses this, and so does the actor's model test.
+///
+/// Ownership is checked before every attempt, not once: an actor is most often found
+/// stopping because the view changed and it is moving to its new owner, and starting a fresh
+/// one then would take the document's lease from that owner (two docnodes serving one
+/// document until the store fences one of them).
 pub(crate) async fn join(
     registry: &Arc<Registry>,
     open: &pb::Open,
     conn: ConnId,
 ) -> Result<(DocumentHandle, Inbox), Status> {
     for _ in 0..10 {
+        refuse_unless_mine(registry.ownership(), &open.document_id)?;
         let handle = registry.handle(&open.document_id).map_err(|e| match e {
             Unavailable::Full(_) => Status::resource_exhausted(e.to_string()),
             Unavailable::ShuttingDown => Status::unavailable(e.to_string()),
@@ -405,5 +414,74 @@ impl pb::doc_node_server::DocNode for DocNodeService {
             num_documents: self.registry.loaded() as u64,
             database_size,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{store::memory::MemoryStore, Docnode, DocnodeConfig};
+    use clap::Parser;
+    use codraft_common::{membership::Member, ring};
+
+    #[derive(Parser)]
+    struct Settings {
+        #[command(flatten)]
+        docnode: DocnodeConfig,
+    }
+
+    fn member(id: &str) -> Member {
+        Member {
+            id: id.to_owned(),
+            url: format!("http://{id}.invalid:1"),
+        }
+    }
+
+    /// A rolling restart under load showed two docnodes serving one document: a join reached
+    /// the old owner just before its view changed, found the actor moving away, waited for
+    /// it to stop and started a fresh one — taking the lease from the new owner, whose next
+    /// commit was fenced, while clients on either side stopped seeing each other's edits.
+    /// A join that finds the actor stopping must look at ownership again before it starts one.
+    #[tokio::test]
+    async fn a_join_that_waits_out_a_moving_actor_does_not_load_the_document_again() {
+        let settings = Settings::try_parse_from([
+            "test",
+            "--node-id=a",
+            "--data-dir=/nonexistent",
+            "--sweep-interval-secs=0",
+        ])
+        .unwrap_or_else(|error| panic!("settings: {error}"));
+        let (view, watched) = tokio::sync::watch::channel(Arc::new(vec![member("a")]));
+        let store: Arc<dyn crate::store::Store> = Arc::new(MemoryStore::default());
+        let node = Docnode::with_store_and_view(settings.docnode, store, watched);
+        let registry = node.registry();
+        // A document that moves to b once b joins.
+        let document = (0..1000)
+            .map(|i| format!("moving-{i}"))
+            .find(|d| ring::owner(["a", "b"], d) == Some("b"))
+            .expect("some document hashes to b");
+        let open = pb::Open {
+            document_id: document.clone(),
+            ..Default::default()
+        };
+        let (actor, _inbox) = join(registry, &open, 1).await.expect("a owns it alone");
+
+        view.send_replace(Arc::new(vec![member("a"), member("b")]));
+        assert_eq!(registry.release_unowned().await, 1, "the document moves to b");
+        let joined = join(registry, &open, 2).await;
+        tokio::time::timeout(Duration::from_secs(5), actor.stopped())
+            .await
+            .expect("the moving actor stops");
+
+        let status = joined.err().expect("a join of b's document was accepted");
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(
+            status.metadata().get(OWNER_HEADER).and_then(|v| v.to_str().ok()),
+            Some("b")
+        );
+        assert!(
+            registry.loaded_handle(&document).is_none(),
+            "the document was loaded again after it moved"
+        );
     }
 }

@@ -4,7 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-/// A directory under the system temp dir, removed on drop.
+/// A directory under the system temp dir, removed on drop — unless the test is failing: then
+/// it stays (the whole of every process log, a server's data) and the test's output says
+/// where.
 pub struct TempDir(PathBuf);
 
 impl TempDir {
@@ -28,6 +30,10 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("kept for a look at the failure: {}", self.0.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }

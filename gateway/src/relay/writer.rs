@@ -132,6 +132,7 @@ impl Writer {
     /// what is queued, waiting at most about one write wait.
     pub async fn close(&mut self, metrics: &GatewayMetrics, code: u16, reason: &str) {
         metrics.closed(code);
+        tracing::debug!(code, reason, "closing a client's socket");
         // A close reason may be at most 123 bytes; cut on a character boundary.
         let mut end = reason.len().min(123);
         while !reason.is_char_boundary(end) {
