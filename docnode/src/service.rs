@@ -467,7 +467,11 @@ mod tests {
         let (actor, _inbox) = join(registry, &open, 1).await.expect("a owns it alone");
 
         view.send_replace(Arc::new(vec![member("a"), member("b")]));
-        assert_eq!(registry.release_unowned().await, 1, "the document moves to b");
+        assert_eq!(
+            registry.release_unowned().await,
+            1,
+            "the document moves to b"
+        );
         let joined = join(registry, &open, 2).await;
         tokio::time::timeout(Duration::from_secs(5), actor.stopped())
             .await
@@ -476,7 +480,10 @@ mod tests {
         let status = joined.err().expect("a join of b's document was accepted");
         assert_eq!(status.code(), tonic::Code::FailedPrecondition);
         assert_eq!(
-            status.metadata().get(OWNER_HEADER).and_then(|v| v.to_str().ok()),
+            status
+                .metadata()
+                .get(OWNER_HEADER)
+                .and_then(|v| v.to_str().ok()),
             Some("b")
         );
         assert!(
