@@ -273,7 +273,7 @@ mod tests {
                     if n >= 1000 {
                         return Err(Status::internal("asked in a tight loop"));
                     }
-                    let other = if n % 2 == 0 { "b" } else { "c" };
+                    let other = if n.is_multiple_of(2) { "b" } else { "c" };
                     let mut status = Status::failed_precondition("owned elsewhere");
                     let url = format!("http://{other}.invalid:1");
                     if let Ok(value) = url.parse() {
