@@ -67,6 +67,23 @@ impl Ownership {
 
     /// Who owns `document`.
     pub fn check(&self, document: &str) -> Verdict {
+        self.check_referred(document, None)
+    }
+
+    /// Who owns `document`, for a client that `referred_by` (a docnode's gRPC URL) sent here
+    /// naming this docnode the owner: if that docnode is the one that fenced this one out of
+    /// the document, it has let the document go, and what this docnode remembers of it is
+    /// forgotten (else each would send the client to the other until the memory ran out).
+    pub fn check_referred(&self, document: &str, referred_by: Option<&str>) -> Verdict {
+        if let Some(url) = referred_by {
+            let mut fenced = self.lock();
+            if fenced
+                .get(document)
+                .is_some_and(|(winner, _)| winner.url == url)
+            {
+                fenced.remove(document);
+            }
+        }
         if let Some(winner) = self.fenced_by(document) {
             return Verdict::Elsewhere {
                 node: winner.id,
@@ -169,5 +186,28 @@ mod tests {
             }
         );
         assert_eq!(a.check("other"), Verdict::Mine);
+    }
+
+    /// A docnode fenced out of a document by another whose view did not give it the document
+    /// (a view behind, or a join that raced a move) sent its clients to the winner for 30 s,
+    /// and the winner, by its view, sent them straight back: the document was out of reach
+    /// for the whole memory. The winner's own referral ends the memory; nobody else's does.
+    #[test]
+    fn the_winner_sending_a_client_back_ends_the_fence_memory() {
+        let (_tx, rx) = watch::channel(Arc::new(vec![member("a"), member("b")]));
+        let a = Ownership::new(member("a"), rx);
+        let doc = (0..1000)
+            .map(|i| format!("d{i}"))
+            .find(|d| a.check(d) == Verdict::Mine)
+            .expect("a owns some document");
+        a.lost_to(&doc, member("b"));
+        let to_b = Verdict::Elsewhere {
+            node: "b".into(),
+            url: Some("http://b".into()),
+        };
+        assert_eq!(a.check(&doc), to_b);
+        assert_eq!(a.check_referred(&doc, Some("http://c")), to_b);
+        assert_eq!(a.check_referred(&doc, Some("http://b")), Verdict::Mine);
+        assert_eq!(a.check(&doc), Verdict::Mine, "the memory is gone");
     }
 }

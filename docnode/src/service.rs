@@ -55,7 +55,7 @@ impl DocNodeService {
 
     /// Refuses a document another docnode owns (see [`refuse_unless_mine`]).
     fn check_owner(&self, id: &str) -> Result<(), Status> {
-        refuse_unless_mine(self.registry.ownership(), id)
+        refuse_unless_mine(self.registry.ownership(), id, None)
     }
 
     /// The loaded documents.
@@ -116,9 +116,14 @@ impl DocNodeService {
 }
 
 /// Refuses a document another docnode owns, naming the owner in the status metadata
-/// (`codraft-owner`, `codraft-owner-url`) so the gateway can re-route.
-fn refuse_unless_mine(ownership: &Ownership, id: &str) -> Result<(), Status> {
-    match ownership.check(id) {
+/// (`codraft-owner`, `codraft-owner-url`) so the gateway can re-route; `referred_by` is the
+/// docnode that sent the client here, if one did ([`Ownership::check_referred`]).
+fn refuse_unless_mine(
+    ownership: &Ownership,
+    id: &str,
+    referred_by: Option<&str>,
+) -> Result<(), Status> {
+    match ownership.check_referred(id, referred_by) {
         Verdict::Mine => Ok(()),
         Verdict::Elsewhere { node, url } => {
             let mut status =
@@ -148,7 +153,11 @@ pub(crate) async fn join(
     conn: ConnId,
 ) -> Result<(DocumentHandle, Inbox), Status> {
     for _ in 0..10 {
-        refuse_unless_mine(registry.ownership(), &open.document_id)?;
+        refuse_unless_mine(
+            registry.ownership(),
+            &open.document_id,
+            open.referred_by.as_deref(),
+        )?;
         let handle = registry.handle(&open.document_id).map_err(|e| match e {
             Unavailable::Full(_) => Status::resource_exhausted(e.to_string()),
             Unavailable::ShuttingDown => Status::unavailable(e.to_string()),

@@ -166,18 +166,33 @@ impl Routes {
         F: FnMut(Link) -> Fut,
         Fut: std::future::Future<Output = Result<T, Status>>,
     {
+        self.call_referred(document, |link, _| call(link)).await
+    }
+
+    /// Like [`Routes::call`]; `call` is also given the gRPC URL of the docnode whose refusal
+    /// named the one it is calling, when a redirect is being followed.
+    async fn call_referred<T, F, Fut>(
+        &self,
+        document: &str,
+        mut call: F,
+    ) -> Result<(String, T), Status>
+    where
+        F: FnMut(Link, Option<String>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Status>>,
+    {
         let deadline = tokio::time::Instant::now() + ROUTE_DEADLINE;
-        let mut redirect: Option<String> = None;
+        // The URL to follow, and the URL of the docnode that named it.
+        let mut redirect: Option<(String, Option<String>)> = None;
         // Redirects since the last attempt that did not end in one.
         let mut redirected = 0u32;
         let mut last = Status::unavailable("no docnode is available");
         loop {
-            let target = match redirect.take() {
-                Some(url) => self.direct(&url).map(|c| (url, c)),
-                None => self.owner(document),
+            let (target, referred_by) = match redirect.take() {
+                Some((url, by)) => (self.direct(&url).map(|c| (url, c)), by),
+                None => (self.owner(document), None),
             };
             if let Some((node, client)) = target {
-                match call(client).await {
+                match call(client, referred_by).await {
                     Ok(value) => return Ok((node, value)),
                     Err(status) => {
                         debug!(%document, %node, %status, "docnode refused; re-routing");
@@ -194,7 +209,7 @@ impl Routes {
                                 if redirected >= 2 {
                                     self.wait_for_view().await;
                                 }
-                                redirect = Some(url);
+                                redirect = Some((url, self.url_of(&node)));
                             }
                             Next::WaitForView => {
                                 redirected = 0;
@@ -214,21 +229,29 @@ impl Routes {
         }
     }
 
-    /// Opens a session for a client with the owner of its document.
+    /// The gRPC URL of a docnode named by URL (a redirect) or by id (the ring).
+    fn url_of(&self, node: &str) -> Option<String> {
+        if node.contains("://") {
+            Some(node.to_owned())
+        } else {
+            self.ring.borrow().node(node).map(|n| n.url.clone())
+        }
+    }
+
+    /// Opens a session for a client with the owner of its document; a session opened by
+    /// following a redirect says which docnode sent it (`Open.referred_by`).
     pub async fn open(&self, open: pb::Open) -> Result<Session, Status> {
         let document = open.document_id.clone();
         let (node, (inbound, outbound)) = self
-            .call(&document, |link| {
-                let open = open.clone();
+            .call_referred(&document, |link, referred_by| {
+                let open = pb::Open {
+                    referred_by,
+                    ..open.clone()
+                };
                 async move { link.session(open).await }
             })
             .await?;
-        // A redirect names the owner by URL; the ring by id.
-        let url = if node.contains("://") {
-            Some(node.clone())
-        } else {
-            self.ring.borrow().node(&node).map(|n| n.url.clone())
-        };
+        let url = self.url_of(&node);
         Ok(Session {
             inbound,
             outbound,
@@ -292,6 +315,42 @@ mod tests {
         assert!(start.elapsed() >= ROUTE_DEADLINE);
         let most = 2 * (ROUTE_DEADLINE.as_millis() / VIEW_WAIT.as_millis()) as u32 + 2;
         assert!(calls <= most, "{calls} attempts in {ROUTE_DEADLINE:?}");
+    }
+
+    /// A session opened by following a redirect names the docnode that sent it, so a docnode
+    /// fenced out of the document by that very docnode knows the winner let it go.
+    #[tokio::test(start_paused = true)]
+    async fn a_followed_redirect_names_the_docnode_that_sent_it() {
+        let (_tx, rx) = watch::channel(ring_of(&["a"]));
+        let routes = Routes::new(rx, None);
+        let seen = Mutex::new(Vec::new());
+        let result = routes
+            .call_referred("doc", |_, referred_by| {
+                let first = {
+                    let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+                    seen.push(referred_by);
+                    seen.len() == 1
+                };
+                async move {
+                    if !first {
+                        return Ok(());
+                    }
+                    let mut status = Status::failed_precondition("owned by b");
+                    if let Ok(value) = "http://b.invalid:1".parse() {
+                        status.metadata_mut().insert(OWNER_URL_HEADER, value);
+                    }
+                    Err(status)
+                }
+            })
+            .await;
+        assert_eq!(
+            result.map(|(node, ())| node).ok().as_deref(),
+            Some("http://b.invalid:1")
+        );
+        assert_eq!(
+            seen.into_inner().unwrap_or_else(|p| p.into_inner()),
+            vec![None, Some("http://a.invalid:1".to_owned())]
+        );
     }
 
     /// A refused call waits for the view to change (or VIEW_WAIT) before trying again. The

@@ -88,6 +88,7 @@ pub async fn open(
         trace_context: Default::default(),
         user_id: handoff.user_id(),
         made_up_client_id: handoff.made_up(),
+        referred_by: None,
     };
     open_traced(routes, open, span).await
 }
