@@ -28,7 +28,9 @@ use std::{
 
 use async_trait::async_trait;
 use codraft_ot::Operation;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    Hook, HookError, Manager, ManagerConfig, Metrics, Pool, PoolError, RecyclingMethod, Runtime,
+};
 use tokio_postgres::error::SqlState;
 use tracing::info;
 
@@ -92,6 +94,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const POOL_WAIT: Duration = Duration::from_secs(5);
 /// How long the health check of a pooled connection may take.
 const RECYCLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A pooled connection last handed out at least this long ago is checked with an empty query
+/// before it is handed out again (see [`checked_before_use`]).
+const CHECK_AFTER_IDLE: Duration = Duration::from_secs(1);
 /// How long one store call may take in all; past it the store counts as unavailable. A
 /// commit cut off here may still have committed: the committer's retry then meets a
 /// revision conflict and the document reloads what is really there.
@@ -268,12 +273,15 @@ impl PgStore {
             config,
             tls,
             ManagerConfig {
-                // One empty query per checkout: after a Postgres restart the pooled
-                // connections are dead, and this finds out before a real call does.
-                recycling_method: RecyclingMethod::Verified,
+                // A closed connection is never handed out; whether an open one still has a
+                // live peer is asked by `check_idle` below, only of connections that idled.
+                recycling_method: RecyclingMethod::Fast,
             },
         );
         let pool = Pool::builder(manager)
+            .post_recycle(Hook::async_fn(|client, metrics| {
+                Box::pin(check_idle(client, metrics))
+            }))
             .max_size(pool_size.max(1))
             .wait_timeout(Some(POOL_WAIT))
             .create_timeout(Some(CONNECT_TIMEOUT))
@@ -842,6 +850,37 @@ fn describe(e: &tokio_postgres::Error) -> String {
             }
             text
         }
+    }
+}
+
+/// Whether a pooled connection is checked with a round trip before it is handed out: only
+/// one that idled for [`CHECK_AFTER_IDLE`]. A connection in steady use answers every call;
+/// checking it too cost each commit a round trip (an empty query on every checkout, the
+/// pool's `Verified` method: 7–12% of edits/s at 1 doc × 8, BENCHMARKS.md). One that idled is
+/// where a restarted Postgres or a vanished peer hides, and the check finds that out before
+/// a real call does. A dead connection used without a check fails its call, which the
+/// committer retries (and a read reports the store unavailable, as any outage does);
+/// connections Postgres closed are never handed out (`is_closed`, the `Fast` method).
+fn checked_before_use(metrics: &Metrics) -> bool {
+    metrics.last_used() >= CHECK_AFTER_IDLE
+}
+
+/// The pool's check of a connection it is about to hand out (see [`checked_before_use`]):
+/// an empty query, answered within RECYCLE_TIMEOUT, or the connection is dropped and
+/// another one tried.
+async fn check_idle(
+    client: &mut deadpool_postgres::ClientWrapper,
+    metrics: &Metrics,
+) -> Result<(), HookError> {
+    if !checked_before_use(metrics) {
+        return Ok(());
+    }
+    match tokio::time::timeout(RECYCLE_TIMEOUT, client.simple_query("")).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(HookError::Backend(e)),
+        Err(_) => Err(HookError::Message(
+            "a pooled connection did not answer its check".into(),
+        )),
     }
 }
 
@@ -1444,5 +1483,38 @@ impl Store for PgStore {
             .rsplit_once(':')
             .map_or(host_port, |(host, _)| host)
             .to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    fn handed_out(ago: Duration) -> Metrics {
+        let now = Instant::now();
+        Metrics {
+            created: now.checked_sub(Duration::from_secs(3600)).unwrap_or(now),
+            recycled: Some(now.checked_sub(ago).unwrap_or(now)),
+            recycle_count: 7,
+        }
+    }
+
+    /// A connection in steady use goes out without a round trip; one that idled, or one
+    /// never handed out since it was opened long ago, is asked first.
+    #[test]
+    fn only_connections_that_idled_are_checked_before_use() {
+        assert!(!checked_before_use(&handed_out(Duration::from_millis(5))));
+        assert!(!checked_before_use(&handed_out(
+            CHECK_AFTER_IDLE - Duration::from_millis(100)
+        )));
+        assert!(checked_before_use(&handed_out(CHECK_AFTER_IDLE)));
+        assert!(checked_before_use(&handed_out(Duration::from_secs(60))));
+        let opened_long_ago = Metrics {
+            recycled: None,
+            ..handed_out(Duration::ZERO)
+        };
+        assert!(checked_before_use(&opened_long_ago));
     }
 }
