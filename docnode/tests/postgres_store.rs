@@ -10,11 +10,15 @@ use std::{
 };
 
 use codraft_docnode::{
-    store::{postgres::PgStore, Snapshot, Store, StoreError},
+    store::{
+        postgres::{PgStore, CHECK_AFTER_IDLE},
+        Snapshot, Store, StoreError,
+    },
     sweeper::{self, SweepPolicy, SweepReport},
 };
 use codraft_testkit::{
     database::TestDatabase,
+    proxy::Proxy,
     store::{
         batch, check_yjs_history, typed_text, typing, yjs_commit, yjs_state, yjs_text, yjs_typing,
     },
@@ -522,6 +526,53 @@ async fn pooled_connections_recover_when_their_backends_die() {
         .expect("terminate backends");
     tokio::time::sleep(Duration::from_millis(100)).await;
     let loaded = store.load("doc").await.expect("load after the cut");
+    assert_eq!(loaded.revision, 0);
+}
+
+/// A connection whose peer went silent while it sat in the pool (no FIN, no RST: a host
+/// that vanished, a dropped NAT entry) is found out by the pool's check of idle connections,
+/// and the call goes out on a new connection, instead of waiting out the call's timeout on
+/// the dead one. Connections in steady use are not checked (`checked_before_use`); this is
+/// the case the check is kept for.
+#[tokio::test]
+async fn an_idle_connection_to_a_silent_peer_is_replaced_before_a_call_uses_it() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let config: tokio_postgres::Config = db.url.parse().expect("the test database's URL");
+    let (Some(tokio_postgres::config::Host::Tcp(host)), Some(&port)) =
+        (config.get_hosts().first(), config.get_ports().first())
+    else {
+        panic!("the test database must be reached over TCP: {}", db.url);
+    };
+    let upstream = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .expect("resolve the database host")
+        .next()
+        .expect("an address for the database host");
+    let proxy = Proxy::start(upstream).await;
+    let password = config
+        .get_password()
+        .map(|p| format!(":{}", String::from_utf8_lossy(p)))
+        .unwrap_or_default();
+    let url = format!(
+        "postgres://{}{password}@{}/{}",
+        config.get_user().unwrap_or("postgres"),
+        proxy.addr,
+        config.get_dbname().expect("the test database's name"),
+    );
+    // One connection, so the call has no other to fall back on.
+    let store = PgStore::connect(&url, "node-a", 1)
+        .await
+        .unwrap_or_else(|e| panic!("connect through the proxy: {e}"));
+    store.load("doc").await.expect("first load");
+    proxy.freeze();
+    // The pooled connection idles past the point where it is checked before use.
+    tokio::time::sleep(CHECK_AFTER_IDLE + Duration::from_millis(200)).await;
+    let loaded = tokio::time::timeout(Duration::from_secs(20), store.load("doc"))
+        .await
+        .expect("the load waited on the silent connection")
+        .expect("load after the peer went silent");
     assert_eq!(loaded.revision, 0);
 }
 

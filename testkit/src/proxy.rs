@@ -20,7 +20,18 @@ pub struct Proxy {
     pub addr: SocketAddr,
     up: Arc<AtomicBool>,
     cut: watch::Sender<u64>,
+    freeze: watch::Sender<u64>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// How a forwarded connection's copying ended.
+enum Ended {
+    /// Either side closed, or the copy failed.
+    Closed,
+    /// The proxy was cut: both sockets close.
+    Cut,
+    /// The proxy froze its open connections: both sockets stay open, silent.
+    Frozen,
 }
 
 impl Proxy {
@@ -30,6 +41,7 @@ impl Proxy {
         let addr = listener.local_addr().expect("proxy address");
         let up = Arc::new(AtomicBool::new(true));
         let (cut, cuts) = watch::channel(0u64);
+        let (freeze, freezes) = watch::channel(0u64);
         let accepting = Arc::clone(&up);
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
@@ -38,18 +50,26 @@ impl Proxy {
                     drop(client);
                     continue;
                 }
-                let mut cuts = cuts.clone();
-                // Only cuts after this connection opened end it.
+                let (mut cuts, mut freezes) = (cuts.clone(), freezes.clone());
+                // Only cuts and freezes after this connection opened touch it.
                 cuts.borrow_and_update();
+                freezes.borrow_and_update();
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(upstream).await else {
                         return;
                     };
                     let (mut client, mut server) = (client, server);
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cuts.changed() => {}
+                    let ended = tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => Ended::Closed,
+                        _ = cuts.changed() => Ended::Cut,
+                        _ = freezes.changed() => Ended::Frozen,
+                    };
+                    if let Ended::Frozen = ended {
+                        // Held open and silent until a cut or the proxy's end: to both ends,
+                        // a peer that vanished without closing.
+                        let _ = cuts.changed().await;
                     }
+                    drop((client, server));
                 });
             }
         });
@@ -57,8 +77,15 @@ impl Proxy {
             addr,
             up,
             cut,
+            freeze,
             task,
         }
+    }
+
+    /// Stops forwarding on every open connection without closing it (new connections are
+    /// forwarded as before): what a host that vanished, or a dropped NAT entry, looks like.
+    pub fn freeze(&self) {
+        self.freeze.send_modify(|n| *n += 1);
     }
 
     /// Severs every open connection and refuses new ones.

@@ -96,7 +96,7 @@ const POOL_WAIT: Duration = Duration::from_secs(5);
 const RECYCLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A pooled connection last handed out at least this long ago is checked with an empty query
 /// before it is handed out again (see [`checked_before_use`]).
-const CHECK_AFTER_IDLE: Duration = Duration::from_secs(1);
+pub const CHECK_AFTER_IDLE: Duration = Duration::from_secs(1);
 /// How long one store call may take in all; past it the store counts as unavailable. A
 /// commit cut off here may still have committed: the committer's retry then meets a
 /// revision conflict and the document reloads what is really there.
