@@ -132,7 +132,9 @@ async fn run(
                 // Every task that is ready runs before the batch is sealed: the documents a
                 // commit just answered submit their next ops in that turn and go in this
                 // batch, rather than the first of them in a batch of its own (an fsync for
-                // one document) and the rest in the next. Idle, it costs one yield.
+                // one document) and the rest in the next. Idle, it costs one yield; busy, it
+                // ends once a turn brings nothing new, and each document has at most one
+                // request in flight, so a batch never waits for more turns than documents.
                 Err(_) if policy.window.is_zero() && !others_ran => {
                     others_ran = true;
                     tokio::task::yield_now().await;
