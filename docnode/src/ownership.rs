@@ -75,16 +75,7 @@ impl Ownership {
     /// the document, it has let the document go, and what this docnode remembers of it is
     /// forgotten (else each would send the client to the other until the memory ran out).
     pub fn check_referred(&self, document: &str, referred_by: Option<&str>) -> Verdict {
-        if let Some(url) = referred_by {
-            let mut fenced = self.lock();
-            if fenced
-                .get(document)
-                .is_some_and(|(winner, _)| winner.url == url)
-            {
-                fenced.remove(document);
-            }
-        }
-        if let Some(winner) = self.fenced_by(document) {
+        if let Some(winner) = self.fenced_by(document, referred_by) {
             return Verdict::Elsewhere {
                 node: winner.id,
                 url: Some(winner.url),
@@ -114,9 +105,15 @@ impl Ownership {
         fenced.insert(document.to_owned(), (winner, Instant::now()));
     }
 
-    fn fenced_by(&self, document: &str) -> Option<Member> {
-        let fenced = self.lock();
+    /// The docnode that fenced this one out of `document` within FENCE_MEMORY, if any; the
+    /// memory ends when that docnode is the one `referred_by` (it let the document go).
+    fn fenced_by(&self, document: &str, referred_by: Option<&str>) -> Option<Member> {
+        let mut fenced = self.lock();
         let (winner, at) = fenced.get(document)?;
+        if referred_by == Some(winner.url.as_str()) {
+            fenced.remove(document);
+            return None;
+        }
         (at.elapsed() < FENCE_MEMORY).then(|| winner.clone())
     }
 

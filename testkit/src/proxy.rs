@@ -24,16 +24,6 @@ pub struct Proxy {
     task: tokio::task::JoinHandle<()>,
 }
 
-/// How a forwarded connection's copying ended.
-enum Ended {
-    /// Either side closed, or the copy failed.
-    Closed,
-    /// The proxy was cut: both sockets close.
-    Cut,
-    /// The proxy froze its open connections: both sockets stay open, silent.
-    Frozen,
-}
-
 impl Proxy {
     /// Starts forwarding a new loopback port to `upstream`.
     pub async fn start(upstream: SocketAddr) -> Self {
@@ -59,17 +49,16 @@ impl Proxy {
                         return;
                     };
                     let (mut client, mut server) = (client, server);
-                    let ended = tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => Ended::Closed,
-                        _ = cuts.changed() => Ended::Cut,
-                        _ = freezes.changed() => Ended::Frozen,
+                    let frozen = tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => false,
+                        _ = cuts.changed() => false,
+                        _ = freezes.changed() => true,
                     };
-                    if let Ended::Frozen = ended {
+                    if frozen {
                         // Held open and silent until a cut or the proxy's end: to both ends,
                         // a peer that vanished without closing.
                         let _ = cuts.changed().await;
                     }
-                    drop((client, server));
                 });
             }
         });
