@@ -284,6 +284,63 @@ async fn yjs_history_keeps_checkpoints_and_compacts_by_retention() {
     .await;
 }
 
+/// The fold threads of this process, each with its nice value (`/proc/self/task/*/stat`).
+#[cfg(target_os = "linux")]
+fn fold_threads() -> Vec<(String, i32)> {
+    let tasks = std::fs::read_dir("/proc/self/task").expect("list this process's threads");
+    tasks
+        .filter_map(|task| {
+            let dir = task.ok()?.path();
+            // A thread that ended since the listing has no files left: skipped.
+            let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+            // "tid (name) state ...": the name may hold spaces, so fields count from its ')'.
+            let (head, fields) = stat.rsplit_once(')')?;
+            let (tid, name) = head.split_once(" (")?;
+            let nice = fields.split_whitespace().nth(16)?.parse().ok()?;
+            (name == "codraft-fold").then(|| (tid.to_owned(), nice))
+        })
+        .collect()
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn journal_folds_run_on_a_thread_of_their_own_below_the_commits_priority() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(dir.path())
+        .expect("open store")
+        .with_fold_rows(1);
+    // Tests run side by side in this process: every store's fold thread is below normal.
+    let threads = fold_threads();
+    assert!(!threads.is_empty(), "no fold thread once a store is open");
+    for (tid, nice) in threads {
+        assert_eq!(
+            nice,
+            codraft_docnode::store::sqlite::FOLD_NICE,
+            "fold thread {tid}"
+        );
+    }
+    // And it folds: a commit past the threshold reaches the tables with no read asking.
+    store
+        .commit(batch([typing("a", 0, 0, 3, "c")]))
+        .await
+        .expect("commit");
+    let tables = Connection::open(dir.path().join("codraft.db")).expect("tables connection");
+    let folded = || -> i64 {
+        tables
+            .query_row("SELECT seq FROM journal_folded", [], |r| r.get(0))
+            .expect("read the fold mark")
+    };
+    // The fold tells nobody it ran; its mark in the file is what can be watched.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while folded() < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the journal was not folded within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test]
 async fn commits_go_to_the_journal_and_a_reopened_store_folds_what_a_crash_left_there() {
     let dir = tempfile::tempdir().expect("temp dir");

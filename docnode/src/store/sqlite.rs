@@ -3,8 +3,9 @@
 //!
 //! SQLite runs in WAL mode with `synchronous=FULL`, so a committed transaction survives
 //! kill -9 and power loss; that is what lets the docnode acknowledge an edit once its flush
-//! returns. SQLite calls block, so each one runs on tokio's blocking pool; the connections'
-//! mutexes are only ever taken there, never across an await.
+//! returns. SQLite calls block, so each one runs on tokio's blocking pool, except background
+//! folds (below), which have a thread of their own at a lower CPU priority; the connections'
+//! mutexes are only ever taken on those threads, never across an await.
 //!
 //! A group commit appends its rows to a second file, `journal.db`, in the order they come:
 //! a batch of a hundred documents then dirties the journal's last page or two instead of a
@@ -35,10 +36,7 @@
 use std::{
     collections::HashMap,
     path::Path,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
-    },
+    sync::{mpsc, Arc, Mutex},
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -153,6 +151,16 @@ const JOURNAL: &str = r#"
 /// carries the less it costs per edit; it holds up reads of the tables, never commits.
 pub const JOURNAL_FOLD_ROWS: usize = 4096;
 
+/// The background fold's thread runs this much lower than the rest of the process (its nice
+/// value; Linux keeps one per thread). A fold of JOURNAL_FOLD_ROWS rows is 3–50 ms of CPU and
+/// disk, and in standalone mode it shares its core with the runtime and the committer's
+/// thread: at normal priority a commit that woke behind it waited for the fold's time slice
+/// (an open loop's commits over 4 ms: 8–46 a run at nice 0, 0–12 at 10 or 19; BENCHMARKS.md,
+/// "The fold gives way to commits"). 10, not 19: a fold still gets about a tenth of a core
+/// that the runtime saturates, so the journal keeps being folded under a closed loop, and a
+/// read that waits for a fold (its document's rows are in it) is not held up for long.
+pub const FOLD_NICE: i32 = 10;
+
 /// Folded journal rows one commit deletes from the journal at most, so the cleanup is spread
 /// thin over the commits after a fold.
 const JOURNAL_CLEANUP_ROWS: i64 = 1024;
@@ -202,8 +210,10 @@ pub struct SqliteStore {
     counters: Arc<StoreCounters>,
     /// Journal rows waiting at which a commit starts a fold.
     fold_rows: usize,
-    /// Whether a background fold is queued or running.
-    folding: Arc<AtomicBool>,
+    /// Asks the fold thread for a fold; holds one request at most (one queued is enough: a
+    /// fold takes every row appended before it starts). Dropped with the store, which ends
+    /// the thread.
+    fold_wake: mpsc::SyncSender<()>,
     /// A second connection to `codraft.db`, for reads of documents with no rows waiting:
     /// WAL lets it read beside a fold, so a cold load does not wait for one.
     reader: Arc<Mutex<Connection>>,
@@ -299,20 +309,28 @@ impl SqliteStore {
         let folded = fold_journal(&mut tables, &Touches::new())?;
         let (appended, deleted) = journal_bounds(&mut journal, folded)?;
         let reader = open_file(&tables_path)?;
+        let tables = Arc::new(Mutex::new(tables));
+        let journal = Arc::new(Mutex::new(Journal {
+            conn: journal,
+            appended,
+            folded,
+            deleted,
+            revisions: HashMap::new(),
+        }));
+        let touched = Arc::default();
+        let fold_wake = start_fold_thread(
+            Arc::clone(&tables),
+            Arc::clone(&journal),
+            Arc::clone(&touched),
+        )?;
         Ok(Self {
-            tables: Arc::new(Mutex::new(tables)),
-            journal: Arc::new(Mutex::new(Journal {
-                conn: journal,
-                appended,
-                folded,
-                deleted,
-                revisions: HashMap::new(),
-            })),
+            tables,
+            journal,
             counters: Arc::default(),
             fold_rows: JOURNAL_FOLD_ROWS,
-            folding: Arc::default(),
+            fold_wake,
             reader: Arc::new(Mutex::new(reader)),
-            touched: Arc::default(),
+            touched,
         })
     }
 
@@ -377,21 +395,58 @@ impl SqliteStore {
         .await
     }
 
-    /// Folds the journal on the blocking pool unless a fold is already on its way; a
-    /// failure is logged, and the next read or fold tries again.
+    /// Asks the fold thread for a fold unless one is already queued.
     fn fold_in_background(&self) {
-        if self.folding.swap(true, Ordering::AcqRel) {
-            return;
+        if let Err(mpsc::TrySendError::Disconnected(())) = self.fold_wake.try_send(()) {
+            // Only a panic ends the thread while the store lives; reads still fold.
+            tracing::error!("the journal's fold thread is gone; only reads fold the journal");
         }
-        let (tables, journal) = (Arc::clone(&self.tables), Arc::clone(&self.journal));
-        let (folding, touched) = (Arc::clone(&self.folding), Arc::clone(&self.touched));
-        tokio::task::spawn_blocking(move || {
-            let folded = lock(&tables).and_then(|mut tables| fold(&mut tables, &journal, &touched));
-            if let Err(e) = folded {
-                tracing::warn!(error = %e, "journal fold failed; the next read retries it");
+    }
+}
+
+/// Starts the thread that folds the journal when asked, at FOLD_NICE, and returns what asks
+/// it; the thread ends when that is dropped. Its priority is set before this returns.
+fn start_fold_thread(
+    tables: Arc<Mutex<Connection>>,
+    journal: Arc<Mutex<Journal>>,
+    touched: Arc<Mutex<Touches>>,
+) -> Result<mpsc::SyncSender<()>, StoreError> {
+    let (wake, asked) = mpsc::sync_channel::<()>(1);
+    let (started, running) = mpsc::sync_channel::<()>(1);
+    std::thread::Builder::new()
+        .name("codraft-fold".into())
+        .spawn(move || {
+            give_way();
+            // `open` waits for this, and cannot have gone: it holds `running` until then.
+            let _ = started.send(());
+            while asked.recv().is_ok() {
+                let folded =
+                    lock(&tables).and_then(|mut tables| fold(&mut tables, &journal, &touched));
+                if let Err(e) = folded {
+                    tracing::warn!(error = %e, "journal fold failed; the next read retries it");
+                }
             }
-            folding.store(false, Ordering::Release);
-        });
+        })
+        .map_err(|e| StoreError::Unavailable(format!("cannot start the fold thread: {e}")))?;
+    running
+        .recv()
+        .map_err(|_| StoreError::Unavailable("the fold thread ended as it started".into()))?;
+    Ok(wake)
+}
+
+/// Lowers the calling thread's CPU priority to FOLD_NICE (raising a nice value needs no
+/// privilege). Elsewhere than Linux, where nice values are per process, it does nothing.
+fn give_way() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: setpriority takes no pointer; `who` 0 is the calling thread.
+        let failed = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, FOLD_NICE) } != 0;
+        if failed {
+            tracing::warn!(
+                error = %std::io::Error::last_os_error(),
+                "cannot lower the fold thread's priority; folds compete with commits"
+            );
+        }
     }
 }
 
