@@ -27,6 +27,15 @@ fn open() -> (tempfile::TempDir, SqliteStore, Connection) {
     (dir, store, side)
 }
 
+/// Folds what the journal holds into the tables, as any call about every document does, so
+/// that `side` can age the rows the commits made.
+async fn fold(store: &SqliteStore) {
+    store
+        .document_count()
+        .await
+        .expect("count documents, folding the journal");
+}
+
 #[tokio::test]
 async fn last_seq_survives_compaction() {
     let (_dir, store, side) = open();
@@ -43,6 +52,7 @@ async fn last_seq_survives_compaction() {
         })
         .await
         .expect("snapshot");
+    fold(&store).await;
     // Rows 0..15 (up to the checkpoint the snapshot made) are two hours old; 15..20 are
     // recent.
     side.execute(
@@ -84,6 +94,7 @@ async fn delete_expired_removes_old_documents_and_all_their_rows() {
             .await
             .expect("snapshot");
     }
+    fold(&store).await;
     side.execute(
         "UPDATE documents SET accessed_at = accessed_at - 3 * 86400 WHERE id = 'old'",
         [],
@@ -130,6 +141,7 @@ async fn checkpoints_outlive_compaction_and_say_which_revisions_are_exact() {
             .await
             .expect("snapshot");
     }
+    fold(&store).await;
     side.execute(
         "UPDATE oplog SET committed_at = committed_at - 7200 WHERE revision < 20",
         [],
@@ -284,9 +296,10 @@ async fn yjs_history_keeps_checkpoints_and_compacts_by_retention() {
     .await;
 }
 
-/// The fold threads of this process, each with its nice value (`/proc/self/task/*/stat`).
+/// The tables' background writers of this process, each with its nice value
+/// (`/proc/self/task/*/stat`).
 #[cfg(target_os = "linux")]
-fn fold_threads() -> Vec<(String, i32)> {
+fn background_writers() -> Vec<(String, i32)> {
     let tasks = std::fs::read_dir("/proc/self/task").expect("list this process's threads");
     tasks
         .filter_map(|task| {
@@ -297,26 +310,29 @@ fn fold_threads() -> Vec<(String, i32)> {
             let (head, fields) = stat.rsplit_once(')')?;
             let (tid, name) = head.split_once(" (")?;
             let nice = fields.split_whitespace().nth(16)?.parse().ok()?;
-            (name == "codraft-fold").then(|| (tid.to_owned(), nice))
+            (name == "codraft-tables").then(|| (tid.to_owned(), nice))
         })
         .collect()
 }
 
 #[cfg(target_os = "linux")]
 #[tokio::test]
-async fn journal_folds_run_on_a_thread_of_their_own_below_the_commits_priority() {
+async fn folds_run_on_a_thread_of_their_own_below_the_commits_priority() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = SqliteStore::open(dir.path())
         .expect("open store")
         .with_fold_rows(1);
-    // Tests run side by side in this process: every store's fold thread is below normal.
-    let threads = fold_threads();
-    assert!(!threads.is_empty(), "no fold thread once a store is open");
+    // Tests run side by side in this process: every store's writer is below normal.
+    let threads = background_writers();
+    assert!(
+        !threads.is_empty(),
+        "no background writer once a store is open"
+    );
     for (tid, nice) in threads {
         assert_eq!(
             nice,
-            codraft_docnode::store::sqlite::FOLD_NICE,
-            "fold thread {tid}"
+            codraft_docnode::store::sqlite::BACKGROUND_NICE,
+            "background writer {tid}"
         );
     }
     // And it folds: a commit past the threshold reaches the tables with no read asking.
@@ -339,6 +355,59 @@ async fn journal_folds_run_on_a_thread_of_their_own_below_the_commits_priority()
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+#[tokio::test]
+async fn snapshots_are_written_without_folding_the_journal_and_loads_still_see_everything() {
+    let (dir, store, side) = open();
+    store
+        .commit(batch([
+            typing("a", 0, 0, 3, "c"),
+            typing("b", 0, 0, 2, "c"),
+        ]))
+        .await
+        .expect("commit");
+    let folded = || -> i64 {
+        side.query_row("SELECT seq FROM journal_folded", [], |r| r.get(0))
+            .expect("read the fold mark")
+    };
+    // Written together, as documents typed at one pace reach their snapshots together.
+    let writes = (0..4).map(|revision| {
+        store.write_snapshot(Snapshot {
+            document: "a".into(),
+            revision,
+            text: typed_text(revision),
+        })
+    });
+    for written in futures::future::join_all(writes).await {
+        written.expect("snapshot");
+    }
+    store
+        .write_yjs_snapshot("y:a", 1, yjs_state(&[]))
+        .await
+        .expect("Yjs snapshot");
+    assert_eq!(folded(), 0, "a snapshot does not wait for a fold");
+    let newest: (i64, String) = side
+        .query_row(
+            "SELECT revision, text FROM snapshots WHERE document = 'a'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("a's snapshot");
+    assert_eq!(newest, (3, typed_text(3)), "the newest of the four wins");
+    let checkpoints: i64 = side
+        .query_row(
+            "SELECT count(*) FROM checkpoints WHERE document = 'a'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count checkpoints");
+    assert_eq!(checkpoints, 4, "every snapshot is a checkpoint");
+    // Snapshots of rows still in the journal: the load folds first, then reads the newest.
+    let a = store.load("a").await.expect("load a");
+    assert_eq!((a.revision, a.text), (3, typed_text(3)));
+    assert_eq!(folded(), 5, "the load folded what waited");
+    drop(dir);
 }
 
 #[tokio::test]

@@ -3,9 +3,10 @@
 //!
 //! SQLite runs in WAL mode with `synchronous=FULL`, so a committed transaction survives
 //! kill -9 and power loss; that is what lets the docnode acknowledge an edit once its flush
-//! returns. SQLite calls block, so each one runs on tokio's blocking pool, except background
-//! folds (below), which have a thread of their own at a lower CPU priority; the connections'
-//! mutexes are only ever taken on those threads, never across an await.
+//! returns. SQLite calls block, so each one runs on tokio's blocking pool, except the tables'
+//! background writes (folds, below, and snapshots), which a thread of their own runs at a
+//! lower CPU priority; the connections' mutexes are only ever taken on those threads, never
+//! across an await.
 //!
 //! A group commit appends its rows to a second file, `journal.db`, in the order they come:
 //! a batch of a hundred documents then dirties the journal's last page or two instead of a
@@ -36,7 +37,10 @@
 use std::{
     collections::HashMap,
     path::Path,
-    sync::{mpsc, Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc, Arc, Mutex,
+    },
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -151,15 +155,16 @@ const JOURNAL: &str = r#"
 /// carries the less it costs per edit; it holds up reads of the tables, never commits.
 pub const JOURNAL_FOLD_ROWS: usize = 4096;
 
-/// The background fold's thread runs this much lower than the rest of the process (its nice
-/// value; Linux keeps one per thread). A fold of JOURNAL_FOLD_ROWS rows is 3–50 ms of CPU and
-/// disk, and in standalone mode it shares its core with the runtime and the committer's
-/// thread: at normal priority a commit that woke behind it waited for the fold's time slice
-/// (an open loop's commits over 4 ms: 8–46 a run at nice 0, 0–12 at 10 or 19; BENCHMARKS.md,
-/// "The fold gives way to commits"). 10, not 19: a fold still gets about a tenth of a core
-/// that the runtime saturates, so the journal keeps being folded under a closed loop, and a
-/// read that waits for a fold (its document's rows are in it) is not held up for long.
-pub const FOLD_NICE: i32 = 10;
+/// The tables' background writer (folds and snapshots) runs this much lower than the rest of
+/// the process (its thread's nice value; Linux keeps one per thread). A fold of
+/// JOURNAL_FOLD_ROWS rows is 3–50 ms of CPU and disk, and in standalone mode it shares its
+/// core with the runtime and the committer's thread: at normal priority a commit that woke
+/// behind it waited for the fold's time slice (an open loop's commits over 4 ms: 8–46 a run
+/// at nice 0, 0–12 at 10 or 19; BENCHMARKS.md, "The fold gives way to commits"). 10, not 19:
+/// a fold still gets about a tenth of a core that the runtime saturates, so the journal keeps
+/// being folded under a closed loop, and a read that waits for a fold (its document's rows
+/// are in it) is not held up for long.
+pub const BACKGROUND_NICE: i32 = 10;
 
 /// Folded journal rows one commit deletes from the journal at most, so the cleanup is spread
 /// thin over the commits after a fold.
@@ -210,10 +215,11 @@ pub struct SqliteStore {
     counters: Arc<StoreCounters>,
     /// Journal rows waiting at which a commit starts a fold.
     fold_rows: usize,
-    /// Asks the fold thread for a fold; holds one request at most (one queued is enough: a
-    /// fold takes every row appended before it starts). Dropped with the store, which ends
-    /// the thread.
-    fold_wake: mpsc::SyncSender<()>,
+    /// Work for the tables' background writer; dropped with the store, which ends it.
+    background: mpsc::Sender<Job>,
+    /// Whether a fold is asked for and not yet started: one queued is enough (a fold takes
+    /// every row appended before it starts).
+    fold_asked: Arc<AtomicBool>,
     /// A second connection to `codraft.db`, for reads of documents with no rows waiting:
     /// WAL lets it read beside a fold, so a cold load does not wait for one.
     reader: Arc<Mutex<Connection>>,
@@ -318,17 +324,20 @@ impl SqliteStore {
             revisions: HashMap::new(),
         }));
         let touched = Arc::default();
-        let fold_wake = start_fold_thread(
-            Arc::clone(&tables),
-            Arc::clone(&journal),
-            Arc::clone(&touched),
-        )?;
+        let fold_asked = Arc::default();
+        let background = start_background_writer(Background {
+            tables: Arc::clone(&tables),
+            journal: Arc::clone(&journal),
+            touched: Arc::clone(&touched),
+            fold_asked: Arc::clone(&fold_asked),
+        })?;
         Ok(Self {
             tables,
             journal,
             counters: Arc::default(),
             fold_rows: JOURNAL_FOLD_ROWS,
-            fold_wake,
+            background,
+            fold_asked,
             reader: Arc::new(Mutex::new(reader)),
             touched,
         })
@@ -395,56 +404,176 @@ impl SqliteStore {
         .await
     }
 
-    /// Asks the fold thread for a fold unless one is already queued.
+    /// Asks the background writer for a fold unless one is already asked for.
     fn fold_in_background(&self) {
-        if let Err(mpsc::TrySendError::Disconnected(())) = self.fold_wake.try_send(()) {
-            // Only a panic ends the thread while the store lives; reads still fold.
-            tracing::error!("the journal's fold thread is gone; only reads fold the journal");
+        if !self.fold_asked.swap(true, Ordering::AcqRel) {
+            self.send_background(Job::Fold);
+        }
+    }
+
+    /// Has the background writer write `snapshot` (with others waiting, in one transaction),
+    /// and waits for it. A snapshot does not wait for a fold: it is its own row, and every
+    /// read of the document's history folds what waits first.
+    async fn write_in_background(&self, snapshot: SnapshotRow) -> Result<(), StoreError> {
+        let (reply, written) = tokio::sync::oneshot::channel();
+        self.send_background(Job::Snapshot(snapshot, reply));
+        written
+            .await
+            .map_err(|_| StoreError::Unavailable("the tables' background writer is gone".into()))?
+    }
+
+    fn send_background(&self, job: Job) {
+        if self.background.send(job).is_err() {
+            // Only a panic ends the writer while the store lives; reads still fold.
+            tracing::error!("the tables' background writer is gone");
         }
     }
 }
 
-/// Starts the thread that folds the journal when asked, at FOLD_NICE, and returns what asks
-/// it; the thread ends when that is dropped. Its priority is set before this returns.
-fn start_fold_thread(
+/// Work for the tables' background writer.
+enum Job {
+    /// Fold the journal.
+    Fold,
+    /// Write a snapshot and say how that went.
+    Snapshot(
+        SnapshotRow,
+        tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+    ),
+}
+
+/// A snapshot of either kind of document, which is also a checkpoint of its history.
+enum SnapshotRow {
+    Text(Snapshot),
+    Yjs {
+        document: String,
+        revision: u64,
+        state: Vec<u8>,
+    },
+}
+
+impl SnapshotRow {
+    fn write(&self, tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+        let (snapshots, checkpoints, content, document, revision, value) = match self {
+            Self::Text(s) => (
+                "snapshots",
+                "checkpoints",
+                "text",
+                &*s.document,
+                s.revision,
+                &s.text as &dyn rusqlite::ToSql,
+            ),
+            Self::Yjs {
+                document,
+                revision,
+                state,
+            } => (
+                "yjs_snapshots",
+                "yjs_checkpoints",
+                "state",
+                document.as_str(),
+                *revision,
+                state as &dyn rusqlite::ToSql,
+            ),
+        };
+        let revision = to_sql(revision);
+        tx.prepare_cached(&format!(
+            "INSERT INTO {snapshots} (document, revision, {content}) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (document) DO UPDATE SET revision = excluded.revision, \
+             {content} = excluded.{content} WHERE excluded.revision > {snapshots}.revision"
+        ))?
+        .execute(params![document, revision, value])?;
+        // Every snapshot is a checkpoint of the history as well; what it makes older stays
+        // until compaction finds it past the retention.
+        tx.prepare_cached(&format!(
+            "INSERT INTO {checkpoints} (document, revision, {content}) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (document, revision) DO NOTHING"
+        ))?
+        .execute(params![document, revision, value])?;
+        Ok(())
+    }
+}
+
+/// What the tables' background writer works with.
+struct Background {
     tables: Arc<Mutex<Connection>>,
     journal: Arc<Mutex<Journal>>,
     touched: Arc<Mutex<Touches>>,
-) -> Result<mpsc::SyncSender<()>, StoreError> {
-    let (wake, asked) = mpsc::sync_channel::<()>(1);
+    fold_asked: Arc<AtomicBool>,
+}
+
+impl Background {
+    /// Does everything asked so far: the snapshots in one transaction (one sync for all that
+    /// came together: documents typed at the same pace reach their snapshot revision
+    /// together), then a fold if one was asked for.
+    fn run(&self, jobs: impl Iterator<Item = Job>) {
+        let mut snapshots = Vec::new();
+        let mut fold_asked = false;
+        for job in jobs {
+            match job {
+                Job::Fold => fold_asked = true,
+                Job::Snapshot(row, reply) => snapshots.push((row, reply)),
+            }
+        }
+        if !snapshots.is_empty() {
+            let written = lock(&self.tables).and_then(|mut tables| {
+                let tx = tables
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(unavailable)?;
+                for (row, _) in &snapshots {
+                    row.write(&tx).map_err(unavailable)?;
+                }
+                tx.commit().map_err(unavailable)
+            });
+            for (_, reply) in snapshots {
+                // A caller that stopped waiting (its timeout) needs no answer.
+                let _ = reply.send(written.clone());
+            }
+        }
+        if fold_asked {
+            // Cleared first: a commit from now on asks again, for the rows this fold misses.
+            self.fold_asked.store(false, Ordering::Release);
+            let folded = lock(&self.tables)
+                .and_then(|mut tables| fold(&mut tables, &self.journal, &self.touched));
+            if let Err(e) = folded {
+                tracing::warn!(error = %e, "journal fold failed; the next read retries it");
+            }
+        }
+    }
+}
+
+/// Starts the tables' background writer, `codraft-tables`, at BACKGROUND_NICE, and returns
+/// what gives it work; it ends when that is dropped. Its priority is set before this returns.
+fn start_background_writer(background: Background) -> Result<mpsc::Sender<Job>, StoreError> {
+    let (give, jobs) = mpsc::channel::<Job>();
     let (started, running) = mpsc::sync_channel::<()>(1);
     std::thread::Builder::new()
-        .name("codraft-fold".into())
+        .name("codraft-tables".into())
         .spawn(move || {
             give_way();
             // `open` waits for this, and cannot have gone: it holds `running` until then.
             let _ = started.send(());
-            while asked.recv().is_ok() {
-                let folded =
-                    lock(&tables).and_then(|mut tables| fold(&mut tables, &journal, &touched));
-                if let Err(e) = folded {
-                    tracing::warn!(error = %e, "journal fold failed; the next read retries it");
-                }
+            while let Ok(first) = jobs.recv() {
+                background.run(std::iter::once(first).chain(jobs.try_iter()));
             }
         })
-        .map_err(|e| StoreError::Unavailable(format!("cannot start the fold thread: {e}")))?;
+        .map_err(|e| StoreError::Unavailable(format!("cannot start the tables' writer: {e}")))?;
     running
         .recv()
-        .map_err(|_| StoreError::Unavailable("the fold thread ended as it started".into()))?;
-    Ok(wake)
+        .map_err(|_| StoreError::Unavailable("the tables' writer ended as it started".into()))?;
+    Ok(give)
 }
 
-/// Lowers the calling thread's CPU priority to FOLD_NICE (raising a nice value needs no
+/// Lowers the calling thread's CPU priority to BACKGROUND_NICE (raising a nice value needs no
 /// privilege). Elsewhere than Linux, where nice values are per process, it does nothing.
 fn give_way() {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: setpriority takes no pointer; `who` 0 is the calling thread.
-        let failed = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, FOLD_NICE) } != 0;
+        let failed = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, BACKGROUND_NICE) } != 0;
         if failed {
             tracing::warn!(
                 error = %std::io::Error::last_os_error(),
-                "cannot lower the fold thread's priority; folds compete with commits"
+                "cannot lower the tables' writer's priority; folds compete with commits"
             );
         }
     }
@@ -930,29 +1059,7 @@ impl Store for SqliteStore {
     }
 
     async fn write_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
-        let scope = Arc::clone(&snapshot.document);
-        self.with_conn(Some(&scope), move |conn, _| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(unavailable)?;
-            let (document, revision) = (&*snapshot.document, to_sql(snapshot.revision));
-            tx.execute(
-                "INSERT INTO snapshots (document, revision, text) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (document) DO UPDATE SET revision = excluded.revision, \
-                 text = excluded.text WHERE excluded.revision > snapshots.revision",
-                params![document, revision, snapshot.text],
-            )
-            .map_err(unavailable)?;
-            // Every snapshot is a checkpoint of the history as well.
-            tx.execute(
-                "INSERT INTO checkpoints (document, revision, text) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (document, revision) DO NOTHING",
-                params![document, revision, snapshot.text],
-            )
-            .map_err(unavailable)?;
-            tx.commit().map_err(unavailable)
-        })
-        .await
+        self.write_in_background(SnapshotRow::Text(snapshot)).await
     }
 
     async fn write_yjs_snapshot(
@@ -961,28 +1068,10 @@ impl Store for SqliteStore {
         revision: u64,
         state: Vec<u8>,
     ) -> Result<(), StoreError> {
-        let scope = Some(document);
-        let document = document.to_owned();
-        self.with_conn(scope, move |conn, _| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(unavailable)?;
-            tx.execute(
-                "INSERT INTO yjs_snapshots (document, revision, state) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (document) DO UPDATE SET revision = excluded.revision, \
-                 state = excluded.state WHERE excluded.revision > yjs_snapshots.revision",
-                params![document, to_sql(revision), state],
-            )
-            .map_err(unavailable)?;
-            // Every snapshot is a checkpoint of the history as well; the updates below it
-            // stay until compaction finds them older than the retention.
-            tx.execute(
-                "INSERT INTO yjs_checkpoints (document, revision, state) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (document, revision) DO NOTHING",
-                params![document, to_sql(revision), state],
-            )
-            .map_err(unavailable)?;
-            tx.commit().map_err(unavailable)
+        self.write_in_background(SnapshotRow::Yjs {
+            document: document.to_owned(),
+            revision,
+            state,
         })
         .await
     }
