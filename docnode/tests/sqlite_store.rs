@@ -296,6 +296,24 @@ async fn yjs_history_keeps_checkpoints_and_compacts_by_retention() {
     .await;
 }
 
+/// Commits three edits of `a` and two of `b` by client `c`: five journal rows.
+async fn commit_five_rows(store: &SqliteStore) {
+    store
+        .commit(batch([
+            typing("a", 0, 0, 3, "c"),
+            typing("b", 0, 0, 2, "c"),
+        ]))
+        .await
+        .expect("commit");
+}
+
+/// The number of the last journal row folded into the tables.
+fn folded_mark(tables: &Connection) -> i64 {
+    tables
+        .query_row("SELECT seq FROM journal_folded", [], |r| r.get(0))
+        .expect("read the fold mark")
+}
+
 /// The tables' background writers of this process, each with its nice value
 /// (`/proc/self/task/*/stat`).
 #[cfg(target_os = "linux")]
@@ -341,11 +359,7 @@ async fn folds_run_on_a_thread_of_their_own_below_the_commits_priority() {
         .await
         .expect("commit");
     let tables = Connection::open(dir.path().join("codraft.db")).expect("tables connection");
-    let folded = || -> i64 {
-        tables
-            .query_row("SELECT seq FROM journal_folded", [], |r| r.get(0))
-            .expect("read the fold mark")
-    };
+    let folded = || folded_mark(&tables);
     // The fold tells nobody it ran; its mark in the file is what can be watched.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while folded() < 3 {
@@ -360,17 +374,8 @@ async fn folds_run_on_a_thread_of_their_own_below_the_commits_priority() {
 #[tokio::test]
 async fn snapshots_are_written_without_folding_the_journal_and_loads_still_see_everything() {
     let (dir, store, side) = open();
-    store
-        .commit(batch([
-            typing("a", 0, 0, 3, "c"),
-            typing("b", 0, 0, 2, "c"),
-        ]))
-        .await
-        .expect("commit");
-    let folded = || -> i64 {
-        side.query_row("SELECT seq FROM journal_folded", [], |r| r.get(0))
-            .expect("read the fold mark")
-    };
+    commit_five_rows(&store).await;
+    let folded = || folded_mark(&side);
     // Written together, as documents typed at one pace reach their snapshots together.
     let writes = (0..4).map(|revision| {
         store.write_snapshot(Snapshot {
@@ -416,18 +421,12 @@ async fn commits_go_to_the_journal_and_a_reopened_store_folds_what_a_crash_left_
     let store = SqliteStore::open(dir.path()).expect("open store");
     let tables = Connection::open(dir.path().join("codraft.db")).expect("tables connection");
     let journal = Connection::open(dir.path().join("journal.db")).expect("journal connection");
-    store
-        .commit(batch([
-            typing("a", 0, 0, 3, "c"),
-            typing("b", 0, 0, 2, "c"),
-        ]))
-        .await
-        .expect("commit");
+    commit_five_rows(&store).await;
     let count = |conn: &Connection, sql: &str| -> i64 {
         conn.query_row(sql, [], |r| r.get(0)).expect("count rows")
     };
     let oplog = || count(&tables, "SELECT count(*) FROM oplog");
-    let folded = || count(&tables, "SELECT seq FROM journal_folded");
+    let folded = || folded_mark(&tables);
     assert_eq!(count(&journal, "SELECT count(*) FROM journal"), 5);
     assert_eq!((oplog(), folded()), (0, 0), "appended, not folded");
     // Reading a document with nothing waiting leaves the others' rows where they are.
