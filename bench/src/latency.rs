@@ -106,6 +106,82 @@ impl LatencySummary {
     }
 }
 
+/// Latencies by when they ended: a run's interval after interval, so that a stall can be
+/// placed in time (and set beside the server's own logs and metrics) instead of only
+/// raising a percentile.
+#[derive(Debug, Clone)]
+pub struct Timeline {
+    /// The interval's length.
+    slot: Duration,
+    slots: Vec<Slot>,
+}
+
+/// One interval of a [`Timeline`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Slot {
+    /// Latencies that ended in the interval.
+    pub count: u64,
+    /// Of those, longer than 1 ms.
+    pub over_1ms: u64,
+    /// Of those, longer than 4 ms.
+    pub over_4ms: u64,
+    /// The longest, µs.
+    pub max_us: u64,
+}
+
+impl Timeline {
+    /// An empty timeline of `slot`-long intervals (at least 1 ms).
+    pub fn new(slot: Duration) -> Self {
+        Self {
+            slot: slot.max(Duration::from_millis(1)),
+            slots: Vec::new(),
+        }
+    }
+
+    /// Records a latency that ended `since_start` into the run.
+    pub fn record(&mut self, since_start: Duration, latency: Duration) {
+        let index =
+            usize::try_from(since_start.as_nanos() / self.slot.as_nanos()).unwrap_or(usize::MAX);
+        // A run lasts at most ten minutes, so this bounds the vector long before memory does.
+        if index >= 1 << 20 {
+            return;
+        }
+        if self.slots.len() <= index {
+            self.slots.resize(index + 1, Slot::default());
+        }
+        let slot = &mut self.slots[index];
+        slot.count += 1;
+        slot.over_1ms += u64::from(latency > Duration::from_millis(1));
+        slot.over_4ms += u64::from(latency > Duration::from_millis(4));
+        slot.max_us = slot
+            .max_us
+            .max(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
+    }
+
+    /// Adds `other`'s intervals to this one's (both with the same interval length).
+    pub fn merge(&mut self, other: &Timeline) {
+        if self.slots.len() < other.slots.len() {
+            self.slots.resize(other.slots.len(), Slot::default());
+        }
+        for (mine, theirs) in self.slots.iter_mut().zip(&other.slots) {
+            mine.count += theirs.count;
+            mine.over_1ms += theirs.over_1ms;
+            mine.over_4ms += theirs.over_4ms;
+            mine.max_us = mine.max_us.max(theirs.max_us);
+        }
+    }
+
+    /// The interval's length.
+    pub fn slot(&self) -> Duration {
+        self.slot
+    }
+
+    /// The intervals, from the run's start.
+    pub fn slots(&self) -> &[Slot] {
+        &self.slots
+    }
+}
+
 /// Milliseconds with a precision that suits their size.
 pub fn ms(value: f64) -> String {
     if value < 10.0 {
@@ -136,5 +212,30 @@ mod tests {
         assert!((s.max_ms - 3_600_000.0).abs() < 3_600.0, "{s:?}");
         assert!(s.line().contains("p99"));
         assert_eq!(Latency::new().summary().line(), "no samples");
+    }
+
+    #[test]
+    fn a_timeline_places_each_latency_in_its_interval() {
+        let ms = Duration::from_millis;
+        let mut a = Timeline::new(ms(100));
+        a.record(ms(50), ms(2));
+        a.record(ms(250), ms(5));
+        let mut b = Timeline::new(ms(100));
+        b.record(ms(99), Duration::from_micros(300));
+        b.record(ms(260), Duration::from_micros(4200));
+        let mut total = Timeline::new(ms(100));
+        total.merge(&a);
+        total.merge(&b);
+        let slot = |count, over_1ms, over_4ms, max_us| Slot {
+            count,
+            over_1ms,
+            over_4ms,
+            max_us,
+        };
+        assert_eq!(
+            total.slots(),
+            [slot(2, 1, 0, 2000), Slot::default(), slot(2, 2, 2, 5000)]
+        );
+        assert_eq!(total.slot(), ms(100));
     }
 }

@@ -64,6 +64,7 @@ async fn typing_closed_loop_measures_and_converges() {
         rate: 0.0,
         seconds: 2.0,
         connect_concurrency: 4,
+        timeline: None,
     };
     let outcome = bounded(typing::run(&options(&server), &config))
         .await
@@ -93,6 +94,7 @@ async fn typing_open_loop_with_exactly_once_converges() {
         rate: 40.0,
         seconds: 1.0,
         connect_concurrency: 4,
+        timeline: Some(250),
     };
     let outcome = bounded(typing::run(&run, &config))
         .await
@@ -101,6 +103,35 @@ async fn typing_open_loop_with_exactly_once_converges() {
     assert!(outcome.acked_keystrokes > 0, "{outcome:#?}");
     assert!(outcome.keystroke.count > 0, "{outcome:#?}");
     assert!(outcome.passed(), "{outcome:#?}");
+    // Every round trip is in one interval of the timeline, and the run's four intervals
+    // each saw some (40 keystrokes/s from three clients).
+    let timeline = outcome.timeline.as_ref().expect("--timeline asked for one");
+    assert_eq!(timeline.interval_ms, 250);
+    let counted: u64 = timeline.intervals.iter().map(|slot| slot.count).sum();
+    assert_eq!(counted, outcome.round_trip.count, "{timeline:?}");
+    assert!(timeline.intervals.len() >= 4, "{timeline:?}");
+    assert!(
+        timeline.intervals[..4].iter().all(|slot| slot.count > 0),
+        "{timeline:?}"
+    );
+    // The histogram keeps three significant digits; the timeline keeps the exact slowest.
+    let slowest = timeline
+        .intervals
+        .iter()
+        .map(|slot| slot.max_us)
+        .max()
+        .unwrap_or(0);
+    let max_ms = outcome.round_trip.max_ms;
+    assert!(
+        (slowest as f64 / 1000.0 - max_ms).abs() <= max_ms * 0.002 + 0.002,
+        "{slowest} µs against {max_ms} ms"
+    );
+    let rows = outcome.rows();
+    assert!(
+        rows.iter()
+            .any(|(name, _)| name == "round trip 0.25–0.50 s"),
+        "{rows:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,6 +206,7 @@ async fn compare_runs_both_servers_and_divides_their_figures() {
         rate: 0.0,
         seconds: 1.0,
         connect_concurrency: 4,
+        timeline: None,
     };
     let comparison = bounded(compare::run(&a, &b, async |run| {
         typing::run(run, &config).await

@@ -42,7 +42,7 @@ use super::{connect_many, document_name, group_errors, run_id, RunOptions, Scena
 
 use crate::{
     compare::{Figure, Unit},
-    latency::{Latency, LatencySummary},
+    latency::{ms, Latency, LatencySummary, Slot, Timeline},
     process::{Process, Sample},
     progress::Progress,
     report::{per_second, rate, thousands, Outcome},
@@ -94,6 +94,11 @@ pub struct TypingConfig {
     /// Joins in flight at once while the clients connect.
     #[arg(long, default_value_t = 64)]
     pub connect_concurrency: usize,
+    /// Also report the edit round trip interval by interval, each this many milliseconds
+    /// long (edits acknowledged, how many took over 1 and 4 ms, the slowest), to place a
+    /// stall in time.
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub timeline: Option<u64>,
 }
 
 /// Server-side figures, when the server's pid was given.
@@ -157,12 +162,41 @@ pub struct TypingOutcome {
     /// The load generator's own CPU time (user + system) per accepted edit, µs: if it nears
     /// the server's, the load generator, not the server, sets the pace.
     pub generator_cpu_us_per_edit: Option<f64>,
+    /// The edit round trip interval by interval, with `--timeline`.
+    pub timeline: Option<TimelineReport>,
     /// Round-trip histogram, for the plot.
     #[serde(skip)]
     pub round_trip_histogram: Latency,
     /// Keystroke histogram, for the plot.
     #[serde(skip)]
     pub keystroke_histogram: Latency,
+}
+
+/// The edit round trip interval by interval.
+#[derive(Debug, Clone, Serialize)]
+pub struct TimelineReport {
+    /// Each interval's length, ms.
+    pub interval_ms: u64,
+    /// The intervals from the start of typing.
+    pub intervals: Vec<Slot>,
+}
+
+impl TimelineReport {
+    fn rows(&self) -> impl Iterator<Item = (String, String)> + '_ {
+        let seconds = |i: usize| i as f64 * self.interval_ms as f64 / 1000.0;
+        self.intervals.iter().enumerate().map(move |(i, slot)| {
+            (
+                format!("round trip {:.2}–{:.2} s", seconds(i), seconds(i + 1)),
+                format!(
+                    "{} edits, {} over 1 ms, {} over 4 ms, max {} ms",
+                    thousands(slot.count),
+                    thousands(slot.over_1ms),
+                    thousands(slot.over_4ms),
+                    ms(slot.max_us as f64 / 1000.0)
+                ),
+            )
+        })
+    }
 }
 
 impl Outcome for TypingOutcome {
@@ -234,6 +268,7 @@ impl Outcome for TypingOutcome {
                 ),
             ),
         ];
+        rows.extend(self.timeline.iter().flat_map(TimelineReport::rows));
         rows.extend(usage_rows(
             self.server.as_ref(),
             self.generator_cores
@@ -366,6 +401,8 @@ struct Tally {
     messages: u64,
     round_trip: Latency,
     keystroke: Latency,
+    /// The round trips by when they ended, with `--timeline`.
+    timeline: Option<Timeline>,
 }
 
 /// One typing client: the connection and the bookkeeping of what is in flight.
@@ -373,6 +410,8 @@ struct Typist {
     client: Client,
     rng: StdRng,
     tally: Tally,
+    /// When typing started, for the timeline.
+    started: Instant,
     /// When the outstanding edit was sent.
     sent_at: Option<Instant>,
     /// Scheduled times of the keystrokes in the outstanding edit.
@@ -415,6 +454,9 @@ impl Typist {
                 let now = Instant::now();
                 if let Some(sent) = self.sent_at.take() {
                     self.tally.round_trip.record(now - sent);
+                    if let Some(timeline) = &mut self.tally.timeline {
+                        timeline.record(now.saturating_duration_since(self.started), now - sent);
+                    }
                 }
                 for at in self.in_flight.drain(..) {
                     self.tally
@@ -449,6 +491,7 @@ impl Typist {
         rate: f64,
         counters: &Counters,
     ) -> Result<(), ClientError> {
+        self.started = start;
         let mut ticker = (rate > 0.0).then(|| {
             let period = Duration::from_secs_f64(1.0 / rate);
             // A random phase, so that the clients' keystrokes do not all land at once.
@@ -544,6 +587,7 @@ pub async fn run(run: &RunOptions, config: &TypingConfig) -> Result<TypingOutcom
     )
     .await;
     joining.finish();
+    let timeline = config.timeline.map(Duration::from_millis);
     let mut errors = Vec::new();
     let mut typists = Vec::new();
     for connected in connected {
@@ -553,7 +597,11 @@ pub async fn run(run: &RunOptions, config: &TypingConfig) -> Result<TypingOutcom
                 Typist {
                     client,
                     rng: StdRng::seed_from_u64(connected.index as u64),
-                    tally: Tally::default(),
+                    tally: Tally {
+                        timeline: timeline.map(Timeline::new),
+                        ..Tally::default()
+                    },
+                    started: Instant::now(),
                     sent_at: None,
                     in_flight: Vec::new(),
                     buffered: Vec::new(),
@@ -634,6 +682,12 @@ pub async fn run(run: &RunOptions, config: &TypingConfig) -> Result<TypingOutcom
         total.messages += tally.messages;
         total.round_trip.merge(&tally.round_trip);
         total.keystroke.merge(&tally.keystroke);
+        if let Some(timeline) = &tally.timeline {
+            total
+                .timeline
+                .get_or_insert_with(|| Timeline::new(timeline.slot()))
+                .merge(timeline);
+        }
         match settled {
             Ok(()) => by_document[doc].push(typist.client),
             Err(e) => {
@@ -694,6 +748,10 @@ pub async fn run(run: &RunOptions, config: &TypingConfig) -> Result<TypingOutcom
             .map(|(before, after): (Sample, Sample)| before.cores_until(&after, seconds)),
         generator_cpu_us_per_edit: me_before.zip(me_after).and_then(|(before, after)| {
             micros_each(before.cpu_seconds_until(&after), total.acked_edits)
+        }),
+        timeline: total.timeline.map(|timeline| TimelineReport {
+            interval_ms: u64::try_from(timeline.slot().as_millis()).unwrap_or(u64::MAX),
+            intervals: timeline.slots().to_vec(),
         }),
         round_trip_histogram: total.round_trip,
         keystroke_histogram: total.keystroke,

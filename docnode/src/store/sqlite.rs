@@ -451,13 +451,44 @@ enum SnapshotRow {
     },
 }
 
+/// A snapshot's two statements for one kind of document: the latest snapshot (kept only if
+/// newer) and the history's checkpoint, written from one template so the kinds cannot drift.
+macro_rules! snapshot_statements {
+    ($snapshots:literal, $checkpoints:literal, $content:literal) => {
+        [
+            concat!(
+                "INSERT INTO ",
+                $snapshots,
+                " (document, revision, ",
+                $content,
+                ") VALUES (?1, ?2, ?3) ON CONFLICT (document) DO UPDATE SET revision = \
+                 excluded.revision, ",
+                $content,
+                " = excluded.",
+                $content,
+                " WHERE excluded.revision > ",
+                $snapshots,
+                ".revision"
+            ),
+            concat!(
+                "INSERT INTO ",
+                $checkpoints,
+                " (document, revision, ",
+                $content,
+                ") VALUES (?1, ?2, ?3) ON CONFLICT (document, revision) DO NOTHING"
+            ),
+        ]
+    };
+}
+
+const TEXT_SNAPSHOT: [&str; 2] = snapshot_statements!("snapshots", "checkpoints", "text");
+const YJS_SNAPSHOT: [&str; 2] = snapshot_statements!("yjs_snapshots", "yjs_checkpoints", "state");
+
 impl SnapshotRow {
     fn write(&self, tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
-        let (snapshots, checkpoints, content, document, revision, value) = match self {
+        let (statements, document, revision, value) = match self {
             Self::Text(s) => (
-                "snapshots",
-                "checkpoints",
-                "text",
+                TEXT_SNAPSHOT,
                 &*s.document,
                 s.revision,
                 &s.text as &dyn rusqlite::ToSql,
@@ -467,28 +498,19 @@ impl SnapshotRow {
                 revision,
                 state,
             } => (
-                "yjs_snapshots",
-                "yjs_checkpoints",
-                "state",
+                YJS_SNAPSHOT,
                 document.as_str(),
                 *revision,
                 state as &dyn rusqlite::ToSql,
             ),
         };
-        let revision = to_sql(revision);
-        tx.prepare_cached(&format!(
-            "INSERT INTO {snapshots} (document, revision, {content}) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (document) DO UPDATE SET revision = excluded.revision, \
-             {content} = excluded.{content} WHERE excluded.revision > {snapshots}.revision"
-        ))?
-        .execute(params![document, revision, value])?;
         // Every snapshot is a checkpoint of the history as well; what it makes older stays
         // until compaction finds it past the retention.
-        tx.prepare_cached(&format!(
-            "INSERT INTO {checkpoints} (document, revision, {content}) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (document, revision) DO NOTHING"
-        ))?
-        .execute(params![document, revision, value])?;
+        let revision = to_sql(revision);
+        for sql in statements {
+            tx.prepare_cached(sql)?
+                .execute(params![document, revision, value])?;
+        }
         Ok(())
     }
 }
