@@ -362,6 +362,25 @@ mod tests {
     }
 
     #[test]
+    fn a_timeline_interval_is_between_a_millisecond_and_a_minute() {
+        let timeline = |value: &str| {
+            parse(&["typing", "--timeline", value]).map(|cli| match cli.command {
+                Command::Scenario(Scenario::Typing(config)) => config.timeline,
+                _ => None,
+            })
+        };
+        assert_eq!(timeline("500").expect("parses"), Some(500));
+        for bad in ["0", "60001", "half"] {
+            let error = timeline(bad).expect_err(bad);
+            assert_eq!(error.kind(), ErrorKind::ValueValidation, "{bad}: {error}");
+        }
+        let plain = parse(&["typing"]).expect("parses");
+        assert!(
+            matches!(plain.command, Command::Scenario(Scenario::Typing(ref c)) if c.timeline.is_none())
+        );
+    }
+
+    #[test]
     fn global_flags_and_labels_go_anywhere_before_the_scenario() {
         let cli = parse(&[
             "compare",
