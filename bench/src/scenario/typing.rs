@@ -668,7 +668,11 @@ pub async fn run(run: &RunOptions, config: &TypingConfig) -> Result<TypingOutcom
     ticker.abort();
     bar.finish();
 
-    let mut total = Tally::default();
+    // Asked for, the timeline is reported even if no client acknowledged anything.
+    let mut total = Tally {
+        timeline: timeline.map(Timeline::new),
+        ..Tally::default()
+    };
     let mut by_document: Vec<Vec<Client>> = (0..config.docs).map(|_| Vec::new()).collect();
     let mut failed = config.docs * config.clients - clients_connected;
     for task in tasks {
@@ -682,11 +686,8 @@ pub async fn run(run: &RunOptions, config: &TypingConfig) -> Result<TypingOutcom
         total.messages += tally.messages;
         total.round_trip.merge(&tally.round_trip);
         total.keystroke.merge(&tally.keystroke);
-        if let Some(timeline) = &tally.timeline {
-            total
-                .timeline
-                .get_or_insert_with(|| Timeline::new(timeline.slot()))
-                .merge(timeline);
+        if let (Some(total), Some(timeline)) = (&mut total.timeline, &tally.timeline) {
+            total.merge(timeline);
         }
         match settled {
             Ok(()) => by_document[doc].push(typist.client),
