@@ -26,8 +26,11 @@ struct Cli {
     telemetry: TelemetryConfig,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    codraft_common::sched::runtime()?.block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let matches = Cli::command().get_matches();
     let admin_addr = match matches.value_source("admin_addr") {
         Some(ValueSource::EnvVariable | ValueSource::CommandLine) => matches

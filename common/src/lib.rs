@@ -2,8 +2,8 @@
 //! set up ([`telemetry`]), how Prometheus series are kept ([`metrics`]) and served on the admin
 //! port with health and readiness ([`admin`]), who the live docnodes are ([`membership`]),
 //! who is in a document ([`presence`], kept in Redis), which of them owns a document
-//! ([`ring`]), and the TLS material every connection reads ([`tls`]). Each module
-//! owns one concept; nothing else belongs here.
+//! ([`ring`]), the TLS material every connection reads ([`tls`]), and how threads ask for the
+//! CPU ([`sched`]). Each module owns one concept; nothing else belongs here.
 
 pub mod admin;
 pub mod ids;
@@ -11,6 +11,7 @@ pub mod membership;
 pub mod metrics;
 pub mod presence;
 pub mod ring;
+pub mod sched;
 pub mod telemetry;
 pub mod tls;
 

@@ -23,8 +23,11 @@ struct Cli {
     telemetry: TelemetryConfig,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    codraft_common::sched::runtime()?.block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let mut cli = Cli::parse();
     cli.docnode.grpc_tls = cli.grpc_tls.clone();
     // Kept to the end: dropping it exports the spans still queued.

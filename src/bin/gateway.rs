@@ -20,8 +20,11 @@ struct Cli {
     telemetry: TelemetryConfig,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    codraft_common::sched::runtime()?.block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Kept to the end: dropping it exports the spans still queued.
     let telemetry = codraft_common::telemetry::init(&cli.telemetry, "codraft-gateway")?;

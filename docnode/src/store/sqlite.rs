@@ -45,7 +45,7 @@ use std::{
 };
 
 use async_trait::async_trait;
-use codraft_common::ids::is_yjs;
+use codraft_common::{ids::is_yjs, sched};
 use codraft_ot::Operation;
 use rusqlite::{params, types::Null, Connection, OptionalExtension, TransactionBehavior};
 
@@ -217,6 +217,8 @@ pub struct SqliteStore {
     fold_rows: usize,
     /// Work for the tables' background writer; dropped with the store, which ends it.
     background: mpsc::Sender<Job>,
+    /// The thread every commit runs on; dropped with the store, which ends it.
+    committer: JournalThread,
     /// Whether a fold is asked for and not yet started: one queued is enough (a fold takes
     /// every row appended before it starts).
     fold_asked: Arc<AtomicBool>,
@@ -337,6 +339,7 @@ impl SqliteStore {
             counters: Arc::default(),
             fold_rows: JOURNAL_FOLD_ROWS,
             background,
+            committer: JournalThread::start()?,
             fold_asked,
             reader: Arc::new(Mutex::new(reader)),
             touched,
@@ -571,6 +574,9 @@ fn start_background_writer(background: Background) -> Result<mpsc::Sender<Job>, 
     std::thread::Builder::new()
         .name("codraft-tables".into())
         .spawn(move || {
+            // Short slices as well: a fold that runs when the runtime wakes gives way at
+            // once, not at the end of a default slice (the nice value sets its share).
+            sched::short_slices();
             give_way();
             // `open` waits for this, and cannot have gone: it holds `running` until then.
             let _ = started.send(());
@@ -583,6 +589,53 @@ fn start_background_writer(background: Background) -> Result<mpsc::Sender<Job>, 
         .recv()
         .map_err(|_| StoreError::Unavailable("the tables' writer ended as it started".into()))?;
     Ok(give)
+}
+
+/// The journal's committer, `codraft-journal`: a thread of its own that runs every commit,
+/// one at a time (the journal has one connection), with short time slices
+/// ([`sched::short_slices`]). On tokio's blocking pool a commit often waited a millisecond or more
+/// for a thread to be started or scheduled behind the busy runtime on a small server, which
+/// every edit of its batch then waited too (BENCHMARKS.md, "Short time slices for the
+/// threads an edit waits on").
+struct JournalThread {
+    jobs: mpsc::Sender<Box<dyn FnOnce() + Send>>,
+}
+
+impl JournalThread {
+    /// Starts the thread; it ends when this is dropped and its last job is done.
+    fn start() -> Result<Self, StoreError> {
+        let (jobs, queue) = mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        std::thread::Builder::new()
+            .name("codraft-journal".into())
+            .spawn(move || {
+                sched::short_slices();
+                while let Ok(job) = queue.recv() {
+                    // A job that panics loses its answer, not the thread.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                }
+            })
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot start the journal's thread: {e}"))
+            })?;
+        Ok(Self { jobs })
+    }
+
+    /// Runs `f` on the thread, after the jobs before it, and returns what it returned.
+    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+    {
+        let gone = || StoreError::Unavailable("the journal's thread gave no answer".into());
+        let (reply, result) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move || {
+                // A caller that stopped waiting needs no answer.
+                let _ = reply.send(f());
+            }))
+            .map_err(|_| gone())?;
+        result.await.map_err(|_| gone())?
+    }
 }
 
 /// Lowers the calling thread's CPU priority to BACKGROUND_NICE (raising a nice value needs no
@@ -1071,9 +1124,10 @@ impl Store for SqliteStore {
     async fn commit(&self, batch: Arc<[DocumentCommit]>) -> Result<(), StoreError> {
         let (journal, counters) = (Arc::clone(&self.journal), Arc::clone(&self.counters));
         let fold_rows = self.fold_rows;
-        let full =
-            blocking(move || append_batch(&mut *lock(&journal)?, &counters, &batch, fold_rows))
-                .await?;
+        let full = self
+            .committer
+            .run(move || append_batch(&mut *lock(&journal)?, &counters, &batch, fold_rows))
+            .await?;
         if full {
             self.fold_in_background();
         }
@@ -1509,5 +1563,41 @@ impl Store for SqliteStore {
     /// One connection: its transactions run one after the other whatever the committer does.
     fn concurrent_commits(&self) -> usize {
         1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Jobs run in the order given, each answered with its own result, and one that panics
+    /// loses only its own answer: the commits after it still run.
+    #[tokio::test]
+    async fn the_journal_thread_answers_in_order_and_outlives_a_panic() {
+        let thread = JournalThread::start().expect("thread");
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let first = {
+            let order = Arc::clone(&order);
+            thread.run(move || {
+                lock(&order)?.push(1);
+                Ok(std::thread::current().name().map(str::to_owned))
+            })
+        };
+        let panicking = thread.run::<(), _>(|| panic!("a commit that panics"));
+        let last = {
+            let order = Arc::clone(&order);
+            thread.run(move || {
+                lock(&order)?.push(3);
+                Ok(3)
+            })
+        };
+        let (first, panicked, last) = tokio::join!(first, panicking, last);
+        assert_eq!(first.expect("first").as_deref(), Some("codraft-journal"));
+        assert!(
+            matches!(panicked, Err(StoreError::Unavailable(_))),
+            "{panicked:?}"
+        );
+        assert_eq!(last.expect("last"), 3);
+        assert_eq!(*lock(&order).expect("order"), vec![1, 3]);
     }
 }
