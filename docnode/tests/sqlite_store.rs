@@ -532,9 +532,15 @@ async fn run_store_schedule(seed: u64, steps: usize) -> Result<(), String> {
     let mut rng = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let fold_rows = [1, 3, 16, usize::MAX][rng.random_range(0..4)];
+    // A commit folds the journal itself past this many rows (the background fold starved).
+    let backlog_rows = [2, 8, usize::MAX][rng.random_range(0..3)];
     let open = || {
         SqliteStore::open(dir.path())
-            .map(|store| store.with_fold_rows(fold_rows))
+            .map(|store| {
+                store
+                    .with_fold_rows(fold_rows)
+                    .with_backlog_rows(backlog_rows)
+            })
             .map_err(|e| e.to_string())
     };
     let mut store = open()?;

@@ -155,6 +155,14 @@ const JOURNAL: &str = r#"
 /// carries the less it costs per edit; it holds up reads of the tables, never commits.
 pub const JOURNAL_FOLD_ROWS: usize = 4096;
 
+/// Journal rows waiting at which a commit folds them itself, on the journal's thread, before
+/// it is answered. The background fold runs at BACKGROUND_NICE, so a core kept busy (a closed
+/// loop, an overloaded server) can starve it: measured, a Yjs closed loop left the journal
+/// growing by ~4 MB/s, 100 MB and a 200 MB WAL after 45 s. Past this many rows the fold runs
+/// at the committer's priority and the edits behind it wait: the journal stays bounded, and
+/// an overloaded server slows down instead of filling its disk.
+pub const JOURNAL_BACKLOG_ROWS: usize = 16 * JOURNAL_FOLD_ROWS;
+
 /// The tables' background writer (folds and snapshots) runs this much lower than the rest of
 /// the process (its thread's nice value; Linux keeps one per thread). A fold of
 /// JOURNAL_FOLD_ROWS rows is 3–50 ms of CPU and disk, and in standalone mode it shares its
@@ -215,6 +223,8 @@ pub struct SqliteStore {
     counters: Arc<StoreCounters>,
     /// Journal rows waiting at which a commit starts a fold.
     fold_rows: usize,
+    /// Journal rows waiting at which a commit folds them itself (JOURNAL_BACKLOG_ROWS).
+    backlog_rows: usize,
     /// Work for the tables' background writer; dropped with the store, which ends it.
     background: mpsc::Sender<Job>,
     /// The thread every commit runs on; dropped with the store, which ends it.
@@ -338,6 +348,7 @@ impl SqliteStore {
             journal,
             counters: Arc::default(),
             fold_rows: JOURNAL_FOLD_ROWS,
+            backlog_rows: JOURNAL_BACKLOG_ROWS,
             background,
             committer: JournalThread::start()?,
             fold_asked,
@@ -350,6 +361,13 @@ impl SqliteStore {
     /// tests fold often, to meet every mix of folded and unfolded commits).
     pub fn with_fold_rows(mut self, rows: usize) -> Self {
         self.fold_rows = rows.max(1);
+        self
+    }
+
+    /// The same store folding on the journal's thread at `rows` rows waiting instead of
+    /// JOURNAL_BACKLOG_ROWS (for tests).
+    pub fn with_backlog_rows(mut self, rows: usize) -> Self {
+        self.backlog_rows = rows.max(1);
         self
     }
 
@@ -995,13 +1013,12 @@ fn load_yjs(
 
 /// Appends a batch to the journal in one transaction, all of it or none: refused with a
 /// conflict if a commit's base revision is not its document's revision. The transaction also
-/// deletes some rows already folded. Returns whether `fold_rows` rows wait to be folded.
+/// deletes some rows already folded. Returns the number of rows waiting to be folded.
 fn append_batch(
     journal: &mut Journal,
     counters: &StoreCounters,
     batch: &[DocumentCommit],
-    fold_rows: usize,
-) -> Result<bool, StoreError> {
+) -> Result<usize, StoreError> {
     let now = now_secs();
     // Deferred: the first write takes the journal's lock; `m` (the tables) is only read, at
     // the snapshot of the first read.
@@ -1105,7 +1122,7 @@ fn append_batch(
     journal.revisions.extend(revisions);
     StoreCounters::add(&counters.commits, 1);
     StoreCounters::add(&counters.ops_committed, ops);
-    Ok(journal.waiting() >= i64::try_from(fold_rows).unwrap_or(i64::MAX))
+    Ok(usize::try_from(journal.waiting()).unwrap_or(0))
 }
 
 #[async_trait]
@@ -1123,12 +1140,25 @@ impl Store for SqliteStore {
 
     async fn commit(&self, batch: Arc<[DocumentCommit]>) -> Result<(), StoreError> {
         let (journal, counters) = (Arc::clone(&self.journal), Arc::clone(&self.counters));
-        let fold_rows = self.fold_rows;
-        let full = self
+        let (tables, touched) = (Arc::clone(&self.tables), Arc::clone(&self.touched));
+        let backlog_rows = self.backlog_rows;
+        let waiting = self
             .committer
-            .run(move || append_batch(&mut *lock(&journal)?, &counters, &batch, fold_rows))
+            .run(move || {
+                let waiting = append_batch(&mut *lock(&journal)?, &counters, &batch)?;
+                if waiting < backlog_rows {
+                    return Ok(waiting);
+                }
+                // The batch is committed whatever the fold does: a fold that fails is left to
+                // the background writer and the reads, which retry it.
+                let folded = lock(&tables).and_then(|mut t| fold(&mut t, &journal, &touched));
+                if let Err(e) = folded {
+                    tracing::warn!(error = %e, waiting, "folding a journal backlog failed");
+                }
+                Ok(lock(&journal).map_or(0, |j| usize::try_from(j.waiting()).unwrap_or(0)))
+            })
             .await?;
-        if full {
+        if waiting >= self.fold_rows {
             self.fold_in_background();
         }
         Ok(())
@@ -1569,6 +1599,43 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With the background fold never asked for (as when a busy core starves it), the
+    /// journal still never holds more than the backlog: the commit that reaches it folds.
+    #[tokio::test]
+    async fn a_commit_folds_a_backlog_itself() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path())
+            .expect("open")
+            .with_fold_rows(usize::MAX)
+            .with_backlog_rows(10);
+        let mut most = 0;
+        for revision in 0..45 {
+            let mut operation = Operation::new();
+            operation.retain(revision).insert("x");
+            let commit = DocumentCommit {
+                document: Arc::from("doc"),
+                base_revision: revision,
+                epoch: 0,
+                ops: vec![LoggedOp {
+                    revision,
+                    operation,
+                    author: 1,
+                    client_id: None,
+                    seq: None,
+                }],
+                language: None,
+                updates: Vec::new(),
+            };
+            store.commit(Arc::new([commit])).await.expect("commit");
+            let waiting = lock(&store.journal).expect("journal").waiting();
+            most = most.max(waiting);
+        }
+        assert_eq!(most, 9, "the most rows the journal held after a commit");
+        let loaded = store.load("doc").await.expect("load");
+        assert_eq!(loaded.revision, 45);
+        assert_eq!(loaded.text, "x".repeat(45));
+    }
 
     /// Jobs run in the order given, each answered with its own result, and one that panics
     /// loses only its own answer: the commits after it still run.
