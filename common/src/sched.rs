@@ -1,4 +1,5 @@
-//! How codraft's threads ask Linux's scheduler for the CPU: in short turns.
+//! How codraft's threads ask Linux's scheduler for the CPU: in short turns, and, for
+//! background work, at a lower priority ([`lower_priority`]).
 //!
 //! Since Linux 6.6 the fair scheduler (EEVDF) lets a running thread keep the CPU for the
 //! rest of its time slice when another thread wakes (1.4 ms by default on a 2-core machine,
@@ -49,6 +50,22 @@ pub fn short_slices() {
     }
 }
 
+/// Lowers the calling thread's CPU priority to `nice` (raising a nice value needs no
+/// privilege; Linux keeps one per thread). Elsewhere than Linux, where nice values are per
+/// process, it does nothing.
+pub fn lower_priority(nice: i32) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: setpriority takes no pointer; `who` 0 is the calling thread.
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
+    Ok(())
+}
+
 /// The multi-threaded Tokio runtime every codraft binary runs on (what `#[tokio::main]`
 /// builds), its threads asking for short time slices as they start ([`short_slices`]).
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
@@ -86,8 +103,7 @@ mod tests {
     #[test]
     fn a_thread_that_asks_has_the_short_slice_and_keeps_its_nice_value() {
         let (before, after) = std::thread::spawn(|| {
-            // SAFETY: setpriority takes no pointer; `who` 0 is the calling thread.
-            assert_eq!(unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 5) }, 0);
+            lower_priority(5).expect("nice 5");
             let before = reported();
             short_slices();
             (before, reported())

@@ -25,7 +25,8 @@
 //! load's access time (which only decides expiry, in days) is kept in memory and written by
 //! the next fold or call about every document; a crash before then loses it.
 //!
-//! The two files have a writer each, so a fold never holds up a commit. `journal_folded` in
+//! The two files have a writer each, so a fold holds up no commit (unless the journal's backlog
+//! reaches JOURNAL_BACKLOG_ROWS, see there). `journal_folded` in
 //! `codraft.db` records the last journal row folded, in the fold's own transaction: a crash
 //! between a fold and the journal's cleanup (later commits delete folded rows, a bounded
 //! number at a time) cannot fold a row twice, and the journal's AUTOINCREMENT never hands out
@@ -152,7 +153,8 @@ const JOURNAL: &str = r#"
 
 /// Journal rows waiting at which a commit starts a fold in the background. A fold costs
 /// about what one commit of its documents straight into the tables did, so the more rows it
-/// carries the less it costs per edit; it holds up reads of the tables, never commits.
+/// carries the less it costs per edit; it holds up reads of the tables, and commits only past
+/// JOURNAL_BACKLOG_ROWS.
 pub const JOURNAL_FOLD_ROWS: usize = 4096;
 
 /// Journal rows waiting at which a commit folds them itself, on the journal's thread, before
@@ -257,8 +259,8 @@ struct Journal {
 
 impl Journal {
     /// Rows appended and not yet folded.
-    fn waiting(&self) -> i64 {
-        self.appended - self.folded
+    fn waiting(&self) -> usize {
+        usize::try_from(self.appended - self.folded).unwrap_or(0)
     }
 
     /// Notes that rows up to `to` are in the tables: their documents' revisions are read
@@ -595,7 +597,12 @@ fn start_background_writer(background: Background) -> Result<mpsc::Sender<Job>, 
             // Short slices as well: a fold that runs when the runtime wakes gives way at
             // once, not at the end of a default slice (the nice value sets its share).
             sched::short_slices();
-            give_way();
+            if let Err(error) = sched::lower_priority(BACKGROUND_NICE) {
+                tracing::warn!(
+                    %error,
+                    "cannot lower the tables' writer's priority; folds compete with commits"
+                );
+            }
             // `open` waits for this, and cannot have gone: it holds `running` until then.
             let _ = started.send(());
             while let Ok(first) = jobs.recv() {
@@ -656,22 +663,6 @@ impl JournalThread {
     }
 }
 
-/// Lowers the calling thread's CPU priority to BACKGROUND_NICE (raising a nice value needs no
-/// privilege). Elsewhere than Linux, where nice values are per process, it does nothing.
-fn give_way() {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: setpriority takes no pointer; `who` 0 is the calling thread.
-        let failed = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, BACKGROUND_NICE) } != 0;
-        if failed {
-            tracing::warn!(
-                error = %std::io::Error::last_os_error(),
-                "cannot lower the tables' writer's priority; folds compete with commits"
-            );
-        }
-    }
-}
-
 /// Folds the journal and the access times waiting, and tells the journal how far.
 fn fold(
     tables: &mut Connection,
@@ -679,7 +670,7 @@ fn fold(
     touched: &Mutex<Touches>,
 ) -> Result<(), StoreError> {
     let touches = std::mem::take(&mut *lock(touched)?);
-    if lock(journal)?.waiting() <= 0 && touches.is_empty() {
+    if lock(journal)?.waiting() == 0 && touches.is_empty() {
         return Ok(());
     }
     match fold_journal(tables, &touches) {
@@ -1122,7 +1113,7 @@ fn append_batch(
     journal.revisions.extend(revisions);
     StoreCounters::add(&counters.commits, 1);
     StoreCounters::add(&counters.ops_committed, ops);
-    Ok(usize::try_from(journal.waiting()).unwrap_or(0))
+    Ok(journal.waiting())
 }
 
 #[async_trait]
@@ -1155,7 +1146,7 @@ impl Store for SqliteStore {
                 if let Err(e) = folded {
                     tracing::warn!(error = %e, waiting, "folding a journal backlog failed");
                 }
-                Ok(lock(&journal).map_or(0, |j| usize::try_from(j.waiting()).unwrap_or(0)))
+                Ok(lock(&journal).map_or(0, |j| j.waiting()))
             })
             .await?;
         if waiting >= self.fold_rows {
