@@ -340,18 +340,28 @@ async fn folds_run_on_a_thread_of_their_own_below_the_commits_priority() {
     let store = SqliteStore::open(dir.path())
         .expect("open store")
         .with_fold_rows(1);
-    // Tests run side by side in this process: every store's writer is below normal.
-    let threads = background_writers();
+    // Tests run side by side in this process: every store's writer is below normal. A store
+    // another test is opening may have a writer that has its name and not yet its priority
+    // (it lowers its own as it starts, before that store's `open` returns): such a writer
+    // must get there, this one already has.
     assert!(
-        !threads.is_empty(),
+        !background_writers().is_empty(),
         "no background writer once a store is open"
     );
-    for (tid, nice) in threads {
-        assert_eq!(
-            nice,
-            codraft_docnode::store::sqlite::BACKGROUND_NICE,
-            "background writer {tid}"
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let normal: Vec<_> = background_writers()
+            .into_iter()
+            .filter(|&(_, nice)| nice != codraft_docnode::store::sqlite::BACKGROUND_NICE)
+            .collect();
+        if normal.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "background writers at another priority for 10 s: {normal:?}"
         );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // And it folds: a commit past the threshold reaches the tables with no read asking.
     store
@@ -664,4 +674,70 @@ async fn run_store_schedule(seed: u64, steps: usize) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The journal as builds before 2026-11-30 made it: rows numbered by `AUTOINCREMENT`.
+const AUTOINCREMENT_JOURNAL: &str = "
+    CREATE TABLE numbered (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, document TEXT NOT NULL, revision INTEGER NOT NULL,
+        operation TEXT, author INTEGER, client_id TEXT, client_seq INTEGER, update_v1 BLOB,
+        language TEXT, committed_at INTEGER NOT NULL);
+    INSERT INTO numbered SELECT * FROM journal;
+    UPDATE sqlite_sequence SET seq = 9 WHERE name = 'numbered';
+    DROP TABLE journal;
+    ALTER TABLE numbered RENAME TO journal;";
+
+#[tokio::test]
+async fn a_journal_numbered_by_autoincrement_is_folded_and_replaced_and_numbering_goes_on() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(dir.path()).expect("open store");
+    commit_five_rows(&store).await;
+    // Killed before a fold, by an older build whose journal numbered its rows itself: five rows
+    // waiting, and the numbering at 9 (four more rows were deleted after an earlier fold).
+    drop(store);
+    let journal = Connection::open(dir.path().join("journal.db")).expect("journal connection");
+    journal
+        .execute_batch(AUTOINCREMENT_JOURNAL)
+        .expect("make the journal an older build's");
+    let shape = |journal: &Connection| -> String {
+        journal
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE name = 'journal'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("journal's schema")
+    };
+    assert!(shape(&journal).contains("AUTOINCREMENT"));
+    drop(journal);
+
+    let store = SqliteStore::open(dir.path()).expect("reopen store");
+    let tables = Connection::open(dir.path().join("codraft.db")).expect("tables connection");
+    let journal = Connection::open(dir.path().join("journal.db")).expect("journal connection");
+    assert_eq!(
+        folded_mark(&tables),
+        5,
+        "the old journal's rows were folded"
+    );
+    assert!(
+        !shape(&journal).contains("AUTOINCREMENT"),
+        "{}",
+        shape(&journal)
+    );
+    store
+        .commit(batch([typing("a", 0, 3, 2, "c")]))
+        .await
+        .expect("commit after the upgrade");
+    let numbers: Vec<i64> = journal
+        .prepare("SELECT seq FROM journal ORDER BY seq")
+        .and_then(|mut stmt| stmt.query_map([], |r| r.get(0))?.collect())
+        .expect("journal rows");
+    assert_eq!(
+        numbers,
+        vec![10, 11],
+        "numbered after the old journal's highest"
+    );
+    let a = store.load("a").await.expect("load a");
+    assert_eq!((a.revision, a.text), (5, typed_text(5)));
+    assert_eq!(store.last_seq("b", "c").await.expect("seq"), 2);
 }

@@ -3,18 +3,19 @@
 //!
 //! SQLite runs in WAL mode with `synchronous=FULL`, so a committed transaction survives
 //! kill -9 and power loss; that is what lets the docnode acknowledge an edit once its flush
-//! returns. SQLite calls block, so each one runs on tokio's blocking pool, except the tables'
-//! background writes (folds, below, and snapshots), which a thread of their own runs at a
-//! lower CPU priority; the connections' mutexes are only ever taken on those threads, never
-//! across an await.
+//! returns. SQLite calls block: commits run on a thread of their own (`codraft-journal`), the
+//! tables' background writes (folds, below, and snapshots) on another at a lower CPU priority
+//! (`codraft-tables`), and the rest on tokio's blocking pool; the connections' mutexes are
+//! only ever taken on those threads, never across an await.
 //!
 //! A group commit appends its rows to a second file, `journal.db`, in the order they come:
 //! a batch of a hundred documents then dirties the journal's last page or two instead of a
 //! page of each document's log, client marks and row (what a commit cost when it wrote the
 //! tables directly: a hundred B-tree pages through the WAL and its fsync). The journal is
 //! *folded* into the tables of `codraft.db` (`oplog`, `yjs_updates`, `client_seqs`,
-//! `documents`) by one set of statements in one transaction of the tables' connection, which
-//! attaches the journal read-only: in the background once JOURNAL_FOLD_ROWS rows wait, before
+//! `documents`) in one transaction of the tables' connection, which attaches the journal
+//! read-only (the logs by `INSERT … SELECT`, the documents and client marks from one pass over
+//! the rows, [`RowsFolded`]): in the background once JOURNAL_FOLD_ROWS rows wait, before
 //! a call that needs what waits (below), and when the store opens (after a crash). So every
 //! call but a commit sees the tables as if each commit had written them itself.
 //!
@@ -29,8 +30,8 @@
 //! reaches JOURNAL_BACKLOG_ROWS, see there). `journal_folded` in
 //! `codraft.db` records the last journal row folded, in the fold's own transaction: a crash
 //! between a fold and the journal's cleanup (later commits delete folded rows, a bounded
-//! number at a time) cannot fold a row twice, and the journal's AUTOINCREMENT never hands out
-//! a number at or below it. A commit's fence (its base revision must be the document's
+//! number at a time) cannot fold a row twice, and the journal never numbers a new row at or
+//! below it (the store numbers rows itself, from the last one's number kept in memory). A commit's fence (its base revision must be the document's
 //! revision) reads the revision from memory while the document has rows waiting, and from
 //! `documents` (attached read-only to the journal's connection) once they are folded: one
 //! process owns the files, and the memory changes only with a transaction that committed.
@@ -136,9 +137,14 @@ const MIGRATIONS: &[&str] = &[
 
 /// The journal, in `journal.db`: one row per op, Yjs update or marker (a commit that set a
 /// language or carried nothing still creates its document's row), numbered in commit order.
+/// The journal's table. Its rows are numbered by the commit, from `Journal::appended` (not by
+/// `AUTOINCREMENT`, which reads and rewrites `sqlite_sequence` on every insert statement: ~1 µs
+/// of each row's ~3 µs, BENCHMARKS.md "The journal numbers its own rows"); the number never
+/// goes back because the store keeps it in memory and, at open, starts above both the last row
+/// and `journal_folded`.
 const JOURNAL: &str = r#"
     CREATE TABLE IF NOT EXISTS journal (
-        seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+        seq          INTEGER PRIMARY KEY,
         document     TEXT NOT NULL,
         revision     INTEGER NOT NULL,
         operation    TEXT,
@@ -180,14 +186,9 @@ pub const BACKGROUND_NICE: i32 = 10;
 /// thin over the commits after a fold.
 const JOURNAL_CLEANUP_ROWS: i64 = 1024;
 
-/// Moves the journal rows numbered above `:from` up to `:to` into the tables and records
-/// `:to` as folded. The language that wins is the newest row's (SQLite's bare column beside
-/// `MAX`).
-const FOLD: [&str; 7] = [
-    "INSERT INTO documents (id, revision, accessed_at) \
-     SELECT document, 0, MAX(committed_at) FROM jdb.journal \
-     WHERE seq > :from AND seq <= :to GROUP BY document \
-     ON CONFLICT (id) DO NOTHING",
+/// Moves the journal rows numbered above `:from` up to `:to` into the log tables and records
+/// `:to` as folded; `documents` and `client_seqs` are written from [`RowsFolded`].
+const FOLD: [&str; 3] = [
     "INSERT INTO oplog (document, revision, operation, author, client_id, seq, committed_at) \
      SELECT document, revision, operation, author, client_id, client_seq, committed_at \
      FROM jdb.journal WHERE seq > :from AND seq <= :to AND operation IS NOT NULL \
@@ -196,26 +197,90 @@ const FOLD: [&str; 7] = [
      SELECT document, revision, update_v1, committed_at \
      FROM jdb.journal WHERE seq > :from AND seq <= :to AND update_v1 IS NOT NULL \
      ORDER BY document, revision",
-    "INSERT INTO client_seqs (document, client_id, seq) \
-     SELECT document, client_id, MAX(client_seq) FROM jdb.journal \
-     WHERE seq > :from AND seq <= :to AND client_id IS NOT NULL AND client_seq IS NOT NULL \
-     GROUP BY document, client_id \
-     ON CONFLICT (document, client_id) DO UPDATE SET seq = MAX(seq, excluded.seq)",
-    "UPDATE documents \
-     SET revision = COALESCE(f.next, documents.revision), \
-         accessed_at = MAX(documents.accessed_at, f.at) \
-     FROM (SELECT document, \
-                  MAX(CASE WHEN operation IS NOT NULL OR update_v1 IS NOT NULL \
-                      THEN revision + 1 END) AS next, \
-                  MAX(committed_at) AS at \
-           FROM jdb.journal WHERE seq > :from AND seq <= :to GROUP BY document) AS f \
-     WHERE documents.id = f.document",
-    "UPDATE documents SET language = f.language \
-     FROM (SELECT document, language, MAX(seq) FROM jdb.journal \
-           WHERE seq > :from AND seq <= :to AND language IS NOT NULL GROUP BY document) AS f \
-     WHERE documents.id = f.document",
     "UPDATE journal_folded SET seq = :to WHERE :from < :to",
 ];
+
+/// One document's journal rows as the fold sums them up.
+#[derive(Default)]
+struct DocumentFolded {
+    /// The revision after its last op or update, if it has any.
+    next: Option<i64>,
+    /// When its last row was committed.
+    at: i64,
+    /// The language its newest row with one set.
+    language: Option<String>,
+    /// Each client's highest sequence number in the rows.
+    marks: HashMap<String, i64>,
+}
+
+/// What a fold writes to `documents` and `client_seqs`, read in one pass over the rows in
+/// the order they were appended. As SQL (`GROUP BY` document, and document and client),
+/// this was three sorts of the rows and half the fold's CPU (BENCHMARKS.md, "The fold sums up
+/// in one pass").
+struct RowsFolded(HashMap<String, DocumentFolded>);
+
+impl RowsFolded {
+    fn read(tx: &rusqlite::Transaction<'_>, from: i64, to: i64) -> rusqlite::Result<Self> {
+        let mut documents: HashMap<String, DocumentFolded> = HashMap::new();
+        let mut stmt = tx.prepare_cached(
+            "SELECT document, revision, operation IS NOT NULL OR update_v1 IS NOT NULL, \
+             client_id, client_seq, language, committed_at \
+             FROM jdb.journal WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
+        )?;
+        let mut rows = stmt.query(params![from, to])?;
+        while let Some(row) = rows.next()? {
+            let document = row.get_ref(0)?.as_str()?;
+            if !documents.contains_key(document) {
+                documents.insert(document.to_owned(), DocumentFolded::default());
+            }
+            let Some(folded) = documents.get_mut(document) else {
+                continue;
+            };
+            if row.get::<_, bool>(2)? {
+                let next = row.get::<_, i64>(1)? + 1;
+                folded.next = Some(folded.next.map_or(next, |n| n.max(next)));
+            }
+            if let (Some(client), Some(seq)) = (
+                row.get_ref(3)?.as_str_or_null()?,
+                row.get::<_, Option<i64>>(4)?,
+            ) {
+                match folded.marks.get_mut(client) {
+                    Some(mark) => *mark = (*mark).max(seq),
+                    None => {
+                        folded.marks.insert(client.to_owned(), seq);
+                    }
+                }
+            }
+            if let Some(language) = row.get::<_, Option<String>>(5)? {
+                folded.language = Some(language);
+            }
+            folded.at = folded.at.max(row.get(6)?);
+        }
+        Ok(Self(documents))
+    }
+
+    /// Creates the documents new to the tables and brings every one's revision, access
+    /// time, language and client marks up to the rows'.
+    fn write(&self, tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+        let mut document = tx.prepare_cached(
+            "INSERT INTO documents (id, revision, accessed_at, language) \
+             VALUES (?1, COALESCE(?2, 0), ?3, ?4) \
+             ON CONFLICT (id) DO UPDATE SET revision = COALESCE(?2, revision), \
+             accessed_at = MAX(accessed_at, ?3), language = COALESCE(?4, language)",
+        )?;
+        let mut mark = tx.prepare_cached(
+            "INSERT INTO client_seqs (document, client_id, seq) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (document, client_id) DO UPDATE SET seq = MAX(seq, excluded.seq)",
+        )?;
+        for (id, folded) in &self.0 {
+            document.execute(params![id, folded.next, folded.at, folded.language])?;
+            for (client, seq) in &folded.marks {
+                mark.execute(params![id, client, seq])?;
+            }
+        }
+        Ok(())
+    }
+}
 
 /// Documents in one SQLite file, and their newest commits in a journal beside it.
 pub struct SqliteStore {
@@ -296,6 +361,9 @@ fn fold_journal(tables: &mut Connection, touched: &Touches) -> Result<i64, Store
             .map_err(failed)?;
     }
     if to > from {
+        RowsFolded::read(&tx, from, to)
+            .and_then(|rows| rows.write(&tx))
+            .map_err(failed)?;
         for sql in FOLD {
             tx.prepare_cached(sql)
                 .and_then(|mut stmt| {
@@ -739,24 +807,24 @@ fn attach_read_only(conn: &Connection, path: &Path, name: &str) -> Result<(), St
 
 /// The numbers of the journal's last row and last deleted row, once rows up to `folded` are
 /// in the tables. If the journal's numbering is behind `folded` (the file was lost or
-/// replaced), it moves on past it, so no new row is taken for one already folded.
+/// replaced), it moves on past it, so no new row is taken for one already folded. A journal
+/// an older build numbered by `AUTOINCREMENT` is replaced by an empty one of today's shape:
+/// every row in it is folded by now, and its highest number is carried over.
 fn journal_bounds(journal: &mut Connection, folded: i64) -> Result<(i64, i64), StoreError> {
     let tx = journal.transaction().map_err(unavailable)?;
-    let numbered: i64 = tx
-        .query_row(
-            "SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'journal'",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(unavailable)?;
-    if numbered < folded {
-        tx.execute("DELETE FROM sqlite_sequence WHERE name = 'journal'", [])
-            .and_then(|_| {
-                tx.execute(
-                    "INSERT INTO sqlite_sequence (name, seq) VALUES ('journal', ?1)",
-                    params![folded],
-                )
-            })
+    let one = |sql: &str| tx.query_row(sql, [], |r| r.get::<_, i64>(0));
+    let mut numbered = one("SELECT COALESCE(MAX(seq), 0) FROM journal").map_err(unavailable)?;
+    let autoincrement = one(
+        "SELECT COUNT(*) FROM sqlite_master WHERE name = 'journal' AND sql LIKE '%AUTOINCREMENT%'",
+    )
+    .map_err(unavailable)?
+        > 0;
+    if autoincrement {
+        numbered = numbered.max(
+            one("SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'journal'")
+                .map_err(unavailable)?,
+        );
+        tx.execute_batch(&format!("DROP TABLE journal; {JOURNAL}"))
             .map_err(unavailable)?;
     }
     let oldest: Option<i64> = tx
@@ -1030,9 +1098,9 @@ fn append_batch(
             .map_err(unavailable)?;
         let mut append = tx
             .prepare_cached(
-                "INSERT INTO journal (document, revision, operation, author, client_id, \
+                "INSERT INTO journal (seq, document, revision, operation, author, client_id, \
                  client_seq, update_v1, language, committed_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )
             .map_err(unavailable)?;
         for commit in batch {
@@ -1055,8 +1123,10 @@ fn append_batch(
                 });
             }
             for op in &commit.ops {
+                last += 1;
                 append
                     .execute(params![
+                        last,
                         document,
                         to_sql(op.revision),
                         op.operation.to_json(),
@@ -1071,8 +1141,10 @@ fn append_batch(
             }
             let first = commit.base_revision + commit.ops.len() as u64;
             for (update, revision) in commit.updates.iter().zip(first..) {
+                last += 1;
                 append
                     .execute(params![
+                        last,
                         document,
                         to_sql(revision),
                         Null,
@@ -1088,8 +1160,10 @@ fn append_batch(
             let logged = commit.ops.len() + commit.updates.len();
             let marker = commit.language.is_some() || logged == 0;
             if marker {
+                last += 1;
                 append
                     .execute(params![
+                        last,
                         document,
                         to_sql(commit.new_revision()),
                         Null,
@@ -1103,7 +1177,6 @@ fn append_batch(
                     .map_err(unavailable)?;
             }
             ops += logged as u64;
-            last = tx.last_insert_rowid();
             revisions.insert(Arc::clone(&commit.document), (commit.new_revision(), last));
         }
     }
