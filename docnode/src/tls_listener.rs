@@ -22,6 +22,25 @@ const QUEUE: usize = 64;
 /// Pause after a failed `accept` (e.g. out of file descriptors) before the next one.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
+/// How long a refused connection is read from, so that the client gets the alert.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Closes a connection whose handshake was refused (its alert already written) so that the
+/// client reads the alert. Under TLS 1.3 a client's handshake is done before the server has
+/// checked the client's certificate, so the client has already sent its first HTTP/2 bytes:
+/// closing a socket with unread bytes sends a reset, which can discard the alert on the
+/// client's side before it is read, and the gateway then logged only a broken pipe. Sending
+/// our end's FIN and reading until the client closes (for at most LINGER) avoids the reset.
+async fn linger(mut tcp: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tcp.shutdown().await;
+    let mut discard = [0u8; 4096];
+    let _ = tokio::time::timeout(LINGER, async {
+        while matches!(tcp.read(&mut discard).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
+
 /// TLS connections accepted on `listener` with `config`, for `serve_with_incoming`. The
 /// accepting task ends when the stream is dropped (the server stopped).
 pub fn incoming(
@@ -49,13 +68,17 @@ pub fn incoming(
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                let handshake = acceptor.accept(tcp).into_fallible();
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
                     Ok(Ok(stream)) => {
                         let _ = tx.send(Ok(stream)).await;
                     }
-                    // A gateway without an acceptable client certificate ends here: say so,
-                    // since the gateway only sees a closed connection.
-                    Ok(Err(error)) => warn!(%peer, %error, "gRPC TLS handshake refused"),
+                    // A gateway without an acceptable client certificate ends here: say so
+                    // here, and let the alert reach the gateway so that it can say so too.
+                    Ok(Err((error, tcp))) => {
+                        warn!(%peer, %error, "gRPC TLS handshake refused");
+                        linger(tcp).await;
+                    }
                     Err(_) => debug!(%peer, "gRPC TLS handshake timed out"),
                 }
             });
