@@ -31,10 +31,11 @@
 //! `codraft.db` records the last journal row folded, in the fold's own transaction: a crash
 //! between a fold and the journal's cleanup (later commits delete folded rows, a bounded
 //! number at a time) cannot fold a row twice, and the journal never numbers a new row at or
-//! below it (the store numbers rows itself, from the last one's number kept in memory). A commit's fence (its base revision must be the document's
-//! revision) reads the revision from memory while the document has rows waiting, and from
-//! `documents` (attached read-only to the journal's connection) once they are folded: one
-//! process owns the files, and the memory changes only with a transaction that committed.
+//! below it (the store numbers rows itself, from the last one's number kept in memory). A
+//! commit's fence (its base revision must be the document's revision) reads the revision
+//! from memory while the document has rows waiting, and from `documents` (attached
+//! read-only to the journal's connection) once they are folded: one process owns the files,
+//! and the memory changes only with a transaction that committed.
 
 use std::{
     collections::HashMap,
@@ -138,10 +139,10 @@ const MIGRATIONS: &[&str] = &[
 /// The journal, in `journal.db`: one row per op, Yjs update or marker (a commit that set a
 /// language or carried nothing still creates its document's row), numbered in commit order.
 /// The journal's table. Its rows are numbered by the commit, from `Journal::appended` (not by
-/// `AUTOINCREMENT`, which reads and rewrites `sqlite_sequence` on every insert statement: ~1 µs
-/// of each row's ~3 µs, BENCHMARKS.md "The journal numbers its own rows"); the number never
-/// goes back because the store keeps it in memory and, at open, starts above both the last row
-/// and `journal_folded`.
+/// `AUTOINCREMENT`, which reads and rewrites `sqlite_sequence` on every insert statement:
+/// 0.3–0.5 µs of each row's 1.4–2.9, BENCHMARKS.md "The journal numbers its own rows"). The
+/// number never goes back: the store keeps it in memory and, at open, starts above both the
+/// last row and `journal_folded`.
 const JOURNAL: &str = r#"
     CREATE TABLE IF NOT EXISTS journal (
         seq          INTEGER PRIMARY KEY,
