@@ -6,7 +6,7 @@
 //! entry; a resuming client the entries it missed), and a greeting: Identity, Joined,
 //! History, Language, users and cursors.
 
-use std::collections::VecDeque;
+use std::{collections::VecDeque, sync::Arc};
 
 use codraft_ot::Operation;
 use rand::Rng;
@@ -41,7 +41,7 @@ impl Document {
         }
         if join.last_seq.is_none() {
             if let Some(client) = &join.client_id {
-                match self.committed_seqs.get(client) {
+                match self.committed_seqs.get(client.as_str()) {
                     // Known here: this actor's marks are the truth (a lookup could see its own
                     // commit whose answer has not arrived, and promise an acknowledgement
                     // that the client's resume would never carry).
@@ -135,7 +135,7 @@ impl Document {
             Connection {
                 user_id,
                 resumes_itself: join.client_id.is_some() && !join.made_up_client_id,
-                client_id: join.client_id,
+                client_id: join.client_id.map(Into::into),
                 outbox,
                 numbering,
                 sent,
@@ -154,10 +154,11 @@ impl Document {
         let Some(client) = client else {
             return 0;
         };
-        let committed = self.committed_seqs.entry(client.to_owned()).or_default();
+        let client: Arc<str> = client.into();
+        let committed = self.committed_seqs.entry(Arc::clone(&client)).or_default();
         *committed = (*committed).max(stored);
         let committed = *committed;
-        let assigned = self.assigned_seqs.entry(client.to_owned()).or_default();
+        let assigned = self.assigned_seqs.entry(client).or_default();
         *assigned = (*assigned).max(committed);
         committed
     }

@@ -55,7 +55,7 @@ impl Document {
                     self.history.push_front(Entry {
                         author: op.author,
                         operation: op.operation,
-                        client_id: op.client_id,
+                        client_id: op.client_id.map(Into::into),
                         seq: op.seq,
                         span: None,
                         bytes,
@@ -72,6 +72,7 @@ impl Document {
         // window goes back to its bounds (several resumers cannot stretch it further and
         // further back).
         self.trim_history();
+        self.shrink_history();
     }
 
     /// Reads a client's committed sequence number, then lets its join go on.

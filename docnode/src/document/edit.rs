@@ -2,6 +2,8 @@
 //! based on, and given the next revision at once (`head`); it then waits in the history as
 //! pending until its group commit (see `fanout.rs`).
 
+use std::sync::Arc;
+
 use codraft_common::telemetry;
 use codraft_ot::Operation;
 use tracing::{debug, info_span, Span};
@@ -38,7 +40,7 @@ impl Document {
         if let (Some(client), Some(seq)) = (&c.client_id, edit.seq) {
             if seq <= self.assigned_seqs.get(client).copied().unwrap_or(0) {
                 self.deps.metrics.edits_duplicate.inc();
-                debug!(document = %self.id, client, seq, "duplicate edit ignored");
+                debug!(document = %self.id, client = &**client, seq, "duplicate edit ignored");
                 // Answered, so a client (or a gateway keeping edits for a move) is not left
                 // holding it; a full queue skips the answer, which changes nothing.
                 let _ = c.outbox.send(Kind::Error(pb::Error {
@@ -59,21 +61,24 @@ impl Document {
             Ok(operation) => {
                 let (author, client_id) = (c.user_id, c.client_id.clone());
                 if let (Some(client), Some(seq)) = (&client_id, edit.seq) {
-                    self.assigned_seqs.insert(client.clone(), seq);
+                    self.assigned_seqs.insert(Arc::clone(client), seq);
                 }
                 span.record("revision", self.head);
                 self.head_len = operation.target_len();
                 self.head += 1;
                 let bytes = Entry::bytes_of(&operation, client_id.as_deref());
-                self.count_entry_bytes(bytes, true);
-                self.history.push_back(Entry {
-                    author,
-                    operation,
-                    client_id,
-                    seq: edit.seq,
-                    span: (!span.is_none()).then(|| span.clone()),
-                    bytes,
-                });
+                let span = (!span.is_none()).then(|| Box::new(span.clone()));
+                self.push_entry(
+                    Entry {
+                        author,
+                        operation,
+                        client_id,
+                        seq: edit.seq,
+                        span,
+                        bytes,
+                    },
+                    true,
+                );
                 if let Some(c) = self.connections.get_mut(&conn) {
                     c.edited();
                 }

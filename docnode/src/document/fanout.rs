@@ -33,7 +33,7 @@ impl Document {
                 revision,
                 operation: entry.operation.clone(),
                 author: entry.author,
-                client_id: entry.client_id.clone(),
+                client_id: entry.client_id.as_deref().map(str::to_owned),
                 seq: entry.seq,
             })
             .collect();
@@ -43,7 +43,7 @@ impl Document {
             .iter()
             .skip(pending)
             .take(batch)
-            .filter_map(|entry| entry.span.as_ref().and_then(telemetry::link_to))
+            .filter_map(|entry| entry.span.as_deref().and_then(telemetry::link_to))
             .collect();
         let language = self.pending_language.take();
         let result = self
@@ -111,7 +111,7 @@ impl Document {
         let mut spans = Vec::new();
         let mut committed_bytes = 0;
         for entry in self.history.iter_mut().skip(first).take(count) {
-            spans.extend(entry.span.take());
+            spans.extend(entry.span.take().map(|span| *span));
             committed_bytes += entry.bytes;
             if let Err(error) = entry.operation.apply(&mut self.text) {
                 // Transform checked every base length, so this is a bug; say so loudly rather
@@ -129,7 +129,7 @@ impl Document {
                 }
             }
             if let (Some(client), Some(seq)) = (&entry.client_id, entry.seq) {
-                let mark = self.committed_seqs.entry(client.clone()).or_default();
+                let mark = self.committed_seqs.entry(Arc::clone(client)).or_default();
                 *mark = (*mark).max(seq);
             }
             entries.push(entry.to_proto());

@@ -15,12 +15,14 @@ pub(super) struct Entry {
     pub(super) author: u64,
     /// The op, transformed to its revision.
     pub(super) operation: Operation,
-    /// The author's exactly-once id, if it sent one.
-    pub(super) client_id: Option<String>,
+    /// The author's exactly-once id, if it sent one (shared with its connection, so an edit
+    /// does not copy it).
+    pub(super) client_id: Option<Arc<str>>,
     /// The author's sequence number of this edit, if it sent one.
     pub(super) seq: Option<u64>,
-    /// The edit's span while it is pending; ended once the edit is fanned out.
-    pub(super) span: Option<Span>,
+    /// The edit's span while it is pending; ended once the edit is fanned out. Boxed: most
+    /// entries have none, and a window holds thousands of entries.
+    pub(super) span: Option<Box<Span>>,
     /// Roughly the memory it holds, counted against HISTORY_WINDOW_KB and MAX_PENDING_KB.
     pub(super) bytes: usize,
 }
@@ -35,13 +37,48 @@ impl Entry {
         pb::HistoryEntry {
             user_id: self.author,
             operation: Some(wire::operation_to_proto(&self.operation)),
-            client_id: self.client_id.clone(),
+            client_id: self.client_id.as_deref().map(str::to_owned),
             seq: self.seq,
         }
     }
 }
 
 impl Document {
+    /// Adds an entry at the head of the window (`pending`: not committed yet) and counts its
+    /// bytes.
+    pub(super) fn push_entry(&mut self, entry: Entry, pending: bool) {
+        self.count_entry_bytes(entry.bytes, pending);
+        self.reserve_entry();
+        self.history.push_back(entry);
+    }
+
+    /// The most entries the window holds between commits: HISTORY_WINDOW committed ones and
+    /// MAX_PENDING_EDITS pending ones.
+    fn window_entries(&self) -> usize {
+        let config = &self.deps.config;
+        config
+            .history_window
+            .saturating_add(config.max_pending_edits)
+    }
+
+    /// Makes room for one more entry. A full buffer doubles, as a VecDeque would, but never
+    /// past what the window holds: doubling from 4,096 entries to 8,192 would leave a busy
+    /// document's buffer (96 bytes an entry) more than a third empty for as long as it stays
+    /// loaded.
+    fn reserve_entry(&mut self) {
+        let len = self.history.len();
+        if len < self.history.capacity() {
+            return;
+        }
+        let grown = (len * 2).max(8).min(self.window_entries().max(len + 1));
+        self.history.reserve_exact(grown - len);
+    }
+
+    /// Gives back the room a backfill stretched the window's buffer to.
+    pub(super) fn shrink_history(&mut self) {
+        self.history.shrink_to(self.window_entries());
+    }
+
     /// Drops committed entries beyond HISTORY_WINDOW, or beyond HISTORY_WINDOW_KB.
     pub(super) fn trim_history(&mut self) {
         let keep = self.deps.config.history_window as u64;

@@ -78,7 +78,7 @@ use history::Entry;
 /// A connected client.
 struct Connection {
     user_id: u64,
-    client_id: Option<String>,
+    client_id: Option<Arc<str>>,
     /// The client resumes by itself after a reconnect, counting History entries (it sent its
     /// own client id), so a catch-up must keep one entry per log revision.
     resumes_itself: bool,
@@ -115,9 +115,9 @@ struct Document {
     pending_language: Option<String>,
     connections: HashMap<ConnId, Connection>,
     /// Highest seq assigned a revision per client id: what resubmission is checked against.
-    assigned_seqs: HashMap<String, u64>,
+    assigned_seqs: HashMap<Arc<str>, u64>,
     /// Highest committed seq per client id that joined here.
-    committed_seqs: HashMap<String, u64>,
+    committed_seqs: HashMap<Arc<str>, u64>,
     last_snapshot: u64,
     stopping: bool,
     /// The ownership epoch taken at load; every commit carries it.
@@ -251,6 +251,8 @@ impl Document {
 pub struct Inspection {
     /// Entries in the history window, pending ones included.
     pub history: usize,
+    /// Entries the window's buffer has room for without growing.
+    pub history_capacity: usize,
     /// Entries not yet committed.
     pub pending: u64,
     /// Bytes of the window's entries, and of the pending ones.
@@ -274,6 +276,7 @@ impl Document {
     fn inspect(&self) -> Inspection {
         Inspection {
             history: self.history.len(),
+            history_capacity: self.history.capacity(),
             pending: self.head - self.committed,
             bytes: (self.history_bytes, self.pending_bytes),
             marks: self.assigned_seqs.len() + self.committed_seqs.len(),

@@ -101,6 +101,21 @@ impl Owner {
         }
     }
 
+    /// An owner with the defaults but for `settings` (command-line flags).
+    fn with_settings(store: &Arc<MemoryStore>, settings: &[String]) -> Self {
+        let args = ["model", "--data-dir=/nonexistent"]
+            .map(str::to_owned)
+            .into_iter()
+            .chain(settings.iter().cloned());
+        let config = match Settings::try_parse_from(args) {
+            Ok(settings) => settings.docnode,
+            Err(error) => panic!("settings: {error}"),
+        };
+        Self {
+            node: Docnode::with_store(config, Arc::clone(store) as Arc<dyn Store>),
+        }
+    }
+
     fn loaded(&self) -> Option<DocumentHandle> {
         self.node.registry().loaded_handle(DOC)
     }
@@ -701,6 +716,9 @@ impl World {
                 || a.history as u64
                     > HISTORY_WINDOW as u64 + MAX_PENDING + 4 * HISTORY_WINDOW as u64
                 || committed_bytes > HISTORY_WINDOW_BYTES + 64 * 1024
+                // The buffer holds no more than the window can: not twice that, as a
+                // VecDeque's doubling would leave it.
+                || a.history_capacity as u64 > HISTORY_WINDOW as u64 + MAX_PENDING
                 || a.queued > a.connections * (CLIENT_QUEUE + 2 * self.clients.len() + 16)
                 || a.marks > 4 * self.clients.len()
             {
@@ -1203,20 +1221,14 @@ fn uncommitted_edits_stop_at_their_limit_while_the_store_is_down() {
     paused(async {
         let store = MemoryStore::new();
         // A window wide enough that every edit, all based on the join, stays transformable.
-        let settings = Settings::try_parse_from([
-            "model".to_owned(),
-            "--data-dir=/nonexistent".to_owned(),
-            "--history-window=1000".to_owned(),
-            "--commit-max-batch=5".to_owned(),
-            format!("--max-pending-edits={MAX_PENDING}"),
-        ]);
-        let config = match settings {
-            Ok(settings) => settings.docnode,
-            Err(error) => panic!("settings: {error}"),
-        };
-        let owner = Owner {
-            node: Docnode::with_store(config, Arc::clone(&store) as Arc<dyn Store>),
-        };
+        let owner = Owner::with_settings(
+            &store,
+            &[
+                "--history-window=1000".to_owned(),
+                "--commit-max-batch=5".to_owned(),
+                format!("--max-pending-edits={MAX_PENDING}"),
+            ],
+        );
         let mut inbox = join_one(&owner, "typist", 1).await;
         frames(&mut inbox);
         let handle = owner.loaded().expect("loaded");
@@ -1348,5 +1360,49 @@ fn edits_waiting_together_go_out_in_one_commit_and_one_frame_per_client() {
                 i + 1
             );
         }
+    });
+}
+
+#[test]
+fn a_tiny_window_holds_no_more_entries_than_it_may() {
+    paused(async {
+        const WINDOW: usize = 1;
+        const PENDING: usize = 2;
+        const EDITS: u64 = 20;
+        let store = MemoryStore::new();
+        let owner = Owner::with_settings(
+            &store,
+            &[
+                format!("--history-window={WINDOW}"),
+                format!("--max-pending-edits={PENDING}"),
+            ],
+        );
+        let mut inbox = join_one(&owner, "typist", 1).await;
+        frames(&mut inbox);
+        let handle = owner.loaded().expect("loaded");
+        // One edit at a time, each appending to the text its last answer left.
+        for seq in 1..=EDITS {
+            let mut append = Operation::new();
+            append.retain(seq - 1).insert("a");
+            let edit = pb::Edit {
+                revision: seq,
+                operation: Some(wire::operation_to_proto(&append)),
+                seq: Some(seq),
+                trace_context: HashMap::new(),
+            };
+            if handle.send(Command::Edit { conn: 1, edit }).await.is_err() {
+                panic!("the actor stopped taking edits at {seq}");
+            }
+            settle(Duration::from_millis(50)).await;
+            frames(&mut inbox);
+        }
+        let after = owner.inspect().await.expect("loaded");
+        assert_eq!(store.log(DOC).len() as u64, EDITS, "every edit, once");
+        assert!(
+            after.history_capacity <= WINDOW + PENDING,
+            "the window's buffer has room for {} entries, more than the {} it may hold",
+            after.history_capacity,
+            WINDOW + PENDING
+        );
     });
 }

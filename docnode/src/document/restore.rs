@@ -7,6 +7,8 @@
 //! `restore-<idempotency key>` with seq 1, so a retried restore (same key) is recognised by
 //! the same marks that recognise a re-sent edit, even after a restart or a move.
 
+use std::sync::Arc;
+
 use tokio::sync::oneshot;
 
 use super::{Document, Entry, JoinRefused};
@@ -46,8 +48,18 @@ impl Document {
             return;
         }
         let seen = stored_seq
-            .max(self.assigned_seqs.get(&client_id).copied().unwrap_or(0))
-            .max(self.committed_seqs.get(&client_id).copied().unwrap_or(0));
+            .max(
+                self.assigned_seqs
+                    .get(client_id.as_str())
+                    .copied()
+                    .unwrap_or(0),
+            )
+            .max(
+                self.committed_seqs
+                    .get(client_id.as_str())
+                    .copied()
+                    .unwrap_or(0),
+            );
         if seen >= 1 {
             self.deps.metrics.edits_duplicate.inc();
             let _ = reply.send(Ok(Restored::AlreadyApplied));
@@ -75,19 +87,22 @@ impl Document {
             }
         }
         let revision = self.head;
-        self.assigned_seqs.insert(client_id.clone(), 1);
+        let client_id: Arc<str> = client_id.into();
+        self.assigned_seqs.insert(Arc::clone(&client_id), 1);
         self.head_len = operation.target_len();
         self.head += 1;
         let bytes = Entry::bytes_of(&operation, Some(&client_id));
-        self.count_entry_bytes(bytes, true);
-        self.history.push_back(Entry {
-            author: RESTORE_AUTHOR,
-            operation,
-            client_id: Some(client_id),
-            seq: Some(1),
-            span: None,
-            bytes,
-        });
+        self.push_entry(
+            Entry {
+                author: RESTORE_AUTHOR,
+                operation,
+                client_id: Some(client_id),
+                seq: Some(1),
+                span: None,
+                bytes,
+            },
+            true,
+        );
         self.restores.push((revision, reply));
     }
 
