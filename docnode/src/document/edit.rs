@@ -68,17 +68,14 @@ impl Document {
                 self.head += 1;
                 let bytes = Entry::bytes_of(&operation, client_id.as_deref());
                 let span = (!span.is_none()).then(|| Box::new(span.clone()));
-                self.push_entry(
-                    Entry {
-                        author,
-                        operation,
-                        client_id,
-                        seq: edit.seq,
-                        span,
-                        bytes,
-                    },
-                    true,
-                );
+                self.push_pending(Entry {
+                    author,
+                    operation,
+                    client_id,
+                    seq: edit.seq,
+                    span,
+                    bytes,
+                });
                 if let Some(c) = self.connections.get_mut(&conn) {
                     c.edited();
                 }

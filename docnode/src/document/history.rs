@@ -44,10 +44,9 @@ impl Entry {
 }
 
 impl Document {
-    /// Adds an entry at the head of the window (`pending`: not committed yet) and counts its
-    /// bytes.
-    pub(super) fn push_entry(&mut self, entry: Entry, pending: bool) {
-        self.count_entry_bytes(entry.bytes, pending);
+    /// Adds a new, not yet committed entry at the head of the window and counts its bytes.
+    pub(super) fn push_pending(&mut self, entry: Entry) {
+        self.count_entry_bytes(entry.bytes, true);
         self.reserve_entry();
         self.history.push_back(entry);
     }

@@ -92,17 +92,14 @@ impl Document {
         self.head_len = operation.target_len();
         self.head += 1;
         let bytes = Entry::bytes_of(&operation, Some(&client_id));
-        self.push_entry(
-            Entry {
-                author: RESTORE_AUTHOR,
-                operation,
-                client_id: Some(client_id),
-                seq: Some(1),
-                span: None,
-                bytes,
-            },
-            true,
-        );
+        self.push_pending(Entry {
+            author: RESTORE_AUTHOR,
+            operation,
+            client_id: Some(client_id),
+            seq: Some(1),
+            span: None,
+            bytes,
+        });
         self.restores.push((revision, reply));
     }
 
