@@ -12,6 +12,7 @@ use std::{
         atomic::{AtomicUsize, Ordering},
         Arc, OnceLock,
     },
+    task::Poll,
 };
 
 use codraft_proto as pb;
@@ -95,9 +96,45 @@ pub struct Outbox {
     budget: usize,
 }
 
+/// A frame as a connection's queue hands it out.
+pub enum Next {
+    /// A frame of the connection's own.
+    Frame(pb::ServerFrame),
+    /// Committed entries fanned out to other connections as well, at the connection's
+    /// revision `start`: the same `entries` (by address) on every connection they went to.
+    Shared {
+        start: u64,
+        entries: Arc<[pb::HistoryEntry]>,
+    },
+}
+
+impl Next {
+    /// As the frame the client is sent.
+    pub fn into_frame(self) -> pb::ServerFrame {
+        match self {
+            Self::Frame(frame) => frame,
+            Self::Shared { start, entries } => history_frame(start, &entries),
+        }
+    }
+}
+
+/// The History frame of committed entries at a connection's revision `start`.
+pub fn history_frame(start: u64, entries: &[pb::HistoryEntry]) -> pb::ServerFrame {
+    pb::ServerFrame {
+        kind: Some(pb::server_frame::Kind::History(pb::History {
+            start,
+            entries: entries.to_vec(),
+            compacted: false,
+            log_revision: None,
+        })),
+    }
+}
+
 /// The receiving end: what the gRPC stream drains.
 pub struct Inbox {
     frames: mpsc::Receiver<(Queued, usize)>,
+    /// The queue's head, taken off to see whether it is shared (see [`Inbox::take_shared`]).
+    peeked: Option<(Queued, usize)>,
     usage: Arc<Usage>,
     /// Set when the docnode closed the connection; sent after the last frame.
     pub closed: Arc<OnceLock<pb::Error>>,
@@ -107,6 +144,9 @@ impl Drop for Inbox {
     fn drop(&mut self) {
         // Whatever is still queued is no longer held on the client's account.
         self.frames.close();
+        if let Some((_, bytes)) = self.peeked.take() {
+            self.usage.sub(bytes);
+        }
         while let Ok((_, bytes)) = self.frames.try_recv() {
             self.usage.sub(bytes);
         }
@@ -114,36 +154,63 @@ impl Drop for Inbox {
 }
 
 impl Inbox {
-    fn taken(&self, (queued, bytes): (Queued, usize)) -> pb::ServerFrame {
+    fn taken(&self, (queued, bytes): (Queued, usize)) -> Next {
         self.usage.sub(bytes);
         match queued {
-            Queued::Frame(frame) => *frame,
-            Queued::History { start, entries } => pb::ServerFrame {
-                kind: Some(pb::server_frame::Kind::History(pb::History {
-                    start,
-                    entries: entries.to_vec(),
-                    compacted: false,
-                    log_revision: None,
-                })),
-            },
+            Queued::Frame(frame) => Next::Frame(*frame),
+            Queued::History { start, entries } => Next::Shared { start, entries },
         }
+    }
+
+    /// The next frame, or `cx` is woken when there is one; `None` once the queue is closed
+    /// and empty.
+    pub fn poll_next(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Option<Next>> {
+        if let Some(queued) = self.peeked.take() {
+            return Poll::Ready(Some(self.taken(queued)));
+        }
+        self.frames
+            .poll_recv(cx)
+            .map(|queued| queued.map(|queued| self.taken(queued)))
     }
 
     /// The next frame, waiting for one; `None` once the queue is closed and empty.
     pub async fn next(&mut self) -> Option<pb::ServerFrame> {
-        let queued = self.frames.recv().await?;
-        Some(self.taken(queued))
+        std::future::poll_fn(|cx| self.poll_next(cx))
+            .await
+            .map(Next::into_frame)
     }
 
     /// The next frame if one is queued now.
     pub fn try_next(&mut self) -> Result<pb::ServerFrame, mpsc::error::TryRecvError> {
-        let queued = self.frames.try_recv()?;
-        Ok(self.taken(queued))
+        let queued = match self.peeked.take() {
+            Some(queued) => queued,
+            None => self.frames.try_recv()?,
+        };
+        Ok(self.taken(queued).into_frame())
     }
 
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
-        self.frames.is_empty()
+        self.peeked.is_none() && self.frames.is_empty()
+    }
+
+    /// Takes the queue's head if it is `entries` (the same fan-out, by address), returning
+    /// the connection's revision of their first; anything else stays where it is, so the
+    /// connection's frames keep their order.
+    pub fn take_shared(&mut self, entries: &Arc<[pb::HistoryEntry]>) -> Option<u64> {
+        if self.peeked.is_none() {
+            self.peeked = Some(self.frames.try_recv().ok()?);
+        }
+        match &self.peeked {
+            Some((Queued::History { start, entries: e }, _)) if Arc::ptr_eq(e, entries) => {
+                let start = *start;
+                if let Some((_, bytes)) = self.peeked.take() {
+                    self.usage.sub(bytes);
+                }
+                Some(start)
+            }
+            _ => None,
+        }
     }
 }
 
@@ -165,6 +232,7 @@ impl Outbox {
             },
             Inbox {
                 frames,
+                peeked: None,
                 usage,
                 closed,
             },
@@ -329,6 +397,63 @@ impl Numbering {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entries(text: &str) -> Arc<[pb::HistoryEntry]> {
+        let op = pb::Operation {
+            components: vec![pb::Component {
+                kind: Some(pb::component::Kind::Insert(text.to_owned())),
+            }],
+        };
+        Arc::from(vec![pb::HistoryEntry {
+            operation: Some(op),
+            ..Default::default()
+        }])
+    }
+
+    fn start_of(next: Option<Next>) -> Option<u64> {
+        match next? {
+            Next::Shared { start, .. } => Some(start),
+            Next::Frame(_) => None,
+        }
+    }
+
+    /// Another connection's stream may take a queue's head when it is the very fan-out it
+    /// sends (the same entries by address, not merely equal ones), and nothing else: what
+    /// it leaves comes out in order, and the bytes taken are no longer counted.
+    #[test]
+    fn take_shared_takes_only_the_same_fan_out_at_the_head() {
+        let (outbox, mut inbox) = Outbox::new(QueueLimits::frames(8));
+        let (x, y) = (entries("x"), entries("x"));
+        outbox
+            .send(pb::server_frame::Kind::Language(pb::Language::default()))
+            .expect("queued");
+        outbox.send_shared(3, &x, 10).expect("queued");
+        outbox.send_shared(4, &y, 10).expect("queued");
+        assert_eq!(
+            inbox.take_shared(&x),
+            None,
+            "taken from behind another frame"
+        );
+        let waker = futures::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        let Poll::Ready(Some(Next::Frame(_))) = inbox.poll_next(&mut cx) else {
+            panic!("the frame of its own is not first any more");
+        };
+        assert_eq!(
+            inbox.take_shared(&y),
+            None,
+            "equal entries of another fan-out taken"
+        );
+        let held = outbox.queued_bytes();
+        assert_eq!(inbox.take_shared(&x), Some(3));
+        assert_eq!(outbox.queued_bytes(), held - 10);
+        assert_eq!(inbox.take_shared(&x), None, "taken twice");
+        let Poll::Ready(next) = inbox.poll_next(&mut cx) else {
+            panic!("the second fan-out is gone");
+        };
+        assert_eq!(start_of(next), Some(4));
+        assert!(inbox.is_empty());
+    }
 
     #[test]
     fn snapshot_numbering_starts_after_the_snapshot_entry() {

@@ -46,6 +46,9 @@ pub struct DocnodeMetrics {
     /// Sessions carried on gateways' shared streams (`DocNode.Sessions`), from their Open
     /// until their last frame has gone (or was dropped).
     pub shared_stream_sessions: IntGauge,
+    /// History frames that went to a gateway inside another session's message (one fan-out
+    /// crossing the stream once for several clients of a document), not in one of their own.
+    pub shared_history_frames: IntCounter,
     /// Times a document stopped taking commands because its uncommitted edits reached
     /// MAX_PENDING_EDITS or MAX_PENDING_KB (the store is slow or down).
     pub pending_limit_hits: IntCounter,
@@ -160,6 +163,11 @@ impl DocnodeMetrics {
                 "Client sessions on gateways' shared streams (DocNode.Sessions), from their \
                  Open until their last frame has gone.",
             )?,
+            shared_history_frames: IntCounter::new(
+                "codraft_shared_history_frames_total",
+                "History frames sent to a gateway inside another session's message (one \
+                 fan-out crossing the stream once for several clients of a document).",
+            )?,
             pending_limit_hits: IntCounter::new(
                 "codraft_pending_limit_hits_total",
                 "Times a document stopped taking commands because its uncommitted edits reached \
@@ -205,6 +213,7 @@ impl DocnodeMetrics {
         registry.register(Box::new(metrics.slow_client_catchups.clone()))?;
         registry.register(Box::new(metrics.lagging_clients.clone()))?;
         registry.register(Box::new(metrics.shared_stream_sessions.clone()))?;
+        registry.register(Box::new(metrics.shared_history_frames.clone()))?;
         registry.register(Box::new(metrics.pending_limit_hits.clone()))?;
         registry.register(Box::new(metrics.history_bytes.clone()))?;
         registry.register(Box::new(metrics.client_queue_bytes.clone()))?;

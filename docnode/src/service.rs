@@ -191,7 +191,7 @@ pub(crate) async fn join(
 }
 
 /// Frames for the gateway: the actor's queue, then the close reason if the actor closed it.
-fn outbound(inbox: Inbox) -> FrameStream {
+pub(crate) fn outbound(inbox: Inbox) -> FrameStream {
     let closed = Arc::clone(&inbox.closed);
     let frames = futures::stream::unfold(inbox, |mut inbox| async move {
         let frame = inbox.next().await?;
@@ -227,11 +227,19 @@ impl DocNodeService {
     /// A session: checks the Open frame, joins the document and pumps the client's
     /// frames into its actor (awaiting room, which is how backpressure reaches the gateway)
     /// until they end. Both the gRPC stream and a gateway in this process come here.
-    pub(crate) async fn session<S>(
+    pub(crate) async fn session<S>(&self, open: pb::Open, frames: S) -> Result<FrameStream, Status>
+    where
+        S: Stream<Item = pb::ClientFrame> + Send + Unpin + 'static,
+    {
+        self.session_inbox(open, frames).await.map(outbound)
+    }
+
+    /// [`Self::session`], with the connection's queue as the actor fills it.
+    pub(crate) async fn session_inbox<S>(
         &self,
         open: pb::Open,
         mut frames: S,
-    ) -> Result<FrameStream, Status>
+    ) -> Result<Inbox, Status>
     where
         S: Stream<Item = pb::ClientFrame> + Send + Unpin + 'static,
     {
@@ -280,7 +288,7 @@ impl DocNodeService {
             }
             let _ = handle.send(Command::Leave { conn }).await;
         });
-        Ok(outbound(inbox))
+        Ok(inbox)
     }
 }
 
@@ -304,7 +312,7 @@ impl pb::doc_node_server::DocNode for DocNodeService {
         &self,
         request: Request<Streaming<pb::GatewayMessage>>,
     ) -> Result<Response<Self::SessionsStream>, Status> {
-        Ok(Response::new(self.multiplex(request.into_inner())))
+        Ok(Response::new(self.multiplex(request)))
     }
 
     async fn session(

@@ -2,22 +2,39 @@
 //! "One stream per gateway"). Each session is what a `DocNode.Session` stream is — the same
 //! join, the same pump into the document's actor, the same frames out — with its own flow
 //! control in frames ([`codraft_proto::mux`]) in place of HTTP/2's per-stream window.
+//!
+//! With a gateway that reads `DocnodeMessage.also`, a commit's entries fanned out to several
+//! sessions of one document go once: the session whose stream takes them first takes the same
+//! entries off the heads of its siblings' queues (each within its own credit, none out of its
+//! order) and names them in `also`. Encoding, sending and decoding a History frame then cost
+//! once per document and gateway instead of once per client.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    pin::Pin,
+    sync::{Arc, Mutex, MutexGuard, OnceLock},
+    task::{Context, Poll},
+};
 
 use codraft_proto as pb;
-use futures::{future::ready, stream, StreamExt};
+use futures::{future::ready, stream, Stream, StreamExt};
 use pb::{
     client_frame::Kind as In,
     docnode_message::Kind as Down,
     gateway_message::Kind as Up,
-    mux::{Credit, Gated, Merged, MergedSenders, Returning, DOWN_WINDOW, UP_WINDOW},
+    mux::{
+        Credit, Gated, Merged, MergedSenders, Returning, DOWN_WINDOW, SHARED_HISTORY_HEADER,
+        UP_WINDOW,
+    },
 };
 use tokio::sync::mpsc;
-use tonic::{Status, Streaming};
+use tonic::{Request, Status, Streaming};
 use tracing::{debug, warn};
 
-use crate::service::DocNodeService;
+use crate::{
+    connection::{history_frame, Inbox, Next},
+    service::{outbound, DocNodeService},
+};
 
 pub use pb::in_process::MessageStream;
 
@@ -49,6 +66,128 @@ fn message(session: u64, kind: Down) -> pb::DocnodeMessage {
     pb::DocnodeMessage {
         session,
         kind: Some(kind),
+        also: Vec::new(),
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A session's queue, as its own stream and its siblings' take from it.
+struct Member {
+    inbox: Mutex<Inbox>,
+    credit: Arc<Credit>,
+}
+
+/// The sessions of one document on one gateway's stream, by session number.
+type Siblings = Mutex<Vec<(u64, Arc<Member>)>>;
+
+/// Every document's sessions on one gateway's stream (only when it shares History frames).
+type Documents = Arc<Mutex<HashMap<String, Arc<Siblings>>>>;
+
+/// A frame for the gateway and the further sessions it is for.
+type Shared = (pb::ServerFrame, Vec<pb::AlsoFor>);
+
+/// One session's frames for a gateway that reads `also`: its queue, then the reason the
+/// document closed it, if it did. A History frame takes the same entries along off the
+/// heads of its siblings' queues (see the module's text). The session is its document's
+/// sibling from its first frame (after its `opened`) until it is dropped.
+struct SharingFrames {
+    id: u64,
+    member: Arc<Member>,
+    document: String,
+    documents: Documents,
+    siblings: Option<Arc<Siblings>>,
+    closed: Arc<OnceLock<pb::Error>>,
+    done: bool,
+    counter: prometheus::IntCounter,
+}
+
+impl SharingFrames {
+    fn siblings(&mut self) -> Arc<Siblings> {
+        let (id, member) = (self.id, &self.member);
+        let documents = &self.documents;
+        let document = &self.document;
+        Arc::clone(self.siblings.get_or_insert_with(|| {
+            let siblings = Arc::clone(lock(documents).entry(document.clone()).or_default());
+            lock(&siblings).push((id, Arc::clone(member)));
+            siblings
+        }))
+    }
+}
+
+/// Takes `entries` off the head of every sibling of session `id` that has them there and has
+/// credit for them.
+fn take_along(siblings: &Siblings, id: u64, entries: &Arc<[pb::HistoryEntry]>) -> Vec<pb::AlsoFor> {
+    let mut also = Vec::new();
+    for (session, member) in lock(siblings).iter() {
+        if *session == id || !member.credit.may_send() {
+            continue;
+        }
+        if let Some(start) = lock(&member.inbox).take_shared(entries) {
+            member.credit.used();
+            also.push(pb::AlsoFor {
+                session: *session,
+                start,
+            });
+        }
+    }
+    also
+}
+
+impl Stream for SharingFrames {
+    type Item = Result<Shared, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let siblings = self.siblings();
+        let next = std::task::ready!(lock(&self.member.inbox).poll_next(cx));
+        Poll::Ready(Some(Ok(match next {
+            Some(Next::Shared { start, entries }) => {
+                let also = take_along(&siblings, self.id, &entries);
+                self.counter.inc_by(also.len() as u64);
+                (history_frame(start, &entries), also)
+            }
+            Some(Next::Frame(frame)) => (frame, Vec::new()),
+            None => {
+                self.done = true;
+                let Some(error) = self.closed.get().cloned() else {
+                    return Poll::Ready(None);
+                };
+                (
+                    pb::ServerFrame {
+                        kind: Some(pb::server_frame::Kind::Error(error)),
+                    },
+                    Vec::new(),
+                )
+            }
+        })))
+    }
+}
+
+impl Drop for SharingFrames {
+    fn drop(&mut self) {
+        let Some(siblings) = self.siblings.take() else {
+            return;
+        };
+        let empty = {
+            let mut list = lock(&siblings);
+            list.retain(|(session, _)| *session != self.id);
+            list.is_empty()
+        };
+        if empty {
+            let mut documents = lock(&self.documents);
+            // Another session of the document may have joined the list meanwhile.
+            if documents
+                .get(&self.document)
+                .is_some_and(|d| Arc::ptr_eq(d, &siblings) && lock(d).is_empty())
+            {
+                documents.remove(&self.document);
+            }
+        }
     }
 }
 
@@ -74,9 +213,22 @@ pub fn session_end(status: &Status) -> pb::SessionEnd {
 impl DocNodeService {
     /// The answer to one gateway's `Sessions` stream: a task reads `incoming` and opens,
     /// feeds and ends sessions; their frames go out merged.
-    pub(crate) fn multiplex(&self, incoming: Streaming<pb::GatewayMessage>) -> MessageStream {
+    pub(crate) fn multiplex(
+        &self,
+        request: Request<Streaming<pb::GatewayMessage>>,
+    ) -> MessageStream {
+        let sharing = request
+            .metadata()
+            .get(SHARED_HISTORY_HEADER)
+            .is_some_and(|value| value == "1");
+        let documents = sharing.then(Documents::default);
         let (merged, senders) = Merged::new();
-        tokio::spawn(read_gateway(self.clone(), incoming, senders));
+        tokio::spawn(read_gateway(
+            self.clone(),
+            request.into_inner(),
+            senders,
+            documents,
+        ));
         Box::pin(merged.map(Ok))
     }
 }
@@ -89,6 +241,7 @@ async fn read_gateway(
     service: DocNodeService,
     mut incoming: Streaming<pb::GatewayMessage>,
     senders: MergedSenders<pb::DocnodeMessage>,
+    documents: Option<Documents>,
 ) {
     let mut slots: HashMap<u64, Slot> = HashMap::new();
     let registry = Arc::clone(service.registry());
@@ -130,6 +283,7 @@ async fn read_gateway(
                     taken,
                     credit,
                     senders.clone(),
+                    documents.clone(),
                 ));
             }
             Some(Up::Frame(frame)) => {
@@ -167,9 +321,13 @@ fn message_end(session: u64, status: &Status) -> pb::DocnodeMessage {
     message(session, Down::End(session_end(status)))
 }
 
+/// A session's outgoing frames, each with the further sessions it is for.
+type Outgoing = Pin<Box<dyn Stream<Item = Result<Shared, Status>> + Send>>;
+
 /// Joins one session's document, as `DocNode.Session` does, and adds its frames to the
 /// merged stream: `opened`, the frames within the gateway's credit, then its end. The
-/// session stays counted until that stream is dropped.
+/// session stays counted until that stream is dropped. With `documents` (the gateway reads
+/// `also`) its History frames are shared with its document's other sessions on the stream.
 async fn open_session(
     service: DocNodeService,
     (id, counted): (u64, Counted),
@@ -177,18 +335,42 @@ async fn open_session(
     taken: mpsc::Receiver<pb::ClientFrame>,
     credit: Arc<Credit>,
     senders: MergedSenders<pb::DocnodeMessage>,
+    documents: Option<Documents>,
 ) {
     let control = senders.control.clone();
     let frames = Returning::new(taken, UP_WINDOW / 2, move |n| {
         let _ = control.send(message(id, Down::Credit(n)));
     });
-    match service.session(open, frames).await {
+    let document = open.document_id.clone();
+    let joined = service.session_inbox(open, frames).await;
+    let outgoing = joined.map(|inbox| -> Outgoing {
+        match documents {
+            Some(documents) => Box::pin(SharingFrames {
+                id,
+                closed: Arc::clone(&inbox.closed),
+                member: Arc::new(Member {
+                    inbox: Mutex::new(inbox),
+                    credit: Arc::clone(&credit),
+                }),
+                document,
+                documents,
+                siblings: None,
+                done: false,
+                counter: service.registry().metrics().shared_history_frames.clone(),
+            }),
+            None => Box::pin(outbound(inbox).map(|item| item.map(|frame| (frame, Vec::new())))),
+        }
+    });
+    match outgoing {
         Ok(outgoing) => {
             let opened = stream::once(ready(message(id, Down::Opened(true))));
             let frames = Gated::new(outgoing, credit).map(move |item| {
                 let _counted = &counted;
                 match item {
-                    Ok(frame) => message(id, Down::Frame(frame)),
+                    Ok((frame, also)) => pb::DocnodeMessage {
+                        also,
+                        ..message(id, Down::Frame(frame))
+                    },
                     Err(status) => message_end(id, &status),
                 }
             });

@@ -18,7 +18,10 @@ use pb::{
     docnode_message::Kind as Down,
     gateway_message::Kind as Up,
     in_process::FrameStream,
-    mux::{Credit, Gated, Merged, MergedSenders, Returning, DOWN_WINDOW, UP_WINDOW},
+    mux::{
+        Credit, Gated, Merged, MergedSenders, Returning, DOWN_WINDOW, SHARED_HISTORY_HEADER,
+        UP_WINDOW,
+    },
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
@@ -168,7 +171,13 @@ impl Multiplexer {
         }
         self.attempts.fetch_add(1, Ordering::Relaxed);
         let (outgoing, senders) = Merged::new();
-        let incoming = match self.client.clone().sessions(outgoing).await {
+        let mut request = tonic::Request::new(outgoing);
+        // This gateway reads `DocnodeMessage.also`: one History frame for several sessions.
+        request.metadata_mut().insert(
+            SHARED_HISTORY_HEADER,
+            tonic::metadata::AsciiMetadataValue::from_static("1"),
+        );
+        let incoming = match self.client.clone().sessions(request).await {
             Ok(response) => response.into_inner(),
             Err(status) => {
                 *current = Current::Failed(Instant::now(), status.clone());
@@ -226,6 +235,16 @@ async fn read_docnode(shared: Arc<Shared>, mut incoming: Streaming<pb::DocnodeMe
         };
         let id = message.session;
         let mut slots = shared.slots();
+        if let Some(Down::Frame(frame)) = &message.kind {
+            // The further sessions a shared History frame is for, each at its own start.
+            for also in &message.also {
+                let mut copy = frame.clone();
+                if let Some(pb::server_frame::Kind::History(history)) = &mut copy.kind {
+                    history.start = also.start;
+                }
+                deliver(&mut slots, also.session, copy);
+            }
+        }
         let Some(slot) = slots.get_mut(&id) else {
             continue;
         };
@@ -235,17 +254,7 @@ async fn read_docnode(shared: Arc<Shared>, mut incoming: Streaming<pb::DocnodeMe
                     let _ = opened.send(Ok(()));
                 }
             }
-            Some(Down::Frame(frame)) => {
-                if let Err(mpsc::error::TrySendError::Full(_)) =
-                    slot.frames.try_send(Ok(Box::new(frame)))
-                {
-                    // Its relay sees the stream end, as after a broken stream.
-                    warn!(session = id, "a docnode sent past a session's window");
-                    if let Some(slot) = slots.remove(&id) {
-                        end_slot(slot, None);
-                    }
-                }
-            }
+            Some(Down::Frame(frame)) => deliver(&mut slots, id, frame),
             Some(Down::Credit(frames)) => slot.credit.grant(frames),
             Some(Down::End(end)) => {
                 if let Some(slot) = slots.remove(&id) {
@@ -259,6 +268,20 @@ async fn read_docnode(shared: Arc<Shared>, mut incoming: Streaming<pb::DocnodeMe
     let slots = std::mem::take(&mut *shared.slots());
     for slot in slots.into_values() {
         end_slot(slot, Some(lost()));
+    }
+}
+
+/// Queues a frame for session `id`, if it is still open; a session the docnode sent past
+/// its window ends (its relay sees the stream end, as after a broken stream).
+fn deliver(slots: &mut HashMap<u64, Slot>, id: u64, frame: pb::ServerFrame) {
+    let Some(slot) = slots.get(&id) else {
+        return;
+    };
+    if let Err(mpsc::error::TrySendError::Full(_)) = slot.frames.try_send(Ok(Box::new(frame))) {
+        warn!(session = id, "a docnode sent past a session's window");
+        if let Some(slot) = slots.remove(&id) {
+            end_slot(slot, None);
+        }
     }
 }
 

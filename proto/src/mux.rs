@@ -26,6 +26,11 @@ pub const UP_WINDOW: u32 = 32;
 /// A session's ServerFrames a docnode may have in flight.
 pub const DOWN_WINDOW: u32 = 64;
 
+/// The request header of `Sessions` by which a gateway says it reads
+/// `DocnodeMessage.also`: only then does a docnode send one History frame for several
+/// sessions.
+pub const SHARED_HISTORY_HEADER: &str = "codraft-shared-history";
+
 /// What the receiving side granted and the sending side has not used yet, for one session.
 #[derive(Debug)]
 pub struct Credit {
@@ -101,9 +106,16 @@ impl Credit {
         }
     }
 
-    fn used(&self) {
+    /// Counts one frame sent against the credit.
+    pub fn used(&self) {
         let mut state = self.lock();
         state.available = state.available.saturating_sub(1);
+    }
+
+    /// Whether the session is open and one more of its frames may go now.
+    pub fn may_send(&self) -> bool {
+        let state = self.lock();
+        !state.closed && state.available > 0
     }
 }
 
