@@ -130,6 +130,14 @@ pub fn history_frame(start: u64, entries: &[pb::HistoryEntry]) -> pb::ServerFram
     }
 }
 
+/// The frame that tells the client why the docnode closed its connection, if it did; sent
+/// after the connection's last queued frame.
+pub fn close_frame(closed: &OnceLock<pb::Error>) -> Option<pb::ServerFrame> {
+    closed.get().map(|error| pb::ServerFrame {
+        kind: Some(pb::server_frame::Kind::Error(error.clone())),
+    })
+}
+
 /// The receiving end: what the gRPC stream drains.
 pub struct Inbox {
     frames: mpsc::Receiver<(Queued, usize)>,

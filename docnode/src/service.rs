@@ -17,13 +17,13 @@ use codraft_common::ids::{valid_any_document_id as valid_document_id, valid_clie
 use codraft_common::telemetry;
 use codraft_proto as pb;
 use futures::{Stream, StreamExt};
-use pb::{client_frame::Kind as In, in_process::FrameStream, server_frame::Kind as Out};
+use pb::{client_frame::Kind as In, in_process::FrameStream};
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info_span, Instrument};
 
 use crate::{
-    connection::{ConnId, Inbox},
+    connection::{close_frame, ConnId, Inbox},
     document::{otp_matches, Command, DocumentHandle, Join, JoinRefused},
     ownership::{Ownership, Verdict},
     registry::{Registry, Unavailable},
@@ -197,13 +197,8 @@ pub(crate) fn outbound(inbox: Inbox) -> FrameStream {
         let frame = inbox.next().await?;
         Some((Ok(frame), inbox))
     });
-    let last = futures::stream::once(async move { closed.get().cloned() }).filter_map(|error| {
-        futures::future::ready(error.map(|e| {
-            Ok(pb::ServerFrame {
-                kind: Some(Out::Error(e)),
-            })
-        }))
-    });
+    let last = futures::stream::once(async move { close_frame(&closed).map(Ok) })
+        .filter_map(futures::future::ready);
     Box::pin(frames.chain(last))
 }
 

@@ -32,7 +32,7 @@ use tonic::{Request, Status, Streaming};
 use tracing::{debug, warn};
 
 use crate::{
-    connection::{history_frame, Inbox, Next},
+    connection::{close_frame, history_frame, Inbox, Next},
     service::{outbound, DocNodeService},
 };
 
@@ -105,15 +105,15 @@ struct SharingFrames {
 }
 
 impl SharingFrames {
-    fn siblings(&mut self) -> Arc<Siblings> {
-        let (id, member) = (self.id, &self.member);
-        let documents = &self.documents;
-        let document = &self.document;
-        Arc::clone(self.siblings.get_or_insert_with(|| {
-            let siblings = Arc::clone(lock(documents).entry(document.clone()).or_default());
-            lock(&siblings).push((id, Arc::clone(member)));
-            siblings
-        }))
+    /// Joins the session to its document's siblings on the stream.
+    fn register(&self) -> Arc<Siblings> {
+        let siblings = Arc::clone(
+            lock(&self.documents)
+                .entry(self.document.clone())
+                .or_default(),
+        );
+        lock(&siblings).push((self.id, Arc::clone(&self.member)));
+        siblings
     }
 }
 
@@ -140,31 +140,29 @@ impl Stream for SharingFrames {
     type Item = Result<Shared, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.done {
+        let this = &mut *self;
+        if this.done {
             return Poll::Ready(None);
         }
-        let siblings = self.siblings();
-        let next = std::task::ready!(lock(&self.member.inbox).poll_next(cx));
-        Poll::Ready(Some(Ok(match next {
+        if this.siblings.is_none() {
+            this.siblings = Some(this.register());
+        }
+        let next = std::task::ready!(lock(&this.member.inbox).poll_next(cx));
+        Poll::Ready(match next {
             Some(Next::Shared { start, entries }) => {
-                let also = take_along(&siblings, self.id, &entries);
-                self.counter.inc_by(also.len() as u64);
-                (history_frame(start, &entries), also)
-            }
-            Some(Next::Frame(frame)) => (frame, Vec::new()),
-            None => {
-                self.done = true;
-                let Some(error) = self.closed.get().cloned() else {
-                    return Poll::Ready(None);
+                let also = match &this.siblings {
+                    Some(siblings) => take_along(siblings, this.id, &entries),
+                    None => Vec::new(),
                 };
-                (
-                    pb::ServerFrame {
-                        kind: Some(pb::server_frame::Kind::Error(error)),
-                    },
-                    Vec::new(),
-                )
+                this.counter.inc_by(also.len() as u64);
+                Some(Ok((history_frame(start, &entries), also)))
             }
-        })))
+            Some(Next::Frame(frame)) => Some(Ok((frame, Vec::new()))),
+            None => {
+                this.done = true;
+                close_frame(&this.closed).map(|frame| Ok((frame, Vec::new())))
+            }
+        })
     }
 }
 
