@@ -131,7 +131,7 @@ async fn docnode(older: bool) -> Node {
 
 /// Reads a session's frames until one matches, within a few seconds.
 async fn until(
-    frames: &mut pb::in_process::FrameStream,
+    frames: &mut pb::in_process::InboundStream,
     mut wanted: impl FnMut(&Out) -> bool,
 ) -> Out {
     tokio::time::timeout(Duration::from_secs(10), async {
@@ -141,7 +141,8 @@ async fn until(
                 .next()
                 .await
                 .unwrap_or_else(|| panic!("the session ended after {skipped:?}"))
-                .unwrap_or_else(|status| panic!("the session failed after {skipped:?}: {status}"));
+                .unwrap_or_else(|status| panic!("the session failed after {skipped:?}: {status}"))
+                .into_frame();
             if let Some(kind) = frame.kind {
                 if wanted(&kind) {
                     return kind;
@@ -371,7 +372,7 @@ async fn a_commit_crosses_the_stream_once_for_a_gateway_that_reads_also() {
 /// One client of [`sessions_of_a_document_converge_through_shared_frames`]: its session and
 /// its text as the frames it read made it.
 struct Client {
-    frames: pb::in_process::FrameStream,
+    frames: pb::in_process::InboundStream,
     out: tokio::sync::mpsc::Sender<Box<pb::ClientFrame>>,
     text: Vec<char>,
     /// The connection's revision: where its next History must start.
@@ -485,7 +486,7 @@ async fn sessions_of_a_document_converge_through_shared_frames() {
                     let client = &mut clients[i];
                     let read = tokio::time::timeout(wait, client.frames.next()).await;
                     match read {
-                        Ok(Some(Ok(frame))) => client.absorb(frame, &context),
+                        Ok(Some(Ok(frame))) => client.absorb(frame.into_frame(), &context),
                         Ok(Some(Err(status))) => panic!("{context}: the session failed: {status}"),
                         Ok(None) => panic!("{context}: the session ended"),
                         Err(_) => break,
@@ -518,7 +519,7 @@ async fn sessions_of_a_document_converge_through_shared_frames() {
             tokio::time::timeout(Duration::from_secs(10), async {
                 while client.text != wanted {
                     match client.frames.next().await {
-                        Some(Ok(frame)) => client.absorb(frame, &context),
+                        Some(Ok(frame)) => client.absorb(frame.into_frame(), &context),
                         Some(Err(status)) => panic!("{context}: the session failed: {status}"),
                         None => panic!("{context}: the session ended"),
                     }

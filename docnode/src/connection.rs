@@ -16,6 +16,7 @@ use std::{
 };
 
 use codraft_proto as pb;
+use pb::in_process::{Fanout, Inbound};
 use prost::Message;
 use tokio::sync::mpsc;
 
@@ -37,10 +38,7 @@ pub enum SendFailure {
 /// its slots in blocks of 32, and an idle connection should not pay for 32 whole frames.
 enum Queued {
     Frame(Box<pb::ServerFrame>),
-    History {
-        start: u64,
-        entries: Arc<[pb::HistoryEntry]>,
-    },
+    History { start: u64, fanout: Arc<Fanout> },
 }
 
 /// How much one client's queue may hold: frames, and bytes (their encoded size).
@@ -96,40 +94,6 @@ pub struct Outbox {
     budget: usize,
 }
 
-/// A frame as a connection's queue hands it out.
-pub enum Next {
-    /// A frame of the connection's own.
-    Frame(pb::ServerFrame),
-    /// Committed entries fanned out to other connections as well, at the connection's
-    /// revision `start`: the same `entries` (by address) on every connection they went to.
-    Shared {
-        start: u64,
-        entries: Arc<[pb::HistoryEntry]>,
-    },
-}
-
-impl Next {
-    /// As the frame the client is sent.
-    pub fn into_frame(self) -> pb::ServerFrame {
-        match self {
-            Self::Frame(frame) => frame,
-            Self::Shared { start, entries } => history_frame(start, &entries),
-        }
-    }
-}
-
-/// The History frame of committed entries at a connection's revision `start`.
-pub fn history_frame(start: u64, entries: &[pb::HistoryEntry]) -> pb::ServerFrame {
-    pb::ServerFrame {
-        kind: Some(pb::server_frame::Kind::History(pb::History {
-            start,
-            entries: entries.to_vec(),
-            compacted: false,
-            log_revision: None,
-        })),
-    }
-}
-
 /// The frame that tells the client why the docnode closed its connection, if it did; sent
 /// after the connection's last queued frame.
 pub fn close_frame(closed: &OnceLock<pb::Error>) -> Option<pb::ServerFrame> {
@@ -162,17 +126,17 @@ impl Drop for Inbox {
 }
 
 impl Inbox {
-    fn taken(&self, (queued, bytes): (Queued, usize)) -> Next {
+    fn taken(&self, (queued, bytes): (Queued, usize)) -> Inbound {
         self.usage.sub(bytes);
         match queued {
-            Queued::Frame(frame) => Next::Frame(*frame),
-            Queued::History { start, entries } => Next::Shared { start, entries },
+            Queued::Frame(frame) => Inbound::Frame(frame),
+            Queued::History { start, fanout } => Inbound::History { start, fanout },
         }
     }
 
     /// The next frame, or `cx` is woken when there is one; `None` once the queue is closed
     /// and empty.
-    pub fn poll_next(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Option<Next>> {
+    pub fn poll_next(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Option<Inbound>> {
         if let Some(queued) = self.peeked.take() {
             return Poll::Ready(Some(self.taken(queued)));
         }
@@ -185,7 +149,7 @@ impl Inbox {
     pub async fn next(&mut self) -> Option<pb::ServerFrame> {
         std::future::poll_fn(|cx| self.poll_next(cx))
             .await
-            .map(Next::into_frame)
+            .map(Inbound::into_frame)
     }
 
     /// The next frame if one is queued now.
@@ -202,15 +166,15 @@ impl Inbox {
         self.peeked.is_none() && self.frames.is_empty()
     }
 
-    /// Takes the queue's head if it is `entries` (the same fan-out, by address), returning
+    /// Takes the queue's head if it is `fanout` (the same one, by address), returning
     /// the connection's revision of their first; anything else stays where it is, so the
     /// connection's frames keep their order.
-    pub fn take_shared(&mut self, entries: &Arc<[pb::HistoryEntry]>) -> Option<u64> {
+    pub fn take_shared(&mut self, fanout: &Arc<Fanout>) -> Option<u64> {
         if self.peeked.is_none() {
             self.peeked = Some(self.frames.try_recv().ok()?);
         }
         match &self.peeked {
-            Some((Queued::History { start, entries: e }, _)) if Arc::ptr_eq(e, entries) => {
+            Some((Queued::History { start, fanout: f }, _)) if Arc::ptr_eq(f, fanout) => {
                 let start = *start;
                 if let Some((_, bytes)) = self.peeked.take() {
                     self.usage.sub(bytes);
@@ -275,11 +239,11 @@ impl Outbox {
     pub fn send_shared(
         &self,
         start: u64,
-        entries: &Arc<[pb::HistoryEntry]>,
+        fanout: &Arc<Fanout>,
         bytes: usize,
     ) -> Result<(), SendFailure> {
-        let entries = Arc::clone(entries);
-        self.queue(Queued::History { start, entries }, bytes)
+        let fanout = Arc::clone(fanout);
+        self.queue(Queued::History { start, fanout }, bytes)
     }
 
     /// Sets the byte budget (a joiner's greeting is queued before it, whatever its size).
@@ -406,22 +370,22 @@ impl Numbering {
 mod tests {
     use super::*;
 
-    fn entries(text: &str) -> Arc<[pb::HistoryEntry]> {
+    fn entries(text: &str) -> Arc<Fanout> {
         let op = pb::Operation {
             components: vec![pb::Component {
                 kind: Some(pb::component::Kind::Insert(text.to_owned())),
             }],
         };
-        Arc::from(vec![pb::HistoryEntry {
+        Arc::new(Fanout::new(vec![pb::HistoryEntry {
             operation: Some(op),
             ..Default::default()
-        }])
+        }]))
     }
 
-    fn start_of(next: Option<Next>) -> Option<u64> {
+    fn start_of(next: Option<Inbound>) -> Option<u64> {
         match next? {
-            Next::Shared { start, .. } => Some(start),
-            Next::Frame(_) => None,
+            Inbound::History { start, .. } => Some(start),
+            Inbound::Frame(_) => None,
         }
     }
 
@@ -444,7 +408,7 @@ mod tests {
         );
         let waker = futures::task::noop_waker();
         let mut cx = std::task::Context::from_waker(&waker);
-        let Poll::Ready(Some(Next::Frame(_))) = inbox.poll_next(&mut cx) else {
+        let Poll::Ready(Some(Inbound::Frame(_))) = inbox.poll_next(&mut cx) else {
             panic!("the frame of its own is not first any more");
         };
         assert_eq!(
@@ -552,8 +516,8 @@ mod tests {
             client_id: None,
             seq: None,
         };
-        let entries: Arc<[pb::HistoryEntry]> = Arc::from(vec![entry]);
-        let bytes = entries[0].encoded_len();
+        let bytes = entry.encoded_len();
+        let entries = Arc::new(Fanout::new(vec![entry]));
         assert_eq!(
             outbox.send_shared(0, &entries, bytes),
             Ok(()),

@@ -17,7 +17,10 @@ use codraft_common::ids::{valid_any_document_id as valid_document_id, valid_clie
 use codraft_common::telemetry;
 use codraft_proto as pb;
 use futures::{Stream, StreamExt};
-use pb::{client_frame::Kind as In, in_process::FrameStream};
+use pb::{
+    client_frame::Kind as In,
+    in_process::{FrameStream, Inbound, InboundStream},
+};
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info_span, Instrument};
@@ -190,16 +193,22 @@ pub(crate) async fn join(
     Err(Status::unavailable("document keeps unloading; retry"))
 }
 
-/// Frames for the gateway: the actor's queue, then the close reason if the actor closed it.
-pub(crate) fn outbound(inbox: Inbox) -> FrameStream {
+/// Frames for a gateway in this process: the actor's queue (committed entries still shared
+/// by every connection they went to), then the close reason if the actor closed it.
+pub(crate) fn inbound(inbox: Inbox) -> InboundStream {
     let closed = Arc::clone(&inbox.closed);
     let frames = futures::stream::unfold(inbox, |mut inbox| async move {
-        let frame = inbox.next().await?;
+        let frame = std::future::poll_fn(|cx| inbox.poll_next(cx)).await?;
         Some((Ok(frame), inbox))
     });
-    let last = futures::stream::once(async move { close_frame(&closed).map(Ok) })
+    let last = futures::stream::once(async move { close_frame(&closed).map(|f| Ok(f.into())) })
         .filter_map(futures::future::ready);
     Box::pin(frames.chain(last))
+}
+
+/// Frames for a gateway's `Session` call: [`inbound`]'s, each a frame of its own.
+pub(crate) fn outbound(inbox: Inbox) -> FrameStream {
+    Box::pin(inbound(inbox).map(|frame| frame.map(Inbound::into_frame)))
 }
 
 /// Turns a client frame into the actor command it stands for.
@@ -221,20 +230,10 @@ fn command(conn: ConnId, kind: In) -> Option<Command> {
 impl DocNodeService {
     /// A session: checks the Open frame, joins the document and pumps the client's
     /// frames into its actor (awaiting room, which is how backpressure reaches the gateway)
-    /// until they end. Both the gRPC stream and a gateway in this process come here.
-    pub(crate) async fn session<S>(&self, open: pb::Open, frames: S) -> Result<FrameStream, Status>
-    where
-        S: Stream<Item = pb::ClientFrame> + Send + Unpin + 'static,
-    {
-        self.session_inbox(open, frames).await.map(outbound)
-    }
-
-    /// [`Self::session`], with the connection's queue as the actor fills it.
-    pub(crate) async fn session_inbox<S>(
-        &self,
-        open: pb::Open,
-        mut frames: S,
-    ) -> Result<Inbox, Status>
+    /// until they end. Returns the connection's queue as the actor fills it, which every kind
+    /// of session reads (a gRPC stream of its own, a shared `Sessions` stream, a gateway in
+    /// this process).
+    pub(crate) async fn session<S>(&self, open: pb::Open, mut frames: S) -> Result<Inbox, Status>
     where
         S: Stream<Item = pb::ClientFrame> + Send + Unpin + 'static,
     {
@@ -293,8 +292,8 @@ impl pb::in_process::InProcess for DocNodeService {
         &self,
         open: pb::Open,
         frames: pb::in_process::ClientFrames,
-    ) -> Result<FrameStream, Status> {
-        self.session(open, frames).await
+    ) -> Result<InboundStream, Status> {
+        self.session(open, frames).await.map(inbound)
     }
 }
 
@@ -328,7 +327,7 @@ impl pb::doc_node_server::DocNode for DocNodeService {
         });
         DocNodeService::session(self, open, Box::pin(frames))
             .await
-            .map(Response::new)
+            .map(|inbox| Response::new(outbound(inbox)))
     }
 
     async fn get_text(

@@ -22,6 +22,7 @@ use pb::{
     client_frame::Kind as In,
     docnode_message::Kind as Down,
     gateway_message::Kind as Up,
+    in_process::{Fanout, Inbound},
     mux::{
         Credit, Gated, Merged, MergedSenders, Returning, DOWN_WINDOW, SHARED_HISTORY_HEADER,
         UP_WINDOW,
@@ -32,7 +33,7 @@ use tonic::{Request, Status, Streaming};
 use tracing::{debug, warn};
 
 use crate::{
-    connection::{close_frame, history_frame, Inbox, Next},
+    connection::{close_frame, Inbox},
     service::{outbound, DocNodeService},
 };
 
@@ -117,15 +118,15 @@ impl SharingFrames {
     }
 }
 
-/// Takes `entries` off the head of every sibling of session `id` that has them there and has
+/// Takes `fanout` off the head of every sibling of session `id` that has them there and has
 /// credit for them.
-fn take_along(siblings: &Siblings, id: u64, entries: &Arc<[pb::HistoryEntry]>) -> Vec<pb::AlsoFor> {
+fn take_along(siblings: &Siblings, id: u64, fanout: &Arc<Fanout>) -> Vec<pb::AlsoFor> {
     let mut also = Vec::new();
     for (session, member) in lock(siblings).iter() {
         if *session == id || !member.credit.may_send() {
             continue;
         }
-        if let Some(start) = lock(&member.inbox).take_shared(entries) {
+        if let Some(start) = lock(&member.inbox).take_shared(fanout) {
             member.credit.used();
             also.push(pb::AlsoFor {
                 session: *session,
@@ -149,15 +150,15 @@ impl Stream for SharingFrames {
         }
         let next = std::task::ready!(lock(&this.member.inbox).poll_next(cx));
         Poll::Ready(match next {
-            Some(Next::Shared { start, entries }) => {
+            Some(Inbound::History { start, fanout }) => {
                 let also = match &this.siblings {
-                    Some(siblings) => take_along(siblings, this.id, &entries),
+                    Some(siblings) => take_along(siblings, this.id, &fanout),
                     None => Vec::new(),
                 };
                 this.counter.inc_by(also.len() as u64);
-                Some(Ok((history_frame(start, &entries), also)))
+                Some(Ok((fanout.frame(start), also)))
             }
-            Some(Next::Frame(frame)) => Some(Ok((frame, Vec::new()))),
+            Some(Inbound::Frame(frame)) => Some(Ok((*frame, Vec::new()))),
             None => {
                 this.done = true;
                 close_frame(&this.closed).map(|frame| Ok((frame, Vec::new())))
@@ -340,7 +341,7 @@ async fn open_session(
         let _ = control.send(message(id, Down::Credit(n)));
     });
     let document = open.document_id.clone();
-    let joined = service.session_inbox(open, frames).await;
+    let joined = service.session(open, frames).await;
     let outgoing = joined.map(|inbox| -> Outgoing {
         match documents {
             Some(documents) => Box::pin(SharingFrames {

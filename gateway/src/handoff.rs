@@ -26,6 +26,7 @@ use std::collections::VecDeque;
 
 use codraft_proto as pb;
 use pb::client_frame::Kind as In;
+use pb::in_process::Inbound;
 use pb::server_frame::Kind as Out;
 use prost::Message;
 
@@ -42,7 +43,7 @@ pub const MAX_UNACKED_BYTES: usize = 4 << 20;
 #[derive(Debug, PartialEq)]
 pub enum Incoming {
     /// Send it to the client (revisions already translated).
-    Forward(pb::ServerFrame),
+    Forward(Inbound),
     /// Nothing for the client (e.g. the new owner's join frames after a move).
     Drop,
     /// The old owner let the connection go: move it to the new owner.
@@ -195,7 +196,28 @@ impl Handoff {
     }
 
     /// Handles a frame from the current session.
-    pub fn incoming(&mut self, mut frame: pb::ServerFrame) -> Incoming {
+    pub fn incoming(&mut self, frame: impl Into<Inbound>) -> Incoming {
+        let mut frame = match frame.into() {
+            Inbound::Frame(frame) => frame,
+            Inbound::History { start, fanout } => {
+                return match self.history(start, fanout.entries(), false, None) {
+                    Err(outcome) => outcome,
+                    Ok((start, 0)) => Incoming::Forward(Inbound::History { start, fanout }),
+                    // After a move: only the entries the client has not seen, a copy of its own.
+                    Ok((start, seen)) => Incoming::Forward(
+                        pb::ServerFrame {
+                            kind: Some(Out::History(pb::History {
+                                start,
+                                entries: fanout.entries()[seen..].to_vec(),
+                                compacted: false,
+                                log_revision: None,
+                            })),
+                        }
+                        .into(),
+                    ),
+                };
+            }
+        };
         match &mut frame.kind {
             Some(Out::Identity(identity)) => {
                 if self.moving.is_some() {
@@ -228,8 +250,13 @@ impl Handoff {
                 }
             }
             Some(Out::History(history)) => {
-                if let Some(outcome) = self.history(history) {
-                    return outcome;
+                let (start, compacted) = (history.start, history.compacted);
+                match self.history(start, &history.entries, compacted, history.log_revision) {
+                    Ok((start, seen)) => {
+                        history.entries.drain(..seen);
+                        history.start = start;
+                    }
+                    Err(outcome) => return outcome,
                 }
             }
             Some(Out::Error(error))
@@ -239,7 +266,7 @@ impl Handoff {
             }
             _ => {}
         }
-        Incoming::Forward(frame)
+        Incoming::Forward(Inbound::Frame(frame))
     }
 
     /// Forgets the edits up to `seq`, which the docnode committed.
@@ -266,21 +293,28 @@ impl Handoff {
         self.unacked_bytes
     }
 
-    /// Acknowledges own edits, drops what the client already has and renumbers the rest in
-    /// place; `None` means forward the (changed) frame.
-    fn history(&mut self, history: &mut pb::History) -> Option<Incoming> {
-        for entry in &history.entries {
+    /// Acknowledges own edits among a History frame's `entries` at session revision `start`
+    /// and counts what the client is sent of them: `Ok((client revision, seen))` forwards all
+    /// but the first `seen` entries (which the client already has) at that revision.
+    fn history(
+        &mut self,
+        start: u64,
+        entries: &[pb::HistoryEntry],
+        compacted: bool,
+        log_revision: Option<u64>,
+    ) -> Result<(u64, usize), Incoming> {
+        for entry in entries {
             if entry.client_id.as_deref() == Some(self.client_id.as_str()) {
                 if let Some(seq) = entry.seq {
                     self.acknowledged(seq);
                 }
             }
         }
-        let Some(start) = history.start.checked_add(self.offset) else {
-            return Some(Incoming::Fail("revision out of range"));
+        let Some(start) = start.checked_add(self.offset) else {
+            return Err(Incoming::Fail("revision out of range"));
         };
         if start > self.forwarded {
-            return Some(Incoming::Fail(
+            return Err(Incoming::Fail(
                 "the docnode skipped entries the client has not seen",
             ));
         }
@@ -288,17 +322,16 @@ impl Handoff {
         let seen = usize::try_from(self.forwarded - start).unwrap_or(usize::MAX);
         // An empty History is the answer to a join, which the client waits for; only a moved
         // session's is dropped.
-        if seen >= history.entries.len() && (seen > 0 || self.moves > 0) {
-            return Some(Incoming::Drop);
+        if seen >= entries.len() && (seen > 0 || self.moves > 0) {
+            return Err(Incoming::Drop);
         }
-        history.entries.drain(..seen);
-        history.start = self.forwarded;
-        self.forwarded += history.entries.len() as u64;
-        if history.compacted {
+        let start = self.forwarded;
+        self.forwarded += (entries.len() - seen) as u64;
+        if compacted {
             // Entries no longer count log revisions one to one: anchor again after them.
-            self.anchor = history.log_revision.map(|log| (self.forwarded, log));
+            self.anchor = log_revision.map(|log| (self.forwarded, log));
         }
-        None
+        Ok((start, seen))
     }
 
     /// Where a moved session would resume, or `None` if this connection cannot be moved.
@@ -399,9 +432,10 @@ mod tests {
 
     fn forwarded_start(incoming: Incoming) -> (u64, usize) {
         match incoming {
-            Incoming::Forward(pb::ServerFrame {
-                kind: Some(Out::History(h)),
-            }) => (h.start, h.entries.len()),
+            Incoming::Forward(Inbound::Frame(frame)) => match frame.kind {
+                Some(Out::History(h)) => (h.start, h.entries.len()),
+                other => panic!("expected a History to forward, got {other:?}"),
+            },
             other => panic!("expected a History to forward, got {other:?}"),
         }
     }
@@ -411,7 +445,7 @@ mod tests {
         let mut h = Handoff::new(None);
         assert_eq!(
             h.incoming(server(Out::Identity(pb::Identity { user_id: 7 }))),
-            Incoming::Forward(server(Out::Identity(pb::Identity { user_id: 7 })))
+            Incoming::Forward(server(Out::Identity(pb::Identity { user_id: 7 })).into())
         );
         let joined = server(Out::Joined(pb::Joined {
             revision: 100,
@@ -702,5 +736,125 @@ mod tests {
             h.resume_point().is_none(),
             "and the connection is not moved (it closes with 4503 and the client re-sends)"
         );
+    }
+
+    /// Two connections fed the same frames, one with its History frames shared (as a
+    /// gateway reads a fan-out) and one with copies of its own, must do the same thing with
+    /// every frame: the same outcome, the same frame for the client (the shared one still
+    /// shared when the client is sent all of its entries), the same resume point. Seeded
+    /// random schedules of joins, History frames at random starts (replays after a move,
+    /// gaps), the client's own edits and moves; `HANDOFF_SEED` replays one.
+    #[test]
+    fn a_shared_history_is_handled_as_a_copy_of_its_own_would_be() {
+        use pb::in_process::Fanout;
+        use rand::{rngs::StdRng, Rng, SeedableRng};
+        use std::sync::Arc;
+        let seeds: Vec<u64> = match std::env::var("HANDOFF_SEED") {
+            Ok(seed) => vec![seed.parse().expect("HANDOFF_SEED is a number")],
+            Err(_) => (0..200).map(|_| rand::random()).collect(),
+        };
+        let mut shared_forwarded = 0;
+        for seed in seeds {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let (mut own, mut shared) = (
+                Handoff::new(Some("me".into())),
+                Handoff::new(Some("me".into())),
+            );
+            let both = |own: &mut Handoff, shared: &mut Handoff, frame: pb::ServerFrame| {
+                assert_eq!(
+                    own.incoming(frame.clone()),
+                    shared.incoming(frame),
+                    "seed {seed}"
+                );
+            };
+            both(
+                &mut own,
+                &mut shared,
+                server(Out::Identity(pb::Identity { user_id: 7 })),
+            );
+            let joined = server(Out::Joined(pb::Joined {
+                revision: 100,
+                resumed: false,
+                last_seq: 0,
+            }));
+            both(&mut own, &mut shared, joined);
+            // The session's revision the docnode is at, and the client's next seq.
+            let (mut at, mut seq) = (1, 1);
+            for step in 0..40 {
+                match rng.random_range(0..10) {
+                    0..=5 => {
+                        let entries: Vec<_> = (0..rng.random_range(0..4))
+                            .map(|_| match rng.random_bool(0.3) {
+                                true => entry(7, Some("me"), Some(rng.random_range(0..seq))),
+                                false => entry(3, Some("other"), Some(1)),
+                            })
+                            .collect();
+                        let start =
+                            at - rng.random_range(0..=at.min(3)) + u64::from(rng.random_bool(0.05));
+                        at = at.max(start + entries.len() as u64);
+                        let fanout = Arc::new(Fanout::new(entries.clone()));
+                        let copied = own.incoming(history(start, entries));
+                        let sent = shared.incoming(Inbound::History { start, fanout });
+                        if let Incoming::Forward(Inbound::History { .. }) = &sent {
+                            shared_forwarded += 1;
+                        }
+                        let sent = match sent {
+                            Incoming::Forward(frame) => {
+                                Incoming::Forward(frame.into_frame().into())
+                            }
+                            other => other,
+                        };
+                        assert_eq!(copied, sent, "seed {seed}, step {step}");
+                    }
+                    6..=7 => {
+                        let revision = rng.random_range(0..=own.forwarded);
+                        let (a, b) = (
+                            own.outgoing(edit(revision, Some(seq))),
+                            shared.outgoing(edit(revision, Some(seq))),
+                        );
+                        assert_eq!(a, b, "seed {seed}, step {step}");
+                        seq += 1;
+                    }
+                    _ => {
+                        let reroute = server(Out::Error(pb::Error {
+                            code: 4503,
+                            message: "moved".into(),
+                            close: true,
+                            reroute: true,
+                        }));
+                        both(&mut own, &mut shared, reroute);
+                        let point = own.resume_point();
+                        assert_eq!(point, shared.resume_point(), "seed {seed}, step {step}");
+                        let Some(point) = point else {
+                            break;
+                        };
+                        assert_eq!(own.begin_move(point), shared.begin_move(point));
+                        both(
+                            &mut own,
+                            &mut shared,
+                            server(Out::Identity(pb::Identity { user_id: 7 })),
+                        );
+                        let joined = server(Out::Joined(pb::Joined {
+                            revision: point.log,
+                            resumed: true,
+                            last_seq: 0,
+                        }));
+                        both(&mut own, &mut shared, joined);
+                        at = 0;
+                    }
+                }
+                assert_eq!(
+                    own.resume_point(),
+                    shared.resume_point(),
+                    "seed {seed}, step {step}"
+                );
+                assert_eq!(
+                    own.unacked_bytes(),
+                    shared.unacked_bytes(),
+                    "seed {seed}, step {step}"
+                );
+            }
+        }
+        assert!(shared_forwarded > 0, "no History frame stayed shared");
     }
 }

@@ -9,7 +9,7 @@ use std::{sync::Arc, time::Duration};
 use codraft_proto as pb;
 use pb::{
     doc_node_client::DocNodeClient,
-    in_process::{FrameStream, InProcess},
+    in_process::{InProcess, Inbound, InboundStream},
 };
 use tokio::sync::mpsc;
 use tokio_stream::{wrappers::ReceiverStream, StreamExt};
@@ -96,7 +96,7 @@ impl Link {
                 };
                 let frames = tokio_stream::once(first).chain(frames);
                 let stream = client.clone().session(frames).await?.into_inner();
-                Box::pin(stream) as FrameStream
+                Box::pin(stream.map(|frame| frame.map(Inbound::from))) as InboundStream
             }
             Self::InProcess(node) => node.open_session(open, Box::pin(frames)).await?,
         };

@@ -48,12 +48,12 @@ impl PendingEdits {
 
     /// Takes the edits a History frame acknowledges and returns their round-trip times
     /// (measured to `now`); their spans end here.
-    pub fn acknowledged(&mut self, history: &pb::History, now: Instant) -> Vec<Duration> {
+    pub fn acknowledged(&mut self, entries: &[pb::HistoryEntry], now: Instant) -> Vec<Duration> {
         let Some(me) = self.me else {
             return Vec::new();
         };
         let mut times = Vec::new();
-        for entry in history.entries.iter().filter(|e| e.user_id == me) {
+        for entry in entries.iter().filter(|e| e.user_id == me) {
             let done = match entry.seq {
                 Some(seq) => {
                     // Edits before this one that never came back were duplicates the docnode
@@ -105,15 +105,6 @@ mod tests {
         }
     }
 
-    fn history(entries: Vec<pb::HistoryEntry>) -> pb::History {
-        pb::History {
-            start: 0,
-            entries,
-            compacted: false,
-            log_revision: None,
-        }
-    }
-
     #[test]
     fn own_entries_acknowledge_in_order_and_others_do_not() {
         let t0 = Instant::now();
@@ -122,10 +113,10 @@ mod tests {
         pending.sent(t0, None, Span::none());
         pending.sent(t0 + Duration::from_millis(5), None, Span::none());
         let later = t0 + Duration::from_millis(20);
-        let times = pending.acknowledged(&history(vec![entry(3, None), entry(7, None)]), later);
+        let times = pending.acknowledged(&[entry(3, None), entry(7, None)], later);
         assert_eq!(times, vec![Duration::from_millis(20)]);
         assert_eq!(pending.len(), 1);
-        let times = pending.acknowledged(&history(vec![entry(7, None)]), later);
+        let times = pending.acknowledged(&[entry(7, None)], later);
         assert_eq!(times, vec![Duration::from_millis(15)]);
         assert!(pending.is_empty());
     }
@@ -139,13 +130,11 @@ mod tests {
             pending.sent(t0, Some(seq), Span::none());
         }
         // Seq 4 was a duplicate and never comes back; 5 is acknowledged.
-        let times = pending.acknowledged(&history(vec![entry(1, Some(5))]), t0);
+        let times = pending.acknowledged(&[entry(1, Some(5))], t0);
         assert_eq!(times.len(), 1);
         assert_eq!(pending.len(), 1);
         // An acknowledgement for something not tracked takes nothing.
-        assert!(pending
-            .acknowledged(&history(vec![entry(1, Some(9))]), t0)
-            .is_empty());
+        assert!(pending.acknowledged(&[entry(1, Some(9))], t0).is_empty());
         assert!(pending.is_empty());
     }
 
@@ -157,8 +146,6 @@ mod tests {
             pending.sent(t0, None, Span::none());
         }
         assert_eq!(pending.len(), MAX_PENDING);
-        assert!(pending
-            .acknowledged(&history(vec![entry(0, None)]), t0)
-            .is_empty());
+        assert!(pending.acknowledged(&[entry(0, None)], t0).is_empty());
     }
 }

@@ -4,8 +4,13 @@
 //! or has a field of the wrong shape never reaches a docnode. The docnode still validates what
 //! only it can judge (an operation against the document). docs/protocol.md lists every message.
 
+use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
 use codraft_proto as pb;
-use pb::{client_frame::Kind as In, component::Kind as Part, server_frame::Kind as Out};
+use pb::{
+    client_frame::Kind as In, component::Kind as Part, in_process::Fanout,
+    server_frame::Kind as Out,
+};
 use serde::{
     de::{self, SeqAccess, Visitor},
     ser::SerializeSeq,
@@ -307,7 +312,7 @@ enum ServerMsg<'a> {
 /// A docnode frame rendered for one client, and whether the socket must close after it.
 pub struct Rendered {
     /// The JSON text message.
-    pub text: String,
+    pub text: Utf8Bytes,
     /// Close code and reason, when the frame ends the connection.
     pub close: Option<(u16, String)>,
 }
@@ -329,26 +334,7 @@ pub fn render(
             last_seq: joined.last_seq,
             read_only,
         }),
-        Out::History(history) => ServerMsg::History(HistoryJson {
-            start: history.start,
-            operations: history
-                .entries
-                .iter()
-                .map(|entry| EntryJson {
-                    id: entry.user_id,
-                    operation: OperationJson(
-                        entry
-                            .operation
-                            .as_ref()
-                            .map(|op| op.components.as_slice())
-                            .unwrap_or_default(),
-                    ),
-                    seq: entry
-                        .seq
-                        .filter(|_| client_id.is_some() && entry.client_id.as_deref() == client_id),
-                })
-                .collect(),
-        }),
+        Out::History(history) => history_message(history.start, &history.entries, client_id),
         Out::Language(language) => ServerMsg::Language(&language.language),
         Out::UserInfo(info) => ServerMsg::UserInfo(UserInfoJson {
             id: info.user_id,
@@ -375,7 +361,7 @@ pub fn render(
         // An OT document's docnode never sends a Yjs message; nothing to render.
         Out::Yjs(_) => return None,
     };
-    let text = serde_json::to_string(&message).ok()?;
+    let text = serde_json::to_string(&message).ok()?.into();
     let close = match frame.kind.as_ref()? {
         Out::Error(e) if e.close => {
             Some((u16::try_from(e.code).unwrap_or(4500), e.message.clone()))
@@ -383,6 +369,54 @@ pub fn render(
         _ => None,
     };
     Some(Rendered { text, close })
+}
+
+/// A History message of `entries` at the client's revision `start`; the entries of client id
+/// `client_id` carry their `seq`.
+fn history_message<'a>(
+    start: u64,
+    entries: &'a [pb::HistoryEntry],
+    client_id: Option<&str>,
+) -> ServerMsg<'a> {
+    ServerMsg::History(HistoryJson {
+        start,
+        operations: entries
+            .iter()
+            .map(|entry| EntryJson {
+                id: entry.user_id,
+                operation: OperationJson(
+                    entry
+                        .operation
+                        .as_ref()
+                        .map(|op| op.components.as_slice())
+                        .unwrap_or_default(),
+                ),
+                seq: entry
+                    .seq
+                    .filter(|_| client_id.is_some() && entry.client_id.as_deref() == client_id),
+            })
+            .collect(),
+    })
+}
+
+/// Renders a History frame whose entries every session of the document shares, at the
+/// client's revision `start`, for the client whose exactly-once id is `client_id`: as
+/// [`render`] would, but a client that wrote none of the entries gets the fan-out's one
+/// rendering (the same bytes for every such client).
+pub fn render_shared(start: u64, fanout: &Fanout, client_id: Option<&str>) -> Option<Rendered> {
+    let entries = fanout.entries();
+    let text = |client_id| serde_json::to_string(&history_message(start, entries, client_id));
+    let wrote_one = client_id.is_some()
+        && entries
+            .iter()
+            .any(|e| e.seq.is_some() && e.client_id.as_deref() == client_id);
+    if wrote_one {
+        let text = text(client_id).ok()?.into();
+        return Some(Rendered { text, close: None });
+    }
+    let bytes = fanout.rendered(start, || text(None).ok().map(Bytes::from))?;
+    let text = Utf8Bytes::try_from(bytes).ok()?;
+    Some(Rendered { text, close: None })
 }
 
 /// `{"Access": {"read_only": .., "name": ..}}`: what the connection's token allows, sent
@@ -565,5 +599,88 @@ mod tests {
             r#"{"Error":{"code":4409,"message":"bad op"}}"#
         );
         assert_eq!(rendered.close, Some((4409, "bad op".into())));
+    }
+
+    /// A random History entry by one of a few clients (with or without a seq, sometimes
+    /// without a client id), of a few components whose inserts hold characters that JSON
+    /// escapes.
+    fn random_entry(rng: &mut impl rand::Rng) -> pb::HistoryEntry {
+        let components = (0..rng.random_range(0..4))
+            .map(|_| pb::Component {
+                kind: Some(match rng.random_range(0..3) {
+                    0 => Part::Retain(rng.random_range(1..1000)),
+                    1 => Part::Delete(rng.random_range(1..1000)),
+                    _ => Part::Insert(
+                        (0..rng.random_range(1..6))
+                            .map(|_| ['a', '"', '\\', '\n', 'é', '😀'][rng.random_range(0..6)])
+                            .collect(),
+                    ),
+                }),
+            })
+            .collect();
+        pb::HistoryEntry {
+            user_id: rng.random_range(0..4),
+            operation: Some(pb::Operation { components }),
+            client_id: rng
+                .random_bool(0.8)
+                .then(|| format!("tab{}", rng.random_range(0..3))),
+            seq: rng.random_bool(0.8).then(|| rng.random_range(0..100)),
+        }
+    }
+
+    /// A shared History frame renders, for every client, exactly what its own copy of the
+    /// frame would (`seq` on its own entries only), and every client that wrote none of the
+    /// entries gets the very same bytes, at the start they were made for; seeded
+    /// (`RENDER_SEED` replays one).
+    #[test]
+    fn a_shared_history_renders_as_each_client_s_own_copy_would() {
+        use rand::{rngs::StdRng, Rng, SeedableRng};
+        let seeds: Vec<u64> = match std::env::var("RENDER_SEED") {
+            Ok(seed) => vec![seed.parse().expect("RENDER_SEED is a number")],
+            Err(_) => (0..200).map(|_| rand::random()).collect(),
+        };
+        let clients = [None, Some("tab0"), Some("tab1"), Some("tab2"), Some("tab9")];
+        for seed in seeds {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let entries: Vec<_> = (0..rng.random_range(1..4))
+                .map(|_| random_entry(&mut rng))
+                .collect();
+            let fanout = Fanout::new(entries);
+            let start = rng.random_range(0..1000);
+            // The first rendering made for clients that wrote none of the entries.
+            let mut shared: Option<(u64, Bytes)> = None;
+            for _ in 0..12 {
+                let client = clients[rng.random_range(0..clients.len())];
+                // Now and then a client at another revision (after a move).
+                let at = if rng.random_bool(0.2) {
+                    start + 1
+                } else {
+                    start
+                };
+                let rendered = render_shared(at, &fanout, client).expect("renders");
+                let own = render(&fanout.frame(at), client, false).expect("renders");
+                assert_eq!(
+                    rendered.text, own.text,
+                    "seed {seed}: client {client:?} at {at}"
+                );
+                assert_eq!(rendered.close, None);
+                let wrote_one = fanout.entries().iter().any(|e| {
+                    e.seq.is_some() && client.is_some() && e.client_id.as_deref() == client
+                });
+                if wrote_one {
+                    continue;
+                }
+                let bytes = Bytes::from(rendered.text);
+                match &shared {
+                    None => shared = Some((at, bytes)),
+                    Some((made_at, made)) if *made_at == at => assert_eq!(
+                        made.as_ptr(),
+                        bytes.as_ptr(),
+                        "seed {seed}: {client:?} got a rendering of its own"
+                    ),
+                    Some(_) => {}
+                }
+            }
+        }
     }
 }

@@ -5,7 +5,7 @@
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
 use codraft_proto as pb;
-use pb::in_process::FrameStream;
+use pb::in_process::InboundStream;
 use tokio::sync::{mpsc, watch};
 use tonic::{Code, Status};
 use tracing::debug;
@@ -54,7 +54,7 @@ fn tls_failure(status: &Status) -> Option<String> {
 /// An open session with a docnode.
 pub struct Session {
     /// Frames from the docnode.
-    pub inbound: FrameStream,
+    pub inbound: InboundStream,
     /// Frames to the docnode (the Open frame is already sent).
     pub outbound: mpsc::Sender<Box<pb::ClientFrame>>,
     /// The docnode's id or URL, for logs.

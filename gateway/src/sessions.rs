@@ -17,7 +17,7 @@ use pb::{
     doc_node_client::DocNodeClient,
     docnode_message::Kind as Down,
     gateway_message::Kind as Up,
-    in_process::FrameStream,
+    in_process::{Fanout, Inbound, InboundStream},
     mux::{
         Credit, Gated, Merged, MergedSenders, Returning, DOWN_WINDOW, SHARED_HISTORY_HEADER,
         UP_WINDOW,
@@ -29,7 +29,7 @@ use tonic::{metadata::MetadataMap, transport::Channel, Code, Status, Streaming};
 use tracing::{debug, warn};
 
 /// A session's frames from the docnode, as its relay reads them.
-type Received = Result<Box<pb::ServerFrame>, Box<Status>>;
+type Received = Result<Inbound, Box<Status>>;
 
 /// One session, as the stream's reader routes the docnode's messages to it.
 struct Slot {
@@ -82,7 +82,7 @@ pub struct Multiplexer {
 }
 
 /// A session: the docnode's frames, and where the client's go.
-pub type Session = (FrameStream, mpsc::Sender<Box<pb::ClientFrame>>);
+pub type Session = (InboundStream, mpsc::Sender<Box<pb::ClientFrame>>);
 
 impl Multiplexer {
     /// Sessions over `client`'s connection.
@@ -153,7 +153,7 @@ impl Multiplexer {
         let inbound = Returning::new(received, DOWN_WINDOW / 2, move |n| {
             let _ = control.send(message(id, Up::Credit(n)));
         })
-        .map(|received: Received| received.map(|frame| *frame).map_err(|status| *status));
+        .map(|received: Received| received.map_err(|status| *status));
         Ok(Some((Box::pin(inbound), outbound)))
     }
 
@@ -225,7 +225,7 @@ fn status_of(end: pb::SessionEnd) -> Status {
 /// session still open fails as its own broken stream would have.
 async fn read_docnode(shared: Arc<Shared>, mut incoming: Streaming<pb::DocnodeMessage>) {
     loop {
-        let message = match incoming.message().await {
+        let mut message = match incoming.message().await {
             Ok(Some(message)) => message,
             Ok(None) => break,
             Err(status) => {
@@ -235,14 +235,21 @@ async fn read_docnode(shared: Arc<Shared>, mut incoming: Streaming<pb::DocnodeMe
         };
         let id = message.session;
         let mut slots = shared.slots();
-        if let Some(Down::Frame(frame)) = &message.kind {
-            // The further sessions a shared History frame is for, each at its own start.
-            for also in &message.also {
-                let mut copy = frame.clone();
-                if let Some(pb::server_frame::Kind::History(history)) = &mut copy.kind {
-                    history.start = also.start;
+        if let Some(Down::Frame(pb::ServerFrame {
+            kind: Some(pb::server_frame::Kind::History(history)),
+        })) = &mut message.kind
+        {
+            if !message.also.is_empty() {
+                // One copy of the entries for every session named, each at its own start.
+                let fanout = Arc::new(Fanout::new(std::mem::take(&mut history.entries)));
+                for also in &message.also {
+                    let fanout = Arc::clone(&fanout);
+                    let start = also.start;
+                    deliver(&mut slots, also.session, Inbound::History { start, fanout });
                 }
-                deliver(&mut slots, also.session, copy);
+                let start = history.start;
+                deliver(&mut slots, id, Inbound::History { start, fanout });
+                continue;
             }
         }
         let Some(slot) = slots.get_mut(&id) else {
@@ -254,7 +261,7 @@ async fn read_docnode(shared: Arc<Shared>, mut incoming: Streaming<pb::DocnodeMe
                     let _ = opened.send(Ok(()));
                 }
             }
-            Some(Down::Frame(frame)) => deliver(&mut slots, id, frame),
+            Some(Down::Frame(frame)) => deliver(&mut slots, id, frame.into()),
             Some(Down::Credit(frames)) => slot.credit.grant(frames),
             Some(Down::End(end)) => {
                 if let Some(slot) = slots.remove(&id) {
@@ -273,11 +280,11 @@ async fn read_docnode(shared: Arc<Shared>, mut incoming: Streaming<pb::DocnodeMe
 
 /// Queues a frame for session `id`, if it is still open; a session the docnode sent past
 /// its window ends (its relay sees the stream end, as after a broken stream).
-fn deliver(slots: &mut HashMap<u64, Slot>, id: u64, frame: pb::ServerFrame) {
+fn deliver(slots: &mut HashMap<u64, Slot>, id: u64, frame: Inbound) {
     let Some(slot) = slots.get(&id) else {
         return;
     };
-    if let Err(mpsc::error::TrySendError::Full(_)) = slot.frames.try_send(Ok(Box::new(frame))) {
+    if let Err(mpsc::error::TrySendError::Full(_)) = slot.frames.try_send(Ok(frame)) {
         warn!(session = id, "a docnode sent past a session's window");
         if let Some(slot) = slots.remove(&id) {
             end_slot(slot, None);

@@ -111,15 +111,116 @@ pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 /// service's own methods; a session takes its Open frame and the rest of the client's
 /// frames as a channel.
 pub mod in_process {
-    use std::pin::Pin;
+    use std::{
+        pin::Pin,
+        sync::{Arc, OnceLock},
+    };
 
+    use bytes::Bytes;
     use futures_core::Stream;
 
-    use crate::{doc_node_server::DocNode, ClientFrame, DocnodeMessage, Open, ServerFrame};
+    use crate::{
+        doc_node_server::DocNode, server_frame::Kind, ClientFrame, DocnodeMessage, History,
+        HistoryEntry, Open, ServerFrame,
+    };
 
-    /// A session's frames for the gateway, ending with the close reason when the docnode
-    /// closed the session.
+    /// A session's frames as the gRPC `Session` call streams them, ending with the close
+    /// reason when the docnode closed the session.
     pub type FrameStream = Pin<Box<dyn Stream<Item = Result<ServerFrame, tonic::Status>> + Send>>;
+
+    /// A session's frames as a gateway reads them: over gRPC or from a docnode in the same
+    /// process, committed entries come shared by every session of the document that the
+    /// gateway relays ([`Inbound::History`]).
+    pub type InboundStream = Pin<Box<dyn Stream<Item = Result<Inbound, tonic::Status>> + Send>>;
+
+    /// One frame of a session, as the gateway reads it.
+    #[derive(Debug, PartialEq)]
+    pub enum Inbound {
+        /// A frame of the session's own (boxed: a queue of these allocates its slots ahead).
+        Frame(Box<ServerFrame>),
+        /// A History frame at the session's revision `start` whose entries every session of
+        /// the document shares (the same allocation for all).
+        History { start: u64, fanout: Arc<Fanout> },
+    }
+
+    impl Inbound {
+        /// As the frame the client is sent.
+        pub fn into_frame(self) -> ServerFrame {
+            match self {
+                Self::Frame(frame) => *frame,
+                Self::History { start, fanout } => fanout.frame(start),
+            }
+        }
+    }
+
+    impl From<ServerFrame> for Inbound {
+        fn from(frame: ServerFrame) -> Self {
+            Self::Frame(Box::new(frame))
+        }
+    }
+
+    /// Entries of one commit, fanned out to every session of the document: one copy for all
+    /// of them, and one rendering for every client that wrote none of them.
+    #[derive(Debug)]
+    pub struct Fanout {
+        entries: Box<[HistoryEntry]>,
+        /// The gateway's rendering for a client that wrote none of the entries, and the
+        /// revision it starts at: made by the first session that needs it, reused by the rest.
+        rendered: OnceLock<(u64, Bytes)>,
+    }
+
+    /// Two fan-outs are equal when their entries are (whatever either rendered).
+    impl PartialEq for Fanout {
+        fn eq(&self, other: &Self) -> bool {
+            self.entries == other.entries
+        }
+    }
+
+    impl Fanout {
+        /// The fan-out of `entries`.
+        pub fn new(entries: Vec<HistoryEntry>) -> Self {
+            Self {
+                entries: entries.into_boxed_slice(),
+                rendered: OnceLock::new(),
+            }
+        }
+
+        /// The entries, oldest first.
+        pub fn entries(&self) -> &[HistoryEntry] {
+            &self.entries
+        }
+
+        /// A History frame of the entries (a copy) at revision `start`.
+        pub fn frame(&self, start: u64) -> ServerFrame {
+            ServerFrame {
+                kind: Some(Kind::History(History {
+                    start,
+                    entries: self.entries.to_vec(),
+                    compacted: false,
+                    log_revision: None,
+                })),
+            }
+        }
+
+        /// The shared rendering at revision `start`: the one made already if it starts there,
+        /// else `render`'s (kept for the next session if it is the first).
+        pub fn rendered(
+            &self,
+            start: u64,
+            render: impl FnOnce() -> Option<Bytes>,
+        ) -> Option<Bytes> {
+            if let Some((at, bytes)) = self.rendered.get() {
+                if *at == start {
+                    return Some(bytes.clone());
+                }
+                return render();
+            }
+            let made = render()?;
+            // Another session may have made it meanwhile; either is the same text.
+            let _ = self.rendered.set((start, made.clone()));
+            Some(made)
+        }
+    }
 
     /// What `DocNode.Sessions` answers with (unused in process: a gateway in the same
     /// process opens each session by a call).
@@ -140,6 +241,6 @@ pub mod in_process {
             &self,
             open: Open,
             frames: ClientFrames,
-        ) -> Result<FrameStream, tonic::Status>;
+        ) -> Result<InboundStream, tonic::Status>;
     }
 }

@@ -12,6 +12,7 @@ use super::{
     cursor::transform_cursor, lifecycle::Inflight, pb, Connection, Document, Kind, SendFailure,
 };
 use crate::store::{DocumentCommit, LoggedOp};
+use pb::in_process::Fanout;
 
 impl Document {
     /// Submits pending entries (and a pending language) for commit, if there are any.
@@ -152,7 +153,7 @@ impl Document {
         // One copy of the entries for every connection, and their size counted once.
         let count = entries.len() as u64;
         let bytes = entries.iter().map(|e| e.encoded_len()).sum::<usize>() + 16;
-        let entries: Arc<[pb::HistoryEntry]> = Arc::from(entries);
+        let entries = Arc::new(Fanout::new(entries));
         let mut slow = Vec::new();
         for (&id, c) in self.connections.iter_mut() {
             if c.lagging.is_some() {

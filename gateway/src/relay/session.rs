@@ -5,7 +5,11 @@
 
 use codraft_common::telemetry;
 use codraft_proto as pb;
-use pb::{client_frame::Kind as In, in_process::FrameStream, server_frame::Kind as Out};
+use pb::{
+    client_frame::Kind as In,
+    in_process::{Inbound, InboundStream},
+    server_frame::Kind as Out,
+};
 use tokio::{sync::mpsc, time::Instant};
 use tracing::{info_span, Instrument};
 
@@ -22,7 +26,7 @@ use super::{SocketRequest, RPC_SERVICE};
 /// A session with a docnode, and the connection's state across sessions.
 pub struct Session {
     /// Frames from the docnode.
-    pub inbound: FrameStream,
+    pub inbound: InboundStream,
     /// Frames to the docnode.
     pub outbound: mpsc::Sender<Box<pb::ClientFrame>>,
     /// Whether the docnode still takes frames; when not, the inbound side says why.
@@ -70,7 +74,7 @@ pub async fn open(
     request: &SocketRequest,
     handoff: &Handoff,
     opening: Opening,
-) -> Result<(FrameStream, mpsc::Sender<Box<pb::ClientFrame>>), tonic::Status> {
+) -> Result<(InboundStream, mpsc::Sender<Box<pb::ClientFrame>>), tonic::Status> {
     let (name, resume) = match opening {
         Opening::First => (
             "gateway.open",
@@ -117,7 +121,7 @@ pub async fn open_traced(
     routes: &Routes,
     mut open: pb::Open,
     span: tracing::Span,
-) -> Result<(FrameStream, mpsc::Sender<Box<pb::ClientFrame>>), tonic::Status> {
+) -> Result<(InboundStream, mpsc::Sender<Box<pb::ClientFrame>>), tonic::Status> {
     open.trace_context = telemetry::trace_context(&span);
     match routes.open(open).instrument(span.clone()).await {
         Ok(session) => {
@@ -141,7 +145,7 @@ pub async fn open_traced(
 impl Session {
     /// The connection's first session.
     pub fn new(
-        (inbound, outbound): (FrameStream, mpsc::Sender<Box<pb::ClientFrame>>),
+        (inbound, outbound): (InboundStream, mpsc::Sender<Box<pb::ClientFrame>>),
         handoff: Handoff,
         read_only: bool,
     ) -> Self {
@@ -162,7 +166,7 @@ impl Session {
     /// acknowledged first.
     pub async fn moved(
         &mut self,
-        (inbound, outbound): (FrameStream, mpsc::Sender<Box<pb::ClientFrame>>),
+        (inbound, outbound): (InboundStream, mpsc::Sender<Box<pb::ClientFrame>>),
         replay: Vec<pb::ClientFrame>,
     ) {
         self.inbound = inbound;
@@ -199,29 +203,38 @@ impl State {
     }
 
     /// What to do with a frame from the docnode.
-    pub fn docnode_frame(
-        &mut self,
-        frame: pb::ServerFrame,
-        metrics: &GatewayMetrics,
-    ) -> FromDocnode {
+    pub fn docnode_frame(&mut self, frame: Inbound, metrics: &GatewayMetrics) -> FromDocnode {
         let frame = match self.handoff.incoming(frame) {
             Incoming::Forward(frame) => frame,
             Incoming::Drop => return FromDocnode::Nothing,
             Incoming::Move => return FromDocnode::Move,
             Incoming::Fail(reason) => return FromDocnode::Fail(format!("{reason}; reconnect")),
         };
-        match &frame.kind {
-            Some(Out::Identity(identity)) => self.pending.identity(identity.user_id),
-            Some(Out::History(history)) => {
-                for round_trip in self.pending.acknowledged(history, Instant::now()) {
-                    metrics.edit_round_trip.observe(round_trip.as_secs_f64());
-                }
+        let rendered = match &frame {
+            Inbound::History { start, fanout } => {
+                self.round_trips(fanout.entries(), metrics);
+                protocol::render_shared(*start, fanout, self.handoff.visible_client_id())
             }
-            _ => {}
-        }
-        match protocol::render(&frame, self.handoff.visible_client_id(), self.read_only) {
+            Inbound::Frame(frame) => {
+                match &frame.kind {
+                    Some(Out::Identity(identity)) => self.pending.identity(identity.user_id),
+                    Some(Out::History(history)) => self.round_trips(&history.entries, metrics),
+                    _ => {}
+                }
+                let client_id = self.handoff.visible_client_id();
+                protocol::render(frame, client_id, self.read_only)
+            }
+        };
+        match rendered {
             Some(rendered) => FromDocnode::Send(rendered),
             None => FromDocnode::Nothing,
+        }
+    }
+
+    /// Ends the round trips of the client's edits among committed `entries`.
+    fn round_trips(&mut self, entries: &[pb::HistoryEntry], metrics: &GatewayMetrics) {
+        for round_trip in self.pending.acknowledged(entries, Instant::now()) {
+            metrics.edit_round_trip.observe(round_trip.as_secs_f64());
         }
     }
 }

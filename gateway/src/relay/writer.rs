@@ -77,8 +77,8 @@ impl Writer {
     }
 
     /// Queues a text message.
-    pub fn text(&mut self, text: String) {
-        self.push(Message::Text(Utf8Bytes::from(text)));
+    pub fn text(&mut self, text: impl Into<Utf8Bytes>) {
+        self.push(Message::Text(text.into()));
     }
 
     /// Queues a message if there is room for a docnode frame, else drops it (pings).

@@ -21,7 +21,7 @@ use futures::{
     stream::{SplitSink, SplitStream},
     StreamExt,
 };
-use pb::{client_frame::Kind as In, server_frame::Kind as Out};
+use pb::{client_frame::Kind as In, in_process::Inbound, server_frame::Kind as Out};
 use tokio::time::Instant;
 
 use crate::{
@@ -89,7 +89,7 @@ pub async fn relay_yjs<G: Send + 'static>(
 
 /// A session with the document's owner.
 struct Open {
-    inbound: pb::in_process::FrameStream,
+    inbound: pb::in_process::InboundStream,
     outbound: tokio::sync::mpsc::Sender<Box<pb::ClientFrame>>,
 }
 
@@ -154,7 +154,7 @@ impl<G: Send + 'static> YjsConnection<G> {
                 _ = self.relay.stopping.changed() => {
                     return Stop::close(UNAVAILABLE, "gateway restarting; reconnect");
                 }
-                frame = self.session.inbound.next(), if writer.has_room() => match frame {
+                frame = self.session.inbound.next(), if writer.has_room() => match frame.map(|f| f.map(Inbound::into_frame)) {
                     Some(Ok(pb::ServerFrame { kind: Some(Out::Yjs(bytes)) })) => {
                         writer.push(Message::Binary(bytes));
                         false
