@@ -235,20 +235,9 @@ async fn read_docnode(shared: Arc<Shared>, mut incoming: Streaming<pb::DocnodeMe
         };
         let id = message.session;
         let mut slots = shared.slots();
-        if let Some(Down::Frame(pb::ServerFrame {
-            kind: Some(pb::server_frame::Kind::History(history)),
-        })) = &mut message.kind
-        {
+        if let Some(Down::Frame(frame)) = &mut message.kind {
             if !message.also.is_empty() {
-                // One copy of the entries for every session named, each at its own start.
-                let fanout = Arc::new(Fanout::new(std::mem::take(&mut history.entries)));
-                for also in &message.also {
-                    let fanout = Arc::clone(&fanout);
-                    let start = also.start;
-                    deliver(&mut slots, also.session, Inbound::History { start, fanout });
-                }
-                let start = history.start;
-                deliver(&mut slots, id, Inbound::History { start, fanout });
+                share(&mut slots, id, std::mem::take(frame), &message.also);
                 continue;
             }
         }
@@ -275,6 +264,36 @@ async fn read_docnode(shared: Arc<Shared>, mut incoming: Streaming<pb::DocnodeMe
     let slots = std::mem::take(&mut *shared.slots());
     for slot in slots.into_values() {
         end_slot(slot, Some(lost()));
+    }
+}
+
+/// Queues a History frame for session `id` and every session in `also`, each at its own
+/// start: its entries shared by all of them, or a copy each when a fan-out cannot stand for
+/// the frame (a compacted catch-up, which a docnode does not share today).
+fn share(slots: &mut HashMap<u64, Slot>, id: u64, frame: pb::ServerFrame, also: &[pb::AlsoFor]) {
+    use pb::server_frame::Kind;
+    match frame.kind {
+        Some(Kind::History(history)) if !history.compacted && history.log_revision.is_none() => {
+            let fanout = Arc::new(Fanout::new(history.entries));
+            for also in also {
+                let fanout = Arc::clone(&fanout);
+                let start = also.start;
+                deliver(slots, also.session, Inbound::History { start, fanout });
+            }
+            let start = history.start;
+            deliver(slots, id, Inbound::History { start, fanout });
+        }
+        kind => {
+            let frame = pb::ServerFrame { kind };
+            for also in also {
+                let mut copy = frame.clone();
+                if let Some(Kind::History(history)) = &mut copy.kind {
+                    history.start = also.start;
+                }
+                deliver(slots, also.session, copy.into());
+            }
+            deliver(slots, id, frame.into());
+        }
     }
 }
 
@@ -311,6 +330,80 @@ fn end_slot(mut slot: Slot, status: Option<Status>) {
 mod tests {
     use super::*;
     use tonic::transport::Endpoint;
+
+    /// Three open sessions, and what each was queued.
+    fn three_slots() -> (HashMap<u64, Slot>, Vec<mpsc::Receiver<Received>>) {
+        let mut slots = HashMap::new();
+        let mut received = Vec::new();
+        for id in 1..=3 {
+            let (frames, rx) = mpsc::channel(4);
+            let credit = Credit::new(UP_WINDOW);
+            let opened = None;
+            slots.insert(
+                id,
+                Slot {
+                    frames,
+                    opened,
+                    credit,
+                },
+            );
+            received.push(rx);
+        }
+        (slots, received)
+    }
+
+    fn history(start: u64, compacted: bool) -> pb::ServerFrame {
+        let entry = pb::HistoryEntry {
+            user_id: 1,
+            ..Default::default()
+        };
+        pb::ServerFrame {
+            kind: Some(pb::server_frame::Kind::History(pb::History {
+                start,
+                entries: vec![entry; 2],
+                compacted,
+                log_revision: compacted.then_some(40),
+            })),
+        }
+    }
+
+    /// A History frame for several sessions reaches each at its own start: a plain one as
+    /// one fan-out of the entries for all, a compacted one (which a fan-out cannot carry)
+    /// as a whole copy each, its compaction kept.
+    #[test]
+    fn a_frame_for_several_sessions_reaches_each_at_its_own_start() {
+        let also = [
+            pb::AlsoFor {
+                session: 2,
+                start: 7,
+            },
+            pb::AlsoFor {
+                session: 3,
+                start: 9,
+            },
+        ];
+        for compacted in [false, true] {
+            let (mut slots, mut received) = three_slots();
+            share(&mut slots, 1, history(5, compacted), &also);
+            let mut fanouts = Vec::new();
+            for (rx, start) in received.iter_mut().zip([5, 7, 9]) {
+                match rx.try_recv().expect("queued").expect("a frame") {
+                    Inbound::History { start: at, fanout } => {
+                        assert!(!compacted, "a compacted frame shared");
+                        assert_eq!((at, fanout.entries().len()), (start, 2));
+                        fanouts.push(fanout);
+                    }
+                    Inbound::Frame(frame) => {
+                        assert!(compacted, "a plain History copied");
+                        assert_eq!(*frame, history(start, true));
+                    }
+                }
+            }
+            if !compacted {
+                assert!(fanouts.iter().all(|f| Arc::ptr_eq(f, &fanouts[0])));
+            }
+        }
+    }
 
     /// A docnode address that stopped answering: a listener that never accepts, with its
     /// backlog full, so a connection attempt waits out its timeout (as with a black-holed
