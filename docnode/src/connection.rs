@@ -145,13 +145,6 @@ impl Inbox {
             .map(|queued| queued.map(|queued| self.taken(queued)))
     }
 
-    /// The next frame, waiting for one; `None` once the queue is closed and empty.
-    pub async fn next(&mut self) -> Option<pb::ServerFrame> {
-        std::future::poll_fn(|cx| self.poll_next(cx))
-            .await
-            .map(Inbound::into_frame)
-    }
-
     /// The next frame if one is queued now.
     pub fn try_next(&mut self) -> Result<pb::ServerFrame, mpsc::error::TryRecvError> {
         let queued = match self.peeked.take() {

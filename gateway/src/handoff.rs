@@ -204,17 +204,7 @@ impl Handoff {
                     Err(outcome) => outcome,
                     Ok((start, 0)) => Incoming::Forward(Inbound::History { start, fanout }),
                     // After a move: only the entries the client has not seen, a copy of its own.
-                    Ok((start, seen)) => Incoming::Forward(
-                        pb::ServerFrame {
-                            kind: Some(Out::History(pb::History {
-                                start,
-                                entries: fanout.entries()[seen..].to_vec(),
-                                compacted: false,
-                                log_revision: None,
-                            })),
-                        }
-                        .into(),
-                    ),
+                    Ok((start, seen)) => Incoming::Forward(fanout.frame_after(seen, start).into()),
                 };
             }
         };

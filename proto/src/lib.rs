@@ -192,10 +192,15 @@ pub mod in_process {
 
         /// A History frame of the entries (a copy) at revision `start`.
         pub fn frame(&self, start: u64) -> ServerFrame {
+            self.frame_after(0, start)
+        }
+
+        /// A History frame of the entries but the first `seen` (a copy) at revision `start`.
+        pub fn frame_after(&self, seen: usize, start: u64) -> ServerFrame {
             ServerFrame {
                 kind: Some(Kind::History(History {
                     start,
-                    entries: self.entries.to_vec(),
+                    entries: self.entries[seen.min(self.entries.len())..].to_vec(),
                     compacted: false,
                     log_revision: None,
                 })),
